@@ -1,0 +1,1 @@
+"""MONAI Label app for skin-lesion segmentation in dermoscopic photographs."""

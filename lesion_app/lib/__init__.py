@@ -1,0 +1,1 @@
+"""Reusable pieces of the lesion app: networks, losses, transforms, metrics, training engine."""

@@ -1,0 +1,62 @@
+"""Per-image segmentation metrics, with conventions fixed for empty masks.
+
+Conventions (the ISIC 2018 challenge's): IoU and Dice are 1 when prediction and truth are both
+empty and 0 when exactly one is; sensitivity is 1 when the truth is empty, specificity 1 when the
+truth covers the whole image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+#: ISIC 2018 Task 1 scored each image's IoU as 0 below this value.
+ISIC_JACCARD_THRESHOLD = 0.65
+
+
+@dataclass(frozen=True)
+class Scores:
+    iou: float
+    dice: float
+    accuracy: float
+    sensitivity: float
+    specificity: float
+
+    @property
+    def thresholded_iou(self) -> float:
+        return self.iou if self.iou >= ISIC_JACCARD_THRESHOLD else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {**asdict(self), "thresholded_iou": self.thresholded_iou}
+
+
+def _ratio(num: int, den: int, empty: float) -> float:
+    return float(num) / float(den) if den else empty
+
+
+def score(pred: np.ndarray, truth: np.ndarray) -> Scores:
+    """Scores of one binary prediction against one binary truth of the same shape."""
+    pred = np.asarray(pred).astype(bool)
+    truth = np.asarray(truth).astype(bool)
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
+    tp = int(np.count_nonzero(pred & truth))
+    fp = int(np.count_nonzero(pred & ~truth))
+    fn = int(np.count_nonzero(~pred & truth))
+    tn = pred.size - tp - fp - fn
+    return Scores(
+        iou=_ratio(tp, tp + fp + fn, 1.0),
+        dice=_ratio(2 * tp, 2 * tp + fp + fn, 1.0),
+        accuracy=_ratio(tp + tn, pred.size, 1.0),
+        sensitivity=_ratio(tp, tp + fn, 1.0),
+        specificity=_ratio(tn, tn + fp, 1.0),
+    )
+
+
+def mean_scores(scores: list[Scores]) -> dict[str, float]:
+    """Means over images (every image weighs the same, as in ISIC's scoring)."""
+    if not scores:
+        raise ValueError("no scores to average")
+    rows = [s.as_dict() for s in scores]
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}

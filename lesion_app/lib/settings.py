@@ -1,0 +1,95 @@
+"""The app's settings: every option a user can pass with ``--conf <name> <value>``, in one place.
+
+``monailabel start_server --app lesion_app --studies sample-data --conf models unet --conf threads 2``
+
+See the README's "Configuration" table; it is generated from :data:`FIELDS_DOC` and must match.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ALL_MODELS = ("unet", "deeplabv3")
+
+FIELDS_DOC = {
+    "models": "comma-separated models to serve: `unet`, `deeplabv3` or `all`",
+    "model_dir": "folder for models trained by the server (default: the app's `model/`)",
+    "pretrained_dir": "folder of the shipped weights `pretrained_<model>.pt` (default: the app's `model/`)",
+    "roi_size": "side of the square network input, in pixels",
+    "threads": "torch CPU threads for inference (0: all cores)",
+    "train_epochs": "epochs of one training run",
+    "train_minutes": "time budget of one training run in minutes (0: none); the learning rate decays to fit it",
+    "train_batch_size": "training batch size",
+    "train_lr": "peak learning rate when fine-tuning the served model",
+    "val_fraction": "share of the labelled images held out for validation (fixed seed)",
+}
+
+
+def _to_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class LesionSettings:
+    models: tuple[str, ...] = ALL_MODELS
+    model_dir: str = ""
+    pretrained_dir: str = ""
+    roi_size: int = 256
+    threads: int = 0
+    train_epochs: int = 10
+    train_minutes: float = 0.0
+    train_batch_size: int = 8
+    train_lr: float = 5e-4
+    val_fraction: float = 0.2
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, str], app_dir: str | os.PathLike) -> LesionSettings:
+        """Parses the ``--conf`` pairs that are ours; other keys belong to MONAI Label and are ignored."""
+        default_dir = str(Path(app_dir) / "model")
+        values: dict[str, object] = {"model_dir": default_dir, "pretrained_dir": default_dir}
+        for f in fields(cls):
+            raw = conf.get(f.name)
+            if raw is None or raw == "":
+                continue
+            try:
+                if f.name == "models":
+                    names = tuple(m.strip() for m in str(raw).split(",") if m.strip())
+                    names = ALL_MODELS if "all" in names else names
+                    unknown = sorted(set(names) - set(ALL_MODELS))
+                    if unknown or not names:
+                        raise ValueError(f"unknown model(s) {unknown}; choose from all, {', '.join(ALL_MODELS)}")
+                    values[f.name] = names
+                elif f.type in ("int", int):
+                    values[f.name] = int(raw)
+                elif f.type in ("float", float):
+                    values[f.name] = float(raw)
+                elif f.type in ("bool", bool):
+                    values[f.name] = _to_bool(str(raw))
+                else:
+                    values[f.name] = str(raw)
+            except ValueError as e:
+                raise ValueError(f"--conf {f.name} {raw!r}: {e}") from None
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.roi_size % 32:
+            raise ValueError(f"--conf roi_size must be a multiple of 32, got {settings.roi_size}")
+        if not 0.0 < settings.val_fraction < 1.0:
+            raise ValueError(f"--conf val_fraction must lie in (0, 1), got {settings.val_fraction}")
+        return settings
+
+    @property
+    def roi(self) -> tuple[int, int]:
+        return (self.roi_size, self.roi_size)
+
+    def pretrained_path(self, name: str) -> str:
+        return str(Path(self.pretrained_dir) / f"pretrained_{name}.pt")
+
+    def published_path(self, name: str) -> str:
+        return str(Path(self.model_dir) / f"{name}.pt")

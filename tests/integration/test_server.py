@@ -1,0 +1,112 @@
+"""The real server over HTTP, driven by MONAI Label's own client, with the shipped models."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from monailabel.client import MONAILabelClient
+from PIL import Image
+
+from apps.make_sample_data import draw_study
+from tests.integration.server import running_server
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server")
+
+
+@pytest.fixture(scope="module")
+def client(workdir: Path) -> Iterator[MONAILabelClient]:
+    with running_server(workdir) as url:
+        yield MONAILabelClient(url, tmpdir=str(workdir / "client"))
+
+
+def read_mask(path: str) -> np.ndarray:
+    with Image.open(path) as img:
+        assert img.mode == "L", "masks are single-channel PNG"
+        return np.asarray(img)
+
+
+def test_info_lists_both_models_and_trainers(client: MONAILabelClient) -> None:
+    info = client.info()
+    assert set(info["models"]) == {"unet", "deeplabv3"}
+    assert set(info["trainers"]) == {"unet", "deeplabv3"}
+    assert info["labels"] == {"lesion": 1}
+    assert info["datastore"]["total"] == 10 and info["datastore"]["completed"] == 4
+
+
+@pytest.mark.parametrize("model", ["unet", "deeplabv3"])
+@pytest.mark.parametrize("image_id", ["lesion_005", "lesion_007"])  # a JPEG and a PNG
+def test_infer_returns_a_binary_mask_of_the_image_size(
+    client: MONAILabelClient, workdir: Path, model: str, image_id: str
+) -> None:
+    source = next((workdir / "studies").glob(f"{image_id}.*"))
+    result_file, params = client.infer(model, image_id, {})
+    mask = read_mask(result_file)
+    with Image.open(source) as img:
+        assert mask.shape == (img.height, img.width)
+    assert set(np.unique(mask)) <= {0, 1}
+    assert params["model_path"] == f"pretrained_{model}.pt"
+    assert params["image_size"] == [mask.shape[0], mask.shape[1]]
+
+
+def test_infer_on_a_drawn_lesion_finds_it(client: MONAILabelClient, workdir: Path) -> None:
+    """An unseen drawn study with a known mask, uploaded and segmented: the lesion is found (IoU > 0.5)."""
+    img, truth = draw_study(np.random.default_rng(1234), (384, 512))
+    path = workdir / "upload_probe.jpg"
+    Image.fromarray(img).save(path, quality=92)
+    image_id = client.upload_image(str(path), image_id="upload_probe")
+    assert image_id
+    result_file, _ = client.infer("unet", "upload_probe", {})
+    pred = read_mask(result_file).astype(bool)
+    iou = (pred & truth).sum() / (pred | truth).sum()
+    assert iou > 0.5, f"IoU {iou:.3f}"
+
+
+def test_nrrd_result_for_slicer(client: MONAILabelClient) -> None:
+    import itk
+
+    result_file, _ = client.infer("unet", "lesion_005", {"result_extension": ".nrrd"})
+    assert result_file.endswith(".nrrd")
+    mask = itk.array_from_image(itk.imread(result_file))
+    assert mask.shape == (384, 512)
+
+
+def test_saved_label_lands_in_labels_final(client: MONAILabelClient, workdir: Path) -> None:
+    mask = np.zeros((384, 512), np.uint8)
+    mask[100:250, 150:380] = 1
+    label = workdir / "label_upload.png"
+    Image.fromarray(mask).save(label)
+    client.save_label("lesion_005", str(label), tag="final")
+    stored = workdir / "studies" / "labels" / "final" / "lesion_005.png"
+    assert stored.exists()
+    assert np.array_equal(read_mask(str(stored)), mask)
+    assert client.info()["datastore"]["completed"] == 5
+
+
+def test_one_epoch_training_finishes_and_the_new_model_serves(client: MONAILabelClient, workdir: Path) -> None:
+    started = client.train_start("unet", {"max_epochs": 1})
+    assert started["status"] in ("SUBMITTED", "RUNNING")
+    deadline = time.monotonic() + 300
+    while True:
+        status = client.train_status(check_if_running=False)
+        if status["status"] not in ("SUBMITTED", "RUNNING"):
+            break
+        assert time.monotonic() < deadline, "training did not finish in 5 minutes"
+        time.sleep(2)
+    assert status["status"] == "DONE", "\n".join(status.get("details", [])[-30:])
+    details = "\n".join(status["details"])
+    assert "epoch 1/1" in details and "val_iou" in details
+    assert (workdir / "models" / "unet.pt").exists()
+    stats = client.info()["train_stats"]["unet"]
+    assert stats["state"] == "DONE" and len(stats["history"]) == 1
+    _, params = client.infer("unet", "lesion_006", {})
+    assert params["model_path"] == "unet.pt"
+    assert params["model_epoch"] == 1

@@ -1,0 +1,114 @@
+"""The training loop and the command-line programs around it, on small drawn studies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from apps import evaluate as evaluate_app
+from apps import train as train_app
+from apps.make_sample_data import draw_study, make_sample_data
+from lesion_app.lib.engine import FitConfig, fit, lr_factor, progress_of
+from lesion_app.lib.models import build_network, load_model, read_checkpoint
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six drawn photographs with masks in the project's images/ + masks/ layout."""
+    root = tmp_path_factory.mktemp("studies")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        img, mask = draw_study(rng, (96, 128))
+        Image.fromarray(img).save(root / "images" / f"s{i}.jpg", quality=95)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"s{i}.png")
+    return root
+
+
+def items(root: Path) -> list[dict[str, str]]:
+    return [{"image": str(p), "label": str(root / "masks" / f"{p.stem}.png")} for p in sorted(root.glob("images/*"))]
+
+
+def test_fit_publishes_the_best_epoch_and_resumes(studies: Path, tmp_path: Path) -> None:
+    data = items(studies)
+    out, ck = tmp_path / "model.pt", tmp_path / "state.pt"
+    cfg = FitConfig(max_epochs=2, batch_size=2, roi_size=(64, 64))
+    seen = []
+    history = fit(build_network("unet"), "unet", {}, data[:4], data[4:], out, cfg, seen.append, ck, {"run": "t"})
+    assert [h.epoch for h in history] == [1, 2] and seen == history
+    assert out.exists() and ck.exists()
+    best = max(history, key=lambda h: h.val["iou"])
+    meta = read_checkpoint(out)["meta"]
+    assert meta["val"]["iou"] == pytest.approx(best.val["iou"]) and meta["run"] == "t"
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary files are left behind"
+    # resuming: a run asked for 3 epochs picks up after epoch 2 and trains only the third
+    cfg3 = FitConfig(max_epochs=3, batch_size=2, roi_size=(64, 64))
+    more = fit(build_network("unet"), "unet", {}, data[:4], data[4:], out, cfg3, checkpoint_path=ck)
+    assert [h.epoch for h in more] == [1, 2, 3]
+
+
+def test_fit_never_publishes_below_the_baseline(studies: Path, tmp_path: Path) -> None:
+    data = items(studies)
+    out = tmp_path / "model.pt"
+    cfg = FitConfig(max_epochs=1, batch_size=2, roi_size=(64, 64))
+    history = fit(build_network("deeplabv3"), "deeplabv3", {}, data[:4], data[4:], out, cfg, baseline_iou=1.01)
+    assert len(history) == 1 and not history[0].published and not out.exists()
+
+
+def test_learning_rate_schedule() -> None:
+    assert lr_factor(0, 1, 0.0) == pytest.approx(0.5)  # warm-up
+    assert lr_factor(1, 1, 0.0) == pytest.approx(1.0)
+    assert lr_factor(5, 1, 1.0) == pytest.approx(0.05)
+    assert progress_of(5, FitConfig(max_epochs=10), 0.0) == pytest.approx(0.5)
+    assert progress_of(1, FitConfig(max_epochs=10, max_minutes=2.0), 1.5) == pytest.approx(0.75)
+
+
+def test_train_and_evaluate_programs(studies: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out, log = tmp_path / "cli.pt", tmp_path / "log.jsonl"
+    args = [str(studies), "--arch", "deeplabv3", "--epochs", "1", "--batch-size", "2", "--out", str(out)]
+    assert train_app.main([*args, "--log", str(log), "--no-attention"]) == 0
+    assert "epoch 1/1" in capsys.readouterr().out
+    assert json.loads(log.read_text().splitlines()[0])["epoch"] == 1
+    network, _ = load_model(out)
+    assert not any(type(m).__name__ == "SpatialAttention" for m in network.modules())
+    results = tmp_path / "eval.json"
+    assert evaluate_app.main([str(studies), str(out), "--split", "all", "--json", str(results)]) == 0
+    table = capsys.readouterr().out
+    assert "| cli.pt |" in table and "thresholded_iou" in table
+    scores = json.loads(results.read_text())[str(out)]
+    assert scores["n"] == 6 and 0.0 <= scores["iou"] <= 1.0
+
+
+def test_train_program_refuses_an_empty_folder(tmp_path: Path) -> None:
+    assert train_app.main([str(tmp_path), "--out", str(tmp_path / "m.pt")]) == 2
+
+
+def test_sample_data_is_deterministic_and_exact(tmp_path: Path) -> None:
+    first = make_sample_data(tmp_path / "a", count=3, labelled=2, seed=11)
+    second = make_sample_data(tmp_path / "b", count=3, labelled=2, seed=11)
+    assert [p.read_bytes() for p in first] == [p.read_bytes() for p in second]
+    labels = sorted((tmp_path / "a" / "labels" / "final").iterdir())
+    assert [p.stem for p in labels] == ["lesion_000", "lesion_001"]
+    with Image.open(labels[0]) as lab, Image.open(first[0]) as img:
+        mask = np.asarray(lab)
+        assert mask.shape == (img.height, img.width) and set(np.unique(mask)) == {0, 1}
+        assert 0.02 < mask.mean() < 0.6
+        # the lesion is darker than the skin around it
+        gray = np.asarray(img.convert("L"), dtype=float)
+        assert gray[mask == 1].mean() < gray[mask == 0].mean() - 30
+
+
+def test_committed_sample_data_matches_the_generator(sample_data: Path, tmp_path: Path) -> None:
+    """sample-data/ is exactly what `make sample-data` draws, so it can always be regenerated."""
+    fresh = make_sample_data(tmp_path, count=10, labelled=4)
+    for path in fresh:
+        assert (sample_data / path.name).read_bytes() == path.read_bytes()
+    for label in (tmp_path / "labels" / "final").iterdir():
+        assert (sample_data / "labels" / "final" / label.name).read_bytes() == label.read_bytes()
+

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from lesion_app.lib.settings import ALL_MODELS, LesionSettings
+
+
+def test_defaults_and_paths(tmp_path) -> None:
+    s = LesionSettings.from_conf({}, tmp_path)
+    assert s.models == ALL_MODELS and s.roi == (256, 256)
+    assert s.pretrained_path("unet") == str(tmp_path / "model" / "pretrained_unet.pt")
+    assert s.published_path("unet") == str(tmp_path / "model" / "unet.pt")
+
+
+def test_conf_values_are_parsed(tmp_path) -> None:
+    conf = {
+        "models": "deeplabv3",
+        "train_epochs": "3",
+        "train_lr": "1e-4",
+        "model_dir": "/x",
+        "other": "kept for monai",
+    }
+    s = LesionSettings.from_conf(conf, tmp_path)
+    assert s.models == ("deeplabv3",) and s.train_epochs == 3 and s.train_lr == 1e-4 and s.model_dir == "/x"
+    assert LesionSettings.from_conf({"models": "all"}, tmp_path).models == ALL_MODELS
+
+
+@pytest.mark.parametrize(
+    "conf", [{"models": "segformer"}, {"train_epochs": "ten"}, {"roi_size": "250"}, {"val_fraction": "1.5"}]
+)
+def test_bad_values_are_refused_with_the_option_named(tmp_path, conf) -> None:
+    with pytest.raises(ValueError, match="--conf"):
+        LesionSettings.from_conf(conf, tmp_path)

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lesion_app.lib.transforms import (
+    ORIGINAL_SIZE_KEY,
+    RandColorJitterd,
+    adjust_hue,
+    binarize,
+    infer_transforms,
+    restore_size,
+    train_transforms,
+    val_transforms,
+)
+
+
+def asymmetric_mask(h: int = 300, w: int = 420) -> np.ndarray:
+    """An L shape in the upper left plus a dot lower right: wrong under any flip or transpose."""
+    mask = np.zeros((h, w), np.uint8)
+    mask[30:200, 40:90] = 1
+    mask[150:200, 40:250] = 1
+    mask[240:280, 350:400] = 1
+    return mask
+
+
+def write_pair(folder: Path, mask: np.ndarray, label_scale: int = 1, suffix: str = ".jpg") -> dict[str, str]:
+    """A photograph whose red channel is the mask (so image and label must stay aligned), and its label."""
+    rgb = np.stack([mask * 200 + 30, np.full_like(mask, 90), np.full_like(mask, 60)], axis=-1).astype(np.uint8)
+    image, label = folder / f"img{suffix}", folder / "img_label.png"
+    Image.fromarray(rgb).save(image)
+    Image.fromarray((mask * label_scale).astype(np.uint8)).save(label)
+    return {"image": str(image), "label": str(label)}
+
+
+def test_orientation_round_trip(tmp_path: Path) -> None:
+    """Load, resize to 256, restore: the mask comes back where it was (rows first, no transpose)."""
+    mask = asymmetric_mask()
+    pair = write_pair(tmp_path, mask, label_scale=255)
+    data = val_transforms((256, 256))(pair)
+    assert data["image"].shape == (3, 256, 256) and data["label"].shape == (1, 256, 256)
+    assert data[ORIGINAL_SIZE_KEY] == mask.shape
+    # the image's red channel and the label agree at network resolution
+    red = (data["image"][0] > 0.5).float()
+    assert float((red == data["label"][0]).float().mean()) > 0.99
+    restored = restore_size(data["label"], data[ORIGINAL_SIZE_KEY])[0].numpy() > 0.5
+    iou = (restored & (mask > 0)).sum() / (restored | (mask > 0)).sum()
+    assert iou > 0.97
+    assert not np.array_equal(restored, restored[::-1]) and restored[40, 60] and not restored[260, 60]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK"])
+def test_any_image_mode_loads_as_rgb(tmp_path: Path, mode: str) -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    if mode == "I;16":
+        img = Image.fromarray(rgb[..., 0].astype(np.uint16) * 257)
+    else:
+        img = Image.fromarray(rgb).convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("I;16", "CMYK") else "x.png")
+    img.save(path)
+    data = infer_transforms((64, 64))({"image": str(path)})
+    assert data["image"].shape == (3, 64, 64)
+    assert float(data["image"].min()) >= 0.0 and float(data["image"].max()) <= 1.0
+    assert float(data["image"].max()) > 0.5  # intensities were not lost in the conversion
+    assert data[ORIGINAL_SIZE_KEY] == (40, 60)
+
+
+def test_exif_rotated_photo_is_loaded_upright(tmp_path: Path) -> None:
+    mask = asymmetric_mask(60, 90)
+    rgb = np.stack([mask * 255] * 3, axis=-1).astype(np.uint8)
+    stored = Image.fromarray(np.rot90(rgb, k=-1).copy())  # stored rotated, EXIF says rotate back
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, exif=exif, quality=95)
+    data = infer_transforms((64, 64))({"image": str(path)})
+    assert data[ORIGINAL_SIZE_KEY] == (60, 90)
+
+
+@pytest.mark.parametrize("encoding", [1, 255])
+def test_labels_are_binarised_whatever_their_encoding(tmp_path: Path, encoding: int) -> None:
+    pair = write_pair(tmp_path, asymmetric_mask(), label_scale=encoding)
+    label = val_transforms((256, 256))(pair)["label"]
+    assert set(torch.unique(label).tolist()) == {0.0, 1.0}
+    assert binarize(np.array([0, 1, 2, 128, 255])).tolist() == [0, 0, 0, 1, 1]
+    assert binarize(torch.tensor([0.0, 0.4, 0.6, 1.0])).tolist() == [0, 0, 1, 1]
+    assert binarize(np.zeros((0,))).size == 0
+
+
+def test_train_transforms_keep_image_and_label_aligned(tmp_path: Path) -> None:
+    pair = write_pair(tmp_path, asymmetric_mask(), label_scale=255, suffix=".png")
+    transform = train_transforms((128, 128))
+    transform.set_random_state(seed=3)
+    for _ in range(6):
+        data = transform(pair)
+        assert data["image"].shape == (3, 128, 128) and data["label"].shape == (1, 128, 128)
+        assert set(torch.unique(data["label"]).tolist()) <= {0.0, 1.0}
+        # the red channel (lesion 230 vs background 30, jittered) still marks the label
+        red = data["image"][0]
+        assert float(red[data["label"][0] > 0].mean()) > float(red[data["label"][0] == 0].mean()) + 0.2
+
+
+def test_colour_jitter_stays_in_range_and_changes_colour() -> None:
+    img = torch.rand(3, 16, 16)
+    jitter = RandColorJitterd("image", prob=1.0)
+    jitter.set_random_state(seed=0)
+    out = jitter({"image": img})["image"]
+    assert out.shape == img.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    assert not torch.allclose(out, img)
+    gray = torch.full((3, 2, 2), 0.5)
+    assert torch.allclose(adjust_hue(gray, 0.3), gray, atol=1e-5)  # hue leaves grays alone
+    assert torch.allclose(adjust_hue(img, 1.0), img, atol=1e-4)  # a full turn is the identity
