@@ -12,7 +12,7 @@ from monailabel.client import MONAILabelClient
 from PIL import Image
 
 from apps.make_sample_data import draw_study
-from tests.integration.server import running_server
+from apps.server import running_server
 
 pytestmark = pytest.mark.server
 
@@ -110,3 +110,14 @@ def test_one_epoch_training_finishes_and_the_new_model_serves(client: MONAILabel
     _, params = client.infer("unet", "lesion_006", {})
     assert params["model_path"] == "unet.pt"
     assert params["model_epoch"] == 1
+
+
+def test_models_are_selected_with_conf(tmp_path: Path) -> None:
+    with running_server(tmp_path, {"models": "deeplabv3"}) as url:
+        info = MONAILabelClient(url).info()
+    assert set(info["models"]) == {"deeplabv3"} and set(info["trainers"]) == {"deeplabv3"}
+
+
+def test_a_bad_conf_value_stops_the_server_with_the_option_named(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="--conf models"), running_server(tmp_path, {"models": "segformer"}):
+        pass

@@ -1,4 +1,4 @@
-"""Starts a real MONAI Label server with the lesion app on a free loopback port, for tests."""
+"""Starts a real MONAI Label server with the lesion app on a free loopback port (tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -25,13 +25,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(workdir: Path, conf: dict[str, str] | None = None, timeout: float = 90.0) -> Iterator[str]:
-    """Copies sample-data into ``workdir``, serves it, yields the base URL; stops the server afterwards.
+def running_server(
+    workdir: Path, conf: dict[str, str] | None = None, timeout: float = 90.0, source: Path | None = None
+) -> Iterator[str]:
+    """Copies ``source`` (default: sample-data) into ``workdir``, serves it, yields the base URL, then stops it.
 
     Models the server trains go to ``workdir/models``, never into the repository.
     """
     studies = workdir / "studies"
-    shutil.copytree(REPO / "sample-data", studies)
+    shutil.copytree(source or REPO / "sample-data", studies)
     (workdir / "models").mkdir()
     port = free_port()
     conf = {"model_dir": str(workdir / "models"), **(conf or {})}
