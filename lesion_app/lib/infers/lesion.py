@@ -80,6 +80,7 @@ class LesionInferTask(BasicInferTask):
             load_strict=True,
         )
         self.roi_size = tuple(roi_size)
+        self._broken: dict[str, float] = {}  # model file -> mtime of the version that failed to load
 
     def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
         return list(infer_transforms(self.roi_size).transforms)
@@ -96,18 +97,31 @@ class LesionInferTask(BasicInferTask):
             SqueezeDimd(keys="pred", dim=0),
         ]
 
+    def get_path(self, validate: bool = True) -> str | None:
+        """The newest model file that exists and has not failed to load in its current version."""
+        for path in reversed(self.path):
+            if not validate:
+                return path
+            if os.path.exists(path) and self._broken.get(path) != os.stat(path).st_mtime:
+                return path
+        return None
+
     def _get_network(self, device: str, data: dict | None) -> torch.nn.Module:
-        """Falls back to an older model file (the shipped one) when the newest cannot be read."""
-        try:
-            return super()._get_network(device, data)
-        except Exception as e:  # a truncated or foreign file must not take the model offline
-            broken = self.get_path()
-            older = [p for p in self.path if p != broken and os.path.exists(p)]
-            if not older:
-                raise
-            logger.error(f"cannot load model {broken} ({e}); falling back to {older[-1]}")
-            self.path = older
-            return super()._get_network(device, data)
+        """Falls back to an older model file (the shipped one) when the newest cannot be read.
+
+        A truncated or foreign file must not take the model offline; it is skipped until it changes.
+        """
+        while True:
+            path = self.get_path()
+            try:
+                return super()._get_network(device, data)
+            except Exception as e:
+                if path is None:
+                    raise
+                self._broken[path] = os.stat(path).st_mtime
+                logger.error(f"cannot load model {path} ({type(e).__name__}: {e}); trying an older one")
+                if self.get_path() is None:
+                    raise
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
         ext = extension or data.get("result_extension") or ".png"
