@@ -121,3 +121,11 @@ def test_models_are_selected_with_conf(tmp_path: Path) -> None:
 def test_a_bad_conf_value_stops_the_server_with_the_option_named(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="--conf models"), running_server(tmp_path, {"models": "segformer"}):
         pass
+
+
+@pytest.mark.parametrize("strategy", ["first", "random"])
+def test_next_sample_offers_an_unlabelled_image(client: MONAILabelClient, workdir: Path, strategy: str) -> None:
+    sample = client.next_sample(strategy, {})
+    labelled = {p.stem for p in (workdir / "studies" / "labels" / "final").iterdir()}
+    assert sample["id"] and sample["id"] not in labelled
+    assert Path(sample["path"]).parent == workdir / "studies"
