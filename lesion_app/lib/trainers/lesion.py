@@ -77,10 +77,13 @@ class LesionTrainTask(TrainTask):
             logger.warning(f"only {len(items)} labelled images: validating on the training images")
         else:
             train_items, val_items = split(items, float(conf["val_fraction"]))
-        network = build_network(self.arch)
         start = self._start_weights()
-        if start:
-            network.load_state_dict(read_checkpoint(start)["model"])
+        checkpoint = read_checkpoint(start) if start else {}
+        # a model file rebuilds its own architecture, so fine-tuning keeps e.g. attention=False variants
+        spec = checkpoint.get("network", {"arch": self.arch, "kwargs": {}})
+        network = build_network(spec["arch"], **spec["kwargs"])
+        if checkpoint:
+            network.load_state_dict(checkpoint["model"])
         cfg = FitConfig(
             max_epochs=int(conf["max_epochs"]),
             batch_size=int(conf["batch_size"]),
@@ -102,7 +105,7 @@ class LesionTrainTask(TrainTask):
 
         out = self.settings.published_path(self.name)
         meta = {"trained_by": "lesion_app", "start": Path(start).name if start else None, "labels": len(items)}
-        fit(network, self.arch, {}, train_items, val_items, out, cfg, report, meta=meta)
+        fit(network, spec["arch"], spec["kwargs"], train_items, val_items, out, cfg, report, meta=meta)
         best = max(history, key=lambda h: h["val"]["iou"]) if history else None
         result = {
             "model": self.name,
