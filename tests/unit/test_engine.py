@@ -115,3 +115,34 @@ def test_committed_sample_data_matches_the_generator(sample_data: Path, tmp_path
             assert committed.size == drawn.size and diff.mean() < 1.0, path.name
     for label in (tmp_path / "labels" / "final").iterdir():
         assert (sample_data / "labels" / "final" / label.name).read_bytes() == label.read_bytes()
+
+
+def test_figures_are_pictures(studies: Path, tmp_path: Path) -> None:
+    from apps import figures
+
+    model, log = tmp_path / "m.pt", tmp_path / "log.jsonl"
+    train_app.main([str(studies), "--epochs", "2", "--batch-size", "2", "--out", str(model), "--log", str(log)])
+    images = [str(p) for p in sorted((studies / "images").iterdir())[:2]]
+    truths = [str(studies / "masks" / f"{Path(p).stem}.png") for p in images]
+    overlay_png, curves_png = tmp_path / "overlays.png", tmp_path / "curves.png"
+    assert (
+        figures.main(["overlays", *images, "--model", str(model), "--truths", *truths, "--out", str(overlay_png)]) == 0
+    )
+    assert figures.main(["curves", str(log), "--out", str(curves_png)]) == 0
+    for png in (overlay_png, curves_png):
+        with Image.open(png) as img:
+            assert img.format == "PNG" and img.width > 400 and img.height > 200
+            assert np.asarray(img.convert("L")).std() > 10  # not a blank canvas
+
+
+def test_overlay_marks_prediction_and_truth() -> None:
+    from apps.figures import PRED_COLOUR, TRUTH_COLOUR, overlay
+
+    image = np.full((20, 20, 3), 128, np.uint8)
+    pred = np.zeros((20, 20), bool)
+    pred[5:15, 5:15] = True
+    truth = np.zeros((20, 20), bool)
+    truth[2:18, 2:18] = True
+    out = overlay(image, pred, truth)
+    assert (out[5, 10] == PRED_COLOUR).all() and (out[2, 10] == TRUTH_COLOUR).all()
+    assert out[10, 10, 0] > 128 and (out[0, 0] == 128).all()
