@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         with running_server(Path(tmp)) as url:
             startup = time.perf_counter() - t0
             print(f"server start-up (process start to first /info answer): {startup:.1f}s")
-            print(f"image {image_path.name} {Image.open(image_path).size[0]}x{Image.open(image_path).size[1]}")
+            with Image.open(image_path) as img:
+                print(f"image {image_path.name} {img.width}x{img.height}")
             print("| model | HTTP median ms | HTTP p95 ms | in-process median ms | server overhead |")
             print("|---|---|---|---|---|")
             with httpx.Client(timeout=60) as client:

@@ -25,15 +25,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(
-    workdir: Path, conf: dict[str, str] | None = None, timeout: float = 90.0, source: Path | None = None
-) -> Iterator[str]:
-    """Copies ``source`` (default: sample-data) into ``workdir``, serves it, yields the base URL, then stops it.
+def running_server(workdir: Path, conf: dict[str, str] | None = None, timeout: float = 90.0) -> Iterator[str]:
+    """Copies sample-data into ``workdir``, serves it, yields the base URL, then stops the server.
 
     Models the server trains go to ``workdir/models``, never into the repository.
     """
     studies = workdir / "studies"
-    shutil.copytree(source or REPO / "sample-data", studies)
+    shutil.copytree(REPO / "sample-data", studies)
     (workdir / "models").mkdir()
     port = free_port()
     conf = {"model_dir": str(workdir / "models"), **(conf or {})}
