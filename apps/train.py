@@ -37,6 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (smoke tests)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: the GPU if there is one)")
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (augmentation runs there)")
     return p.parse_args(argv)
 
 
@@ -56,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.init:
         network.load_state_dict(read_checkpoint(args.init)["model"])
     cfg = FitConfig(
-        max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, max_minutes=args.minutes
+        max_epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        max_minutes=args.minutes,
+        num_workers=args.workers,
+        device=args.device,
     )
     print(f"{args.arch} attention={kwargs['attention']}: {len(train_items)} train, {len(val_items)} val", flush=True)
 

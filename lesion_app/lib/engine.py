@@ -38,6 +38,7 @@ class FitConfig:
     num_workers: int = 0
     max_minutes: float | None = None
     loss_weights: Sequence[float] = (1.0, 1.0, 1.0)
+    device: str = "cpu"
 
 
 @dataclass
@@ -79,13 +80,20 @@ def progress_of(epoch: int, cfg: FitConfig, elapsed_minutes: float) -> float:
     return max(by_epochs, by_time)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks the GPU when there is one, so the same command trains on a laptop and on a GPU machine."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 @torch.inference_mode()
-def validate(network: nn.Module, loader: DataLoader) -> dict[str, float]:
+def validate(network: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> dict[str, float]:
     """Mean per-image scores at the training resolution (cheap enough to run every epoch)."""
     network.eval()
     scores = []
     for batch in loader:
-        preds = network(batch["image"]) > 0
+        preds = (network(batch["image"].to(device)) > 0).cpu()
         for p, t in zip(preds, batch["label"] > 0.5):
             scores.append(score(p[0].numpy(), t[0].numpy()))
     return mean_scores(scores)
@@ -110,6 +118,8 @@ def fit(
     new epoch beats it, so fine-tuning never replaces a model by a worse one.
     """
     set_determinism(cfg.seed)
+    device = resolve_device(cfg.device)
+    network.to(device)
     loss_fn = HybridLoss(*cfg.loss_weights)
     optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     history: list[EpochStats] = []
@@ -124,10 +134,11 @@ def fit(
     train_ds = CacheDataset(train_items, train_transforms(cfg.roi_size), num_workers=cfg.num_workers, progress=False)
     val_ds = CacheDataset(val_items, val_transforms(cfg.roi_size), num_workers=cfg.num_workers, progress=False)
     drop_last = len(train_ds) > cfg.batch_size
-    train_loader = DataLoader(
-        train_ds, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers, drop_last=drop_last
-    )
-    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    loader_args = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
+    if cfg.num_workers:
+        loader_args["persistent_workers"] = True
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last, **loader_args)
+    val_loader = DataLoader(val_ds, batch_size=cfg.batch_size, **loader_args)
     began = time.monotonic()
     for epoch in range(start_epoch, cfg.max_epochs):
         t0 = time.monotonic()
@@ -141,11 +152,12 @@ def fit(
         losses = []
         for batch in train_loader:
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(network(batch["image"]), batch["label"])
+            image, label = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
+            loss = loss_fn(network(image), label)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        val = validate(network, val_loader)
+        val = validate(network, val_loader, device)
         published = val["iou"] > best_iou
         if published:
             best_iou, best_epoch = val["iou"], epoch + 1
@@ -171,7 +183,7 @@ def fit(
         on_epoch(stats)
         if checkpoint_path:
             state = {
-                "model": network.state_dict(),
+                "model": {k: v.cpu() for k, v in network.state_dict().items()},
                 "optimizer": optimizer.state_dict(),
                 "epoch": epoch + 1,
                 "best_iou": best_iou,

@@ -46,7 +46,7 @@ def atomic_write(path: str | Path, write: Any) -> None:
 
 
 def save_model(path: str | Path, network: nn.Module, arch: str, kwargs: dict[str, Any], meta: dict[str, Any]) -> None:
-    state = {k: v.half() if v.is_floating_point() else v for k, v in network.state_dict().items()}
+    state = {k: (v.half() if v.is_floating_point() else v).cpu() for k, v in network.state_dict().items()}
     payload = {"model": state, "network": {"arch": arch, "kwargs": kwargs}, "meta": meta}
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
