@@ -8,11 +8,15 @@ difference is what the server adds.
 Example::
 
     python -m apps.benchmark_server --requests 30
+    python -m apps.benchmark_server --requests 30 --models ensemble --tta
+
+The in-process pipeline uses the same options as the server (clean-up on, flips with ``--tta``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -24,8 +28,15 @@ import numpy as np
 from PIL import Image
 
 from apps.server import REPO, running_server
-from lesion_app.lib.inference import predict_mask
-from lesion_app.lib.models import load_model
+from lesion_app.lib.configs.ensemble import MEMBERS
+from lesion_app.lib.inference import Predictor
+
+MODEL_DIR = REPO / "lesion_app" / "model"
+
+
+def model_files(model: str) -> list[Path]:
+    """The shipped files a served model reads: its own, or each member's for the ensemble."""
+    return [MODEL_DIR / f"pretrained_{m}.pt" for m in (MEMBERS if model == "ensemble" else (model,))]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -48,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=30)
     p.add_argument("--image", default="lesion_005", help="image id in sample-data (512x384 JPEG)")
-    p.add_argument("--models", default="unet,deeplabv3")
+    p.add_argument("--models", default="unet,deeplabv3,ensemble")
+    p.add_argument("--tta", action="store_true", help="ask for flip test-time augmentation")
     args = p.parse_args(argv)
     models = args.models.split(",")
     image_path = next((REPO / "sample-data").glob(f"{args.image}.*"))
@@ -63,14 +75,17 @@ def main(argv: list[str] | None = None) -> int:
             print("|---|---|---|---|---|")
             with httpx.Client(timeout=60) as client:
                 for model in models:
-                    network, _ = load_model(REPO / "lesion_app" / "model" / f"pretrained_{model}.pt")
+                    predictor = Predictor(model_files(model), tta=args.tta, postprocess=True)
 
-                    def in_process(network=network) -> None:
-                        mask = predict_mask(network, str(image_path))
-                        Image.fromarray(mask).save(Path(tmp) / "local.png")
+                    def in_process(predictor: Predictor = predictor) -> None:
+                        Image.fromarray(predictor.mask(str(image_path))).save(Path(tmp) / "local.png")
 
-                    def over_http(model=model) -> None:
-                        r = client.post(f"{url}/infer/{model}", params={"image": args.image, "output": "image"})
+                    def over_http(model: str = model) -> None:
+                        r = client.post(
+                            f"{url}/infer/{model}",
+                            params={"image": args.image, "output": "image"},
+                            data={"params": json.dumps({"tta": args.tta})},
+                        )
                         r.raise_for_status()
 
                     local, remote = timings(in_process, args.requests), timings(over_http, args.requests)

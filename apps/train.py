@@ -3,6 +3,11 @@
 Example::
 
     lesion-train ../shared/data/isic --arch unet --minutes 60 --out lesion_app/model/pretrained_unet.pt
+
+On several GPUs or machines, launch it with ``torchrun`` (PyTorch's DistributedDataParallel, one process
+per GPU; ``--batch-size`` is per process)::
+
+    torchrun --nproc_per_node 4 -m apps.train ../shared/data/isic --arch unet --out runs/unet.pt
 """
 
 from __future__ import annotations
@@ -10,47 +15,118 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TextIO
 
 import torch
 
 from lesion_app.lib.data import find_pairs, split
-from lesion_app.lib.engine import EpochStats, FitConfig, fit
+from lesion_app.lib.engine import EpochStats, FitConfig, destroy_distributed, fit, init_distributed, torchrun_env
 from lesion_app.lib.models import ARCHITECTURES, build_network, read_checkpoint
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Under torchrun (torchrun --nproc_per_node N -m apps.train ...) training is data-parallel: each "
+        "process trains on 1/N of the training set with --batch-size images per step (global batch: N times "
+        "that), on cuda:LOCAL_RANK when there are GPUs (NCCL) and on the CPU otherwise (gloo); rank 0 alone "
+        "validates, writes --out, --checkpoint and --log.",
+    )
     p.add_argument("data", help="folder of images and masks (images/+masks/, ISIC naming, or a MONAI Label datastore)")
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="unet")
     p.add_argument("--no-attention", action="store_true", help="the paper's baseline (Table I) without attention")
     p.add_argument("--out", required=True, help="model file to publish the best epoch to")
     p.add_argument("--init", help="start from the weights of this model file (fine-tuning)")
     p.add_argument("--checkpoint", help="full training state, written every epoch; resumed from if it exists")
-    p.add_argument("--log", help="append one JSON line of metrics per epoch to this file")
+    p.add_argument(
+        "--log",
+        "--jsonl",
+        dest="log",
+        help="append one JSON line of metrics per epoch to this file (under torchrun write --jsonl: torchrun's own "
+        "option parser rejects --log as an abbreviation of its --log-dir)",
+    )
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--minutes", type=float, default=None, help="time budget; the learning rate decays to fit it")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="images per step per process (under torchrun: per GPU)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (smoke tests)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (auto: the GPU if there is one)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="cpu, cuda, cuda:1 ... (auto: the GPU if there is one; under torchrun a GPU run uses cuda:LOCAL_RANK)",
+    )
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (augmentation runs there)")
-    return p.parse_args(argv)
+    p.add_argument("--roi-size", type=int, default=256, help="side of the square training crops (a multiple of 32)")
+    p.add_argument(
+        "--progress", action="store_true", help="show batches done and images/s on stderr (default: on a terminal)"
+    )
+    args = p.parse_args(argv)
+    if args.roi_size < 32 or args.roi_size % 32:
+        p.error(f"--roi-size must be a positive multiple of 32, got {args.roi_size}")
+    return args
+
+
+class BatchProgress:
+    """Batches done and images/s within an epoch, so a long epoch on a slow machine is not a silent wait.
+
+    On a terminal the line is rewritten in place and cleared at the epoch's end; elsewhere (``--progress``
+    into a file) it prints a line every ``every`` seconds and at the last batch.
+    """
+
+    def __init__(self, stream: TextIO, every: float = 10.0) -> None:
+        self.stream, self.tty, self.every = stream, stream.isatty(), every
+        self.began = self.shown = 0.0
+        self.images = 0
+
+    def __call__(self, done: int, total: int, images: int) -> None:
+        now = time.monotonic()
+        if done == 0:  # the epoch starts
+            self.began, self.shown, self.images = now, now, 0
+            return
+        self.images += images
+        last = done == total
+        if not last and now - self.shown < (0.2 if self.tty else self.every):
+            return
+        self.shown = now
+        rate = self.images / (now - self.began) if now > self.began else 0.0
+        text = f"batch {done}/{total} {rate:.1f} images/s"
+        if not self.tty:
+            self.stream.write(text + "\n")
+        elif last:
+            self.stream.write("\r" + " " * len(text) + "\r")
+        else:
+            self.stream.write("\r" + text)
+        self.stream.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if torchrun_env() is None:
+        return train(args)
+    device = init_distributed(args.device)
+    try:
+        return train(args, device)
+    finally:
+        destroy_distributed()
+
+
+def train(args: argparse.Namespace, device: str | None = None) -> int:
+    """One process's share of a run; ``device`` is the one :func:`init_distributed` gave it under torchrun."""
+    rank, world, _ = (torchrun_env() if device is not None else None) or (0, 1, 0)
     if args.threads:
         torch.set_num_threads(args.threads)
     pairs = find_pairs(args.data)
     if args.limit:
         pairs = pairs[: args.limit]
     if len(pairs) < 2:
-        print(f"error: need at least 2 image/mask pairs in {args.data}, found {len(pairs)}", file=sys.stderr)
+        if rank == 0:
+            print(f"error: need at least 2 image/mask pairs in {args.data}, found {len(pairs)}", file=sys.stderr)
         return 2
     train_items, val_items = split(pairs, args.val_fraction, args.seed)
     kwargs = {"attention": not args.no_attention}
@@ -64,9 +140,19 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         max_minutes=args.minutes,
         num_workers=args.workers,
-        device=args.device,
+        device=device or args.device,
+        roi_size=(args.roi_size, args.roi_size),
     )
-    print(f"{args.arch} attention={kwargs['attention']}: {len(train_items)} train, {len(val_items)} val", flush=True)
+    if rank == 0:
+        print(
+            f"{args.arch} attention={kwargs['attention']}: {len(train_items)} train, {len(val_items)} val", flush=True
+        )
+        if device is not None:
+            print(
+                f"distributed: world size {world} on {device.split(':')[0]}, {args.batch_size} images per step "
+                f"per process ({args.batch_size * world} in all)",
+                flush=True,
+            )
 
     def report(stats: EpochStats) -> None:
         print(stats.line(), flush=True)
@@ -74,10 +160,23 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.log, "a") as f:
                 f.write(json.dumps(asdict(stats)) + "\n")
 
+    on_batch = BatchProgress(sys.stderr) if rank == 0 and (args.progress or sys.stderr.isatty()) else None
     meta = {"data": str(Path(args.data).resolve().name), "train_pairs": len(train_items), "val_pairs": len(val_items)}
-    history = fit(network, args.arch, kwargs, train_items, val_items, args.out, cfg, report, args.checkpoint, meta)
+    history = fit(
+        network,
+        args.arch,
+        kwargs,
+        train_items,
+        val_items,
+        args.out,
+        cfg,
+        report,
+        args.checkpoint,
+        meta,
+        on_batch=on_batch,
+    )
     best = max(history, key=lambda h: h.val["iou"]) if history else None
-    if best:
+    if best and rank == 0:
         print(f"best val IoU {best.val['iou']:.4f} at epoch {best.epoch}; model: {args.out}")
     return 0
 

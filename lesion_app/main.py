@@ -68,7 +68,8 @@ class LesionApp(MONAILabelApp):
         return {name: config.infer() for name, config in self.models.items()}
 
     def init_trainers(self) -> dict[str, TrainTask]:
-        return {name: config.trainer() for name, config in self.models.items()}
+        trainers = {name: config.trainer() for name, config in self.models.items()}
+        return {name: task for name, task in trainers.items() if task is not None}
 
     def init_strategies(self) -> dict[str, Strategy]:
         return {"random": Random(), "first": First()}

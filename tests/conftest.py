@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -30,3 +32,19 @@ def isic() -> Path:
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
     return REPO / "sample-data"
+
+
+@pytest.fixture(scope="session")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six drawn photographs with masks in the project's images/ + masks/ layout."""
+    from apps.make_sample_data import draw_study
+
+    root = tmp_path_factory.mktemp("studies")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(6):
+        img, mask = draw_study(rng, (96, 128))
+        Image.fromarray(img).save(root / "images" / f"s{i}.jpg", quality=95)
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"s{i}.png")
+    return root

@@ -12,14 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-ALL_MODELS = ("unet", "deeplabv3")
+ALL_MODELS = ("unet", "deeplabv3", "ensemble")
 
 FIELDS_DOC = {
-    "models": "comma-separated models to serve: `unet`, `deeplabv3` or `all`",
+    "models": "comma-separated models to serve: `unet`, `deeplabv3`, `ensemble` (the average of both) or `all`",
     "model_dir": "folder for models trained by the server (default: the app's `model/`)",
     "pretrained_dir": "folder of the shipped weights `pretrained_<model>.pt` (default: the app's `model/`)",
     "roi_size": "side of the square network input, in pixels",
     "threads": "torch CPU threads for inference (0: all cores)",
+    "infer_tta": "average the four flips of each image by default (a request's `tta` overrides it)",
+    "infer_postprocess": "keep the largest lesion region and fill its holes by default (request: `postprocess`)",
     "train_epochs": "epochs of one training run",
     "train_minutes": "time budget of one training run in minutes (0: none); the learning rate decays to fit it",
     "train_batch_size": "training batch size",
@@ -44,6 +46,8 @@ class LesionSettings:
     pretrained_dir: str = ""
     roi_size: int = 256
     threads: int = 0
+    infer_tta: bool = False
+    infer_postprocess: bool = True
     train_epochs: int = 10
     train_minutes: float = 0.0
     train_batch_size: int = 8

@@ -34,10 +34,11 @@ def read_mask(path: str) -> np.ndarray:
         return np.asarray(img)
 
 
-def test_info_lists_both_models_and_trainers(client: MONAILabelClient) -> None:
+def test_info_lists_the_models_and_trainers(client: MONAILabelClient) -> None:
     info = client.info()
-    assert set(info["models"]) == {"unet", "deeplabv3"}
-    assert set(info["trainers"]) == {"unet", "deeplabv3"}
+    assert set(info["models"]) == {"unet", "deeplabv3", "ensemble"}
+    assert set(info["trainers"]) == {"unet", "deeplabv3"}  # the ensemble learns through its members
+    assert info["models"]["unet"]["config"]["postprocess"] is True and info["models"]["unet"]["config"]["tta"] is False
     assert info["labels"] == {"lesion": 1}
     assert info["datastore"]["total"] == 10 and info["datastore"]["completed"] == 4
 
@@ -64,10 +65,12 @@ def test_infer_on_a_drawn_lesion_finds_it(client: MONAILabelClient, workdir: Pat
     Image.fromarray(img).save(path, quality=92)
     image_id = client.upload_image(str(path), image_id="upload_probe")
     assert image_id
-    result_file, _ = client.infer("unet", "upload_probe", {})
-    pred = read_mask(result_file).astype(bool)
-    iou = (pred & truth).sum() / (pred | truth).sum()
-    assert iou > 0.5, f"IoU {iou:.3f}"
+    for model, params in [("unet", {}), ("ensemble", {"tta": True})]:
+        result_file, result = client.infer(model, "upload_probe", params)
+        pred = read_mask(result_file).astype(bool)
+        iou = (pred & truth).sum() / (pred | truth).sum()
+        assert iou > 0.5, f"{model} {params}: IoU {iou:.3f}"
+    assert result["tta"] is True and result["model_paths"] == ["pretrained_unet.pt", "pretrained_deeplabv3.pt"]
 
 
 def test_nrrd_result_for_slicer(client: MONAILabelClient) -> None:

@@ -16,9 +16,10 @@ from lesion_app.lib.models import load_model
 pytestmark = pytest.mark.data
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "lesion_app" / "model"
-#: Predicting "everything is lesion" or a centred disc scores about 0.3-0.4 mean IoU on ISIC; a useful
-#: model is far above. The shipped models score about 0.8 on the whole validation split.
-MIN_MEAN_IOU = 0.65
+#: Predicting "everything is lesion" or a centred disc scores about 0.3-0.4 mean IoU on ISIC. On these 24
+#: validation images the shipped models score 0.83 (unet) and 0.87 (deeplabv3), on the whole split 0.815 and
+#: 0.828; a regression of a few points fails here.
+MIN_MEAN_IOU = {"unet": 0.80, "deeplabv3": 0.84}
 N_IMAGES = 24
 
 
@@ -27,5 +28,5 @@ def test_shipped_model_segments_real_lesions(isic: Path, model: str) -> None:
     network, meta = load_model(MODEL_DIR / f"pretrained_{model}.pt")
     _, val = split(find_pairs(isic), 0.2, seed=0)
     ious = [score(predict_mask(network, p["image"]), read_truth(p["label"])).iou for p in val[:N_IMAGES]]
-    assert np.mean(ious) > MIN_MEAN_IOU, f"{model}: mean IoU {np.mean(ious):.3f} on {N_IMAGES} validation images"
-    assert meta["val"]["iou"] > MIN_MEAN_IOU
+    assert np.mean(ious) > MIN_MEAN_IOU[model], f"{model}: mean IoU {np.mean(ious):.3f} on {N_IMAGES} images"
+    assert meta["val"]["iou"] > 0.8

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from monai.transforms import Compose
 from PIL import Image
 
 from lesion_app.lib.infers.lesion import LesionInferTask, write_mask
@@ -66,3 +68,51 @@ def test_nrrd_and_png_writers_keep_rows_first(tmp_path: Path) -> None:
     assert tuple(image.GetLargestPossibleRegion().GetSize()) == (50, 30)  # ITK sizes are x first
     with pytest.raises(ValueError):
         write_mask(mask, ".jpg")
+
+
+def test_the_network_is_rebuilt_from_the_model_file(tmp_path: Path, photo: str) -> None:
+    """A model trained without attention (or with other widths) is served as its file describes."""
+    plain = tmp_path / "pretrained_unet.pt"
+    save_model(plain, build_network("unet", attention=False), "unet", {"attention": False}, {"epoch": 3})
+    task = make_task([plain])
+    _, result = task({"image": photo, "device": "cpu"})
+    network = task._get_network("cpu", None)
+    assert result["model_epoch"] == 3
+    assert not any(type(m).__name__ == "SpatialAttention" for m in network.modules())
+
+
+def test_ensemble_averages_its_members(tmp_path: Path, photo: str) -> None:
+    unet, deeplab = tmp_path / "pretrained_unet.pt", tmp_path / "pretrained_deeplabv3.pt"
+    save_model(unet, build_network("unet"), "unet", {}, {"epoch": 1})
+    save_model(deeplab, build_network("deeplabv3"), "deeplabv3", {}, {"epoch": 2})
+    task = LesionInferTask(
+        [str(unet), str(deeplab)], build_network("unet"), (64, 64), "test", members=[[str(unet)], [str(deeplab)]]
+    )
+    result_file, result = task({"image": photo, "device": "cpu"})
+    assert result["model_paths"] == ["pretrained_unet.pt", "pretrained_deeplabv3.pt"]
+    network = task._get_network("cpu", None)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        members = [torch.sigmoid(m(x)) for m in network.members]
+        assert torch.allclose(torch.sigmoid(network(x)), (members[0] + members[1]) / 2, atol=1e-5)
+    with Image.open(result_file) as mask:
+        assert mask.size == (140, 90)
+
+
+def test_tta_and_postprocess_are_request_options(tmp_path: Path) -> None:
+    """Clean-up leaves one region without holes; TTA changes the probabilities of a non-symmetric network."""
+    good = tmp_path / "pretrained_unet.pt"
+    save_model(good, build_network("unet"), "unet", {}, {})
+    task = make_task([good])
+    two_blobs = np.zeros((1, 40, 40), np.float32)
+    two_blobs[0, 2:12, 2:12] = 1
+    two_blobs[0, 20:38, 20:38] = 1
+    two_blobs[0, 25:28, 25:28] = 0  # a hole
+    post = Compose(task.post_transforms({"postprocess": True})[2:])  # after sigmoid and resize
+    raw = Compose(task.post_transforms({"postprocess": "false"})[2:])
+    cleaned = np.asarray(post({"pred": torch.as_tensor(two_blobs)})["pred"])
+    kept = np.asarray(raw({"pred": torch.as_tensor(two_blobs)})["pred"])
+    assert cleaned.sum() == 18 * 18 and cleaned[:12, :12].sum() == 0
+    assert np.array_equal(kept, two_blobs[0])
+    assert type(task.inferer({"tta": True})).__name__ == "FlipInferer"
+    assert type(task.inferer({"tta": "0"})).__name__ == "SimpleInferer"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lesion_app.lib.metrics import ISIC_JACCARD_THRESHOLD, mean_scores, score
+from lesion_app.lib.metrics import ISIC_JACCARD_THRESHOLD, bootstrap_ci, mean_scores, paired_difference, score
 
 
 def test_hand_computed_case() -> None:
@@ -42,3 +42,24 @@ def test_threshold_boundary_and_means() -> None:
     assert means["iou"] == pytest.approx((1.0 + 0.64) / 2)
     with pytest.raises(ValueError):
         score(pred, truth.T)
+
+
+def test_bootstrap_interval_brackets_the_mean_and_is_reproducible() -> None:
+    values = np.random.default_rng(3).uniform(0.5, 1.0, 200)
+    low, high = bootstrap_ci(values)
+    assert low < values.mean() < high
+    assert (low, high) == bootstrap_ci(values)  # fixed seed
+    assert high - low < bootstrap_ci(values[:20])[1] - bootstrap_ci(values[:20])[0]  # more images, tighter
+    assert bootstrap_ci([0.7] * 10) == pytest.approx((0.7, 0.7))
+    with pytest.raises(ValueError):
+        bootstrap_ci([])
+
+
+def test_paired_difference() -> None:
+    a = np.linspace(0.6, 0.9, 50)
+    same = paired_difference(a, a)
+    assert same["mean"] == 0.0 and same["ci_low"] == 0.0 and same["ci_high"] == 0.0
+    better = paired_difference(a + 0.02, a)
+    assert better["mean"] == pytest.approx(0.02) and better["ci_low"] > 0
+    with pytest.raises(ValueError):
+        paired_difference(a, a[:10])

@@ -1,4 +1,4 @@
-"""What both models' task configs share: paths, network, infer and train tasks from the settings."""
+"""What the models' task configs share: paths, network, infer and train tasks from the settings."""
 
 from __future__ import annotations
 
@@ -26,8 +26,11 @@ class LesionTaskConfig(TaskConfig):
         self.path = [self.settings.pretrained_path(name), self.settings.published_path(name)]
         self.network = build_network(self.arch)
 
-    def infer(self) -> LesionInferTask:
-        return self.infer_task(self.path, self.network, self.settings.roi, self.description)
+    def infer_options(self) -> dict[str, object]:
+        return {"tta": self.settings.infer_tta, "postprocess": self.settings.infer_postprocess}
 
-    def trainer(self) -> LesionTrainTask:
+    def infer(self) -> LesionInferTask:
+        return self.infer_task(self.path, self.network, self.settings.roi, self.description, self.infer_options())
+
+    def trainer(self) -> LesionTrainTask | None:
         return self.train_task(self.name, self.settings, self.description)

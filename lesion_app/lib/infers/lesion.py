@@ -1,4 +1,4 @@
-"""The infer task both models share: a photograph in, a 0/1 lesion mask of the same size out."""
+"""The infer task all models share: a photograph in, a 0/1 lesion mask of the same size out."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.inferers import Inferer, SimpleInferer
+from monai.inferers import Inferer
 from monai.transforms import Activationsd, AsDiscreted, SqueezeDimd
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 from PIL import Image
 
-from lesion_app.lib.models import read_checkpoint
+from lesion_app.lib.inference import AveragingNetwork, make_inferer
+from lesion_app.lib.models import load_model, read_checkpoint
+from lesion_app.lib.postprocess import clean_mask_transforms
 from lesion_app.lib.transforms import ORIGINAL_SIZE_KEY, RestoreSized, infer_transforms
 
 logger = logging.getLogger(__name__)
@@ -58,8 +61,20 @@ def model_meta(path: str, mtime: float) -> dict[str, Any]:
         return {}
 
 
+def _flag(value: Any) -> bool:
+    """A request option as a boolean: JSON true/false, or the strings Slicer and curl send."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
 class LesionInferTask(BasicInferTask):
-    """Resize to the network's input, predict, restore to the photograph's size, threshold at 0.5."""
+    """Resize to the network's input, predict, restore to the photograph's size, threshold, clean up.
+
+    Each request may set ``tta`` (average the four flips) and ``postprocess`` (keep the largest region,
+    fill its holes); the defaults come from the settings. ``members`` makes the task an ensemble: one
+    list of candidate model files per member, the newest loadable file of each is used.
+    """
 
     def __init__(
         self,
@@ -68,71 +83,96 @@ class LesionInferTask(BasicInferTask):
         roi_size: Sequence[int],
         description: str,
         config: dict[str, Any] | None = None,
+        members: Sequence[Sequence[str]] | None = None,
     ) -> None:
+        self.members = [list(m) for m in members] if members else [list(path)]
         super().__init__(
-            path=list(path),
+            path=[p for m in self.members for p in m],
             network=network,
             type=InferType.SEGMENTATION,
             labels=LABELS,
             dimension=2,
             description=description,
-            config={"result_extension": ".png", "threshold": 0.5, **(config or {})},
+            config={"result_extension": ".png", "threshold": 0.5, "tta": False, "postprocess": True, **(config or {})},
             load_strict=True,
         )
         self.roi_size = tuple(roi_size)
         self._broken: dict[str, float] = {}  # model file -> mtime of the version that failed to load
+        self._loaded: dict[tuple[str, str], tuple[float, torch.nn.Module]] = {}  # (device, file) -> (mtime, net)
+        self._serving: list[str] = []
 
     def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
         return list(infer_transforms(self.roi_size).transforms)
 
     def inferer(self, data: dict | None = None) -> Inferer:
-        return SimpleInferer()
+        return make_inferer(_flag((data or {}).get("tta", False)))
 
     def post_transforms(self, data: dict | None = None) -> Sequence[Callable]:
-        threshold = float((data or {}).get("threshold", 0.5))
-        return [
+        data = data or {}
+        threshold = float(data.get("threshold", 0.5))
+        xs = [
             Activationsd(keys="pred", sigmoid=True),
             RestoreSized(keys="pred"),
             AsDiscreted(keys="pred", threshold=threshold),
-            SqueezeDimd(keys="pred", dim=0),
         ]
+        if _flag(data.get("postprocess", True)):
+            xs += clean_mask_transforms("pred")
+        return [*xs, SqueezeDimd(keys="pred", dim=0)]
 
     def get_path(self, validate: bool = True) -> str | None:
-        """The newest model file that exists and has not failed to load in its current version."""
-        for path in reversed(self.path):
+        """The newest model file of the first member that exists and has not failed to load in this version."""
+        return self._member_path(self.members[0], validate)
+
+    def _member_path(self, paths: Sequence[str], validate: bool = True) -> str | None:
+        for path in reversed(paths):
             if not validate:
                 return path
             if os.path.exists(path) and self._broken.get(path) != os.stat(path).st_mtime:
                 return path
         return None
 
-    def _get_network(self, device: str, data: dict | None) -> torch.nn.Module:
-        """Falls back to an older model file (the shipped one) when the newest cannot be read.
+    def _load_member(self, paths: Sequence[str], device: str) -> tuple[str, torch.nn.Module]:
+        """The newest loadable model of one member, rebuilt from the architecture its file describes.
 
-        A truncated or foreign file must not take the model offline; it is skipped until it changes.
+        A truncated or foreign file must not take the model offline: it is skipped (falling back to the
+        shipped model) until the file changes.
         """
-        while True:
-            path = self.get_path()
+        while (path := self._member_path(paths)) is not None:
+            mtime = os.stat(path).st_mtime
+            cached = self._loaded.get((device, path))
+            if cached and cached[0] == mtime:
+                return path, cached[1]
             try:
-                return super()._get_network(device, data)
+                network, _ = load_model(path)
             except Exception as e:
-                if path is None:
-                    raise
-                self._broken[path] = os.stat(path).st_mtime
+                self._broken[path] = mtime
                 logger.error(f"cannot load model {path} ({type(e).__name__}: {e}); trying an older one")
-                if self.get_path() is None:
-                    raise
+                continue
+            network = network.to(torch.device(device)).eval()
+            self._loaded[(device, path)] = (mtime, network)
+            return path, network
+        raise MONAILabelException(MONAILabelError.INFERENCE_ERROR, f"no loadable model among {list(paths)}")
+
+    def _get_network(self, device: str, data: dict | None) -> torch.nn.Module:
+        loaded = [self._load_member(paths, device) for paths in self.members]
+        self._serving = [path for path, _ in loaded]
+        networks = [net for _, net in loaded]
+        return networks[0] if len(networks) == 1 else AveragingNetwork(networks).eval()
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
         ext = extension or data.get("result_extension") or ".png"
         mask = np.asarray(data["pred"]).astype(np.uint8)
         path = write_mask(mask, ext)
-        model_path = self.get_path()
-        meta = model_meta(model_path, os.stat(model_path).st_mtime) if model_path else {}
+        serving = self._serving or [p for p in (self.get_path(),) if p]
+        metas = [model_meta(p, os.stat(p).st_mtime) if os.path.exists(p) else {} for p in serving]
+        first = metas[0] if metas else {}
         result = {
-            "model_path": Path(model_path).name if model_path else None,
-            "model_epoch": meta.get("epoch"),
-            "model_val_iou": (meta.get("val") or {}).get("iou"),
+            "model_path": Path(serving[0]).name if serving else None,
+            "model_paths": [Path(p).name for p in serving],
+            "model_epoch": first.get("epoch"),
+            "model_val_iou": (first.get("val") or {}).get("iou"),
+            "tta": _flag(data.get("tta", False)),
+            "postprocess": _flag(data.get("postprocess", True)),
             "image_size": list(data[ORIGINAL_SIZE_KEY]),
             "lesion_fraction": float(mask.mean()) if mask.size else 0.0,
             "label_values": LABELS,
