@@ -14,14 +14,18 @@ from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
+from lesion_app.lib.activelearning import DiceScoring, Uncertainty, UncertaintyEstimator, UncertaintyScoring
 from lesion_app.lib.configs import CONFIGS, LesionTaskConfig
 from lesion_app.lib.datastore import local_datastore
 from lesion_app.lib.infers.lesion import LABELS
+from lesion_app.lib.infers.uncertainty import UncertaintyInfer
+from lesion_app.lib.schedule import RetrainScheduler, start_scheduler
 from lesion_app.lib.settings import LesionSettings
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class LesionApp(MONAILabelApp):
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         self.models: dict[str, LesionTaskConfig] = {}
+        self.scheduler: RetrainScheduler | None = None  # started in on_init_complete
         for name in self.settings.models:
             config = CONFIGS[name]()
             config.init(name, self.settings.model_dir, conf, None, settings=self.settings)
@@ -59,20 +64,55 @@ class LesionApp(MONAILabelApp):
             labels=LABELS,
         )
 
+    def on_init_complete(self) -> None:
+        """Runs in the server process only (train subprocesses build the app too), so the schedule starts once."""
+        super().on_init_complete()
+        self.scheduler = start_scheduler(self.settings, self._trainers, self.datastore())
+
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
         return local_datastore(self.studies)
 
     def init_infers(self) -> dict[str, InferTask]:
-        return {name: config.infer() for name, config in self.models.items()}
+        infers: dict[str, InferTask] = {name: config.infer() for name, config in self.models.items()}
+        infers["uncertainty"] = UncertaintyInfer(self._uncertainty_scoring().estimator, self._uncertainty_model())
+        return infers
 
     def init_trainers(self) -> dict[str, TrainTask]:
         trainers = {name: config.trainer() for name, config in self.models.items()}
         return {name: task for name, task in trainers.items() if task is not None}
 
     def init_strategies(self) -> dict[str, Strategy]:
-        return {"random": Random(), "first": First()}
+        return {"random": Random(), "first": First(), "uncertainty": Uncertainty(self._uncertainty_scoring())}
+
+    def init_scoring_methods(self) -> dict[str, ScoringMethod]:
+        # MONAI Label runs every method at start-up, after each training and after each next-sample request,
+        # in a background process; uncertainty first: after a training only the first request is accepted.
+        return {"uncertainty": self._uncertainty_scoring(), "dice": DiceScoring()}
+
+    def async_scoring(self, method: str | None, params: dict | None = None) -> Any:
+        """After a training (a separate process) MONAI Label asks the server for each method at
+        ``/scoring/<method>``, which it refuses while any scoring runs (the start-up one, say), so the
+        refresh was lost; ``/scoring/`` queues every method instead."""
+        if method or self._server_mode or not self._scoring_methods:
+            return super().async_scoring(method, params)
+        return self._local_request("/scoring/", params, "Scoring")
+
+    def _uncertainty_model(self) -> str:
+        """The served model the uncertainty is measured on: the first of ``--conf models``."""
+        return next(iter(self.models))
+
+    def _uncertainty_scoring(self) -> UncertaintyScoring:
+        """One estimator for the strategy, the scoring and the infer task: one copy of the networks."""
+        if getattr(self, "_uncertainty", None) is None:
+            config = self.models[self._uncertainty_model()]
+            members = getattr(config, "members", None) or [config.path]
+            estimator = UncertaintyEstimator(
+                members, self.settings.roi, self.settings.uncertainty_method, self.settings.uncertainty_samples
+            )
+            self._uncertainty = UncertaintyScoring(estimator)
+        return self._uncertainty
 
     def init_batch_infer(self) -> BatchInferTask:
         return CpuBatchInferTask()

@@ -34,17 +34,21 @@ def sample_data() -> Path:
     return REPO / "sample-data"
 
 
-@pytest.fixture(scope="session")
-def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six drawn photographs with masks in the project's images/ + masks/ layout."""
+def draw_studies(root: Path, count: int, seed: int) -> Path:
+    """``count`` drawn photographs with exact masks in the images/ + masks/ layout under ``root``."""
     from apps.make_sample_data import draw_study
 
-    root = tmp_path_factory.mktemp("studies")
-    (root / "images").mkdir()
+    (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    rng = np.random.default_rng(5)
-    for i in range(6):
+    rng = np.random.default_rng(seed)
+    for i in range(count):
         img, mask = draw_study(rng, (96, 128))
         Image.fromarray(img).save(root / "images" / f"s{i}.jpg", quality=95)
         Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"s{i}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six drawn photographs with masks (5 train, 1 val after the split)."""
+    return draw_studies(tmp_path_factory.mktemp("studies"), 6, seed=5)

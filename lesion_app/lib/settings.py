@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 
 ALL_MODELS = ("unet", "deeplabv3", "ensemble")
+#: The models with a train task (the ensemble learns through its members).
+TRAINABLE_MODELS = ("unet", "deeplabv3")
 
 FIELDS_DOC = {
     "models": "comma-separated models to serve: `unet`, `deeplabv3`, `ensemble` (the average of both) or `all`",
@@ -27,6 +30,12 @@ FIELDS_DOC = {
     "train_batch_size": "training batch size",
     "train_lr": "peak learning rate when fine-tuning the served model",
     "val_fraction": "share of the labelled images held out for validation (fixed seed)",
+    "retrain_after_labels": "train again after this many new final labels since the last training (0: off)",
+    "retrain_daily_at": "train again daily at this local time, `HH:MM`, if a label arrived since (empty: off)",
+    "retrain_models": "comma-separated models the schedule trains (empty: every model with a trainer)",
+    "retrain_poll_seconds": "how often the schedule checks the datastore and the clock, in seconds",
+    "uncertainty_method": "how uncertainty is sampled: `dropout` (Monte Carlo dropout) or `tta` (the four flips)",
+    "uncertainty_samples": "Monte Carlo dropout passes per image for the uncertainty score and map (at least 2)",
 }
 
 
@@ -53,6 +62,12 @@ class LesionSettings:
     train_batch_size: int = 8
     train_lr: float = 5e-4
     val_fraction: float = 0.2
+    retrain_after_labels: int = 0
+    retrain_daily_at: str = ""
+    retrain_models: tuple[str, ...] = ()
+    retrain_poll_seconds: float = 10.0
+    uncertainty_method: str = "dropout"
+    uncertainty_samples: int = 8
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str], app_dir: str | os.PathLike) -> LesionSettings:
@@ -71,6 +86,12 @@ class LesionSettings:
                     if unknown or not names:
                         raise ValueError(f"unknown model(s) {unknown}; choose from all, {', '.join(ALL_MODELS)}")
                     values[f.name] = names
+                elif f.name == "retrain_models":
+                    names = tuple(m.strip() for m in str(raw).split(",") if m.strip())
+                    unknown = sorted(set(names) - set(TRAINABLE_MODELS))
+                    if unknown:
+                        raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(TRAINABLE_MODELS)}")
+                    values[f.name] = names
                 elif f.type in ("int", int):
                     values[f.name] = int(raw)
                 elif f.type in ("float", float):
@@ -86,6 +107,19 @@ class LesionSettings:
             raise ValueError(f"--conf roi_size must be a multiple of 32, got {settings.roi_size}")
         if not 0.0 < settings.val_fraction < 1.0:
             raise ValueError(f"--conf val_fraction must lie in (0, 1), got {settings.val_fraction}")
+        if settings.retrain_after_labels < 0:
+            raise ValueError(f"--conf retrain_after_labels must be 0 or more, got {settings.retrain_after_labels}")
+        if settings.retrain_daily_at:
+            try:
+                datetime.strptime(settings.retrain_daily_at, "%H:%M")
+            except ValueError:
+                raise ValueError(f"--conf retrain_daily_at must be HH:MM, got {settings.retrain_daily_at!r}") from None
+        if settings.retrain_poll_seconds <= 0:
+            raise ValueError(f"--conf retrain_poll_seconds must be positive, got {settings.retrain_poll_seconds}")
+        if settings.uncertainty_method not in ("dropout", "tta"):
+            raise ValueError(f"--conf uncertainty_method must be dropout or tta, got {settings.uncertainty_method!r}")
+        if settings.uncertainty_samples < 2:
+            raise ValueError(f"--conf uncertainty_samples must be at least 2, got {settings.uncertainty_samples}")
         return settings
 
     @property

@@ -36,7 +36,7 @@ def read_mask(path: str) -> np.ndarray:
 
 def test_info_lists_the_models_and_trainers(client: MONAILabelClient) -> None:
     info = client.info()
-    assert set(info["models"]) == {"unet", "deeplabv3", "ensemble"}
+    assert set(info["models"]) == {"unet", "deeplabv3", "ensemble", "uncertainty"}  # uncertainty: a map
     assert set(info["trainers"]) == {"unet", "deeplabv3"}  # the ensemble learns through its members
     assert info["models"]["unet"]["config"]["postprocess"] is True and info["models"]["unet"]["config"]["tta"] is False
     assert info["labels"] == {"lesion": 1}
@@ -118,7 +118,7 @@ def test_one_epoch_training_finishes_and_the_new_model_serves(client: MONAILabel
 def test_models_are_selected_with_conf(tmp_path: Path) -> None:
     with running_server(tmp_path, {"models": "deeplabv3"}) as url:
         info = MONAILabelClient(url).info()
-    assert set(info["models"]) == {"deeplabv3"} and set(info["trainers"]) == {"deeplabv3"}
+    assert set(info["models"]) == {"deeplabv3", "uncertainty"} and set(info["trainers"]) == {"deeplabv3"}
 
 
 def test_a_bad_conf_value_stops_the_server_with_the_option_named(tmp_path: Path) -> None:

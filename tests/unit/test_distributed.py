@@ -15,14 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from apps.make_sample_data import draw_study
 from lesion_app.lib import engine
 from lesion_app.lib.models import build_network, load_model
+from tests.conftest import draw_studies
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 180
@@ -31,15 +29,7 @@ TIMEOUT_S = 180
 @pytest.fixture(scope="module")
 def drawn_studies(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Eight drawn photographs with masks in the images/ + masks/ layout (6 train, 2 val after the split)."""
-    root = tmp_path_factory.mktemp("studies")
-    (root / "images").mkdir()
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(7)
-    for i in range(8):
-        img, mask = draw_study(rng, (96, 128))
-        Image.fromarray(img).save(root / "images" / f"s{i}.jpg", quality=95)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"s{i}.png")
-    return root
+    return draw_studies(tmp_path_factory.mktemp("studies"), 8, seed=7)
 
 
 def torchrun(args: list[str], log_dir: Path) -> subprocess.CompletedProcess[str]:

@@ -5,23 +5,44 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from monai.data import CacheDataset, DataLoader
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.train import TrainTask
 
 from lesion_app.lib.data import split
-from lesion_app.lib.engine import EpochStats, FitConfig, fit
+from lesion_app.lib.engine import EpochStats, FitConfig, fit, resolve_device, validate
 from lesion_app.lib.models import atomic_write, build_network, read_checkpoint
 from lesion_app.lib.settings import LesionSettings
+from lesion_app.lib.transforms import val_transforms
 
 logger = logging.getLogger(__name__)
 
 #: Below this many labelled images there is nothing to hold out: validate on the training images.
 MIN_LABELS_FOR_SPLIT = 5
+
+#: Keys of the last run's gate decision, kept in the stats while the next run is under way.
+DECISION_KEYS = ("last_decision", "baseline_iou", "new_iou", "decided_at", "kept_aside")
+
+
+def decide(new_iou: float | None, baseline_iou: float | None) -> str:
+    """The no-regression gate: publish unless the new model validates worse than the served one.
+
+    Both IoUs come from the same validation split of the same run; ``baseline_iou`` is None when there was
+    no model to start from (training from scratch), and then anything trained is better than nothing.
+    """
+    if new_iou is None:
+        return "not_trained"
+    if baseline_iou is None or new_iou >= baseline_iou:
+        return "published"
+    return "kept_aside"
 
 
 class LesionTrainTask(TrainTask):
@@ -29,6 +50,10 @@ class LesionTrainTask(TrainTask):
 
     MONAI Label runs ``__call__`` in a subprocess and shows its output lines as the train status, so
     each epoch is printed there; ``stats()`` serves the last run's per-epoch history from disk.
+
+    The best epoch replaces the served model only if it validates no worse than the served model on the
+    same split (:func:`decide`); otherwise it is kept aside in ``<model_dir>/rejected/``, so an unlucky
+    fine-tune, scheduled or not, never makes the served segmentation worse.
     """
 
     arch = "unet"
@@ -37,6 +62,8 @@ class LesionTrainTask(TrainTask):
         super().__init__(description)
         self.name = name
         self.settings = settings
+        #: set by the app's retrain scheduler (server process only) to add the schedule to ``stats()``
+        self.schedule_status: Callable[[], dict[str, Any]] | None = None
 
     @property
     def stats_path(self) -> Path:
@@ -52,11 +79,28 @@ class LesionTrainTask(TrainTask):
             "val_fraction": s.val_fraction,
         }
 
-    def stats(self) -> dict[str, Any]:
+    @property
+    def candidate_path(self) -> Path:
+        return Path(self.settings.model_dir) / f".candidate_{self.name}.pt"
+
+    def rejected_path(self, when: datetime) -> Path:
+        return Path(self.settings.model_dir) / "rejected" / f"{self.name}_{when:%Y%m%d-%H%M%S}.pt"
+
+    def read_stats(self) -> dict[str, Any]:
         try:
             return json.loads(self.stats_path.read_text())
         except (OSError, ValueError):
             return {}
+
+    def stats(self) -> dict[str, Any]:
+        """The last run's stats from disk, plus the retrain schedule when the server runs one (for /info)."""
+        stats = self.read_stats()
+        if self.schedule_status is not None:
+            try:
+                stats.update(self.schedule_status())
+            except Exception:  # /info must answer even if the datastore is mid-change
+                logger.exception(f"schedule status of {self.name} failed")
+        return stats
 
     def _write_stats(self, stats: dict[str, Any]) -> None:
         atomic_write(self.stats_path, lambda tmp: Path(tmp).write_text(json.dumps(stats, indent=1)))
@@ -67,8 +111,18 @@ class LesionTrainTask(TrainTask):
                 return path
         return None
 
+    def baseline_iou(self, network: Any, val_items: list[dict[str, str]], cfg: FitConfig) -> float:
+        """The served model's IoU on this run's validation split: the bar the new model must not fall below."""
+        dataset = CacheDataset(val_items, val_transforms(cfg.roi_size), progress=False)
+        scores = validate(network, DataLoader(dataset, batch_size=cfg.batch_size), resolve_device(cfg.device))
+        return float(scores["iou"])
+
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         conf = {**self.config(), **{k: v for k, v in request.items() if k in self.config()}}
+        started_at = time.time()
+        previous = {k: v for k, v in self.read_stats().items() if k in DECISION_KEYS}
+        # written before reading the labels, so the scheduler counts labels from here on as new
+        self._write_stats({"model": self.name, "state": "STARTING", "started_at": started_at, **previous})
         items = [{"image": d["image"], "label": d["label"], "id": Path(d["image"]).name} for d in datastore.datalist()]
         if not items:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, "no final labels to train on: save a label first")
@@ -96,25 +150,59 @@ class LesionTrainTask(TrainTask):
             f"training {self.name} from {start or 'scratch'}: {len(train_items)} train, {len(val_items)} val",
             flush=True,
         )
+        baseline = self.baseline_iou(network, val_items, cfg) if checkpoint else None
+        print(f"served model {Path(start).name if start else None}: val_iou {baseline}", flush=True)
         history: list[dict[str, Any]] = []
+        common = {"model": self.name, "started_at": started_at, "labels": len(items), **previous}
 
         def report(stats: EpochStats) -> None:
-            print(stats.line(), flush=True)
-            history.append(asdict(stats))
-            self._write_stats({"model": self.name, "state": "RUNNING", "history": history, "best_iou": stats.best_iou})
+            print(stats.line(), flush=True)  # its " *": the best epoch so far, written to the candidate
+            entry = asdict(stats)
+            entry["candidate"] = entry.pop("published")  # only the gate below publishes
+            history.append(entry)
+            self._write_stats({**common, "state": "RUNNING", "history": history, "best_iou": stats.best_iou})
 
-        out = self.settings.published_path(self.name)
-        meta = {"trained_by": "lesion_app", "start": Path(start).name if start else None, "labels": len(items)}
-        fit(network, spec["arch"], spec["kwargs"], train_items, val_items, out, cfg, report, meta=meta)
+        # the best epoch goes to a candidate file; the gate below decides whether it replaces the served model
+        candidate = self.candidate_path
+        candidate.unlink(missing_ok=True)
+        meta = {
+            "trained_by": "lesion_app",
+            "start": Path(start).name if start else None,
+            "labels": len(items),
+            "baseline_iou": baseline,
+        }
+        fit(network, spec["arch"], spec["kwargs"], train_items, val_items, candidate, cfg, report, meta=meta)
         best = max(history, key=lambda h: h["val"]["iou"]) if history else None
+        new_iou = best["val"]["iou"] if best else None
+        decision = decide(new_iou, baseline) if candidate.exists() else "not_trained"
+        now = datetime.now()
+        published: str | None = None
+        kept_aside: str | None = None
+        if decision == "published":
+            published = self.settings.published_path(self.name)
+            os.replace(candidate, published)  # same folder: atomic, and the new mtime makes MONAI Label reload
+        elif decision == "kept_aside":
+            target = self.rejected_path(now)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(candidate, target)
+            kept_aside = str(target)
         result = {
-            "model": self.name,
+            **common,
             "state": "DONE",
             "history": history,
-            "best_iou": best["val"]["iou"] if best else None,
+            "best_iou": new_iou,
             "best_epoch": best["epoch"] if best else None,
-            "published": out,
+            "published": published,
+            "last_decision": decision,
+            "baseline_iou": baseline,
+            "new_iou": new_iou,
+            "decided_at": now.astimezone().isoformat(timespec="seconds"),
+            "kept_aside": kept_aside,
         }
         self._write_stats(result)
-        print(f"done: best val IoU {result['best_iou']} at epoch {result['best_epoch']}; published {out}", flush=True)
+        message = (
+            f"decision {self.name}: {decision} (new val IoU {new_iou}, served model's {baseline} on the same split)"
+        )
+        logger.info(message)
+        print(f"done: best val IoU {new_iou} at epoch {result['best_epoch']}; {message}", flush=True)
         return result

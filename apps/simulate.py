@@ -1,0 +1,284 @@
+"""Simulate the annotation loop on a labelled pool: how fast does each next-image strategy learn?
+
+From a small seed set, each round fine-tunes the model on the labels so far (as the server's train task
+does, from the model it serves), scores validation IoU, then picks the next ``--step`` images with the
+strategy and reveals their ground truth, as the annotator would. Every strategy starts from the same
+seed set and network initialisation, with the same budget. A model trained on the whole pool gives the
+reference line (and 95% of it, the target).
+
+Example::
+
+    lesion-simulate ../shared/data/isic --pool 400 --val 100 --seed-labels 20 --step 20 --rounds 5 \\
+        --strategies random uncertainty --seeds 0 1 --out runs/simulation
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.transforms import Compose
+from PIL import Image
+
+from lesion_app.lib.data import find_pairs, split
+from lesion_app.lib.engine import FitConfig, fit
+from lesion_app.lib.models import build_network, load_model
+from lesion_app.lib.transforms import load_transforms, preprocess_transforms
+from lesion_app.lib.uncertainty import image_scores, sample_probabilities
+
+Item = dict[str, str]
+
+
+@dataclass
+class Round:
+    strategy: str
+    seed: int
+    round: int
+    labels: int
+    fraction: float
+    val_iou: float
+    val_dice: float
+    seconds: float
+
+
+def cache_items(items: Sequence[Item], roi: int, folder: Path) -> list[Item]:
+    """Each pair resized once to the network's input and stored as PNG, so rounds do not decode big JPEGs."""
+    xf = Compose(load_transforms() + preprocess_transforms((roi, roi)))
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, item in enumerate(items, 1):
+        d = xf({"image": item["image"], "label": item["label"]})
+        img = (np.asarray(d["image"]).transpose(1, 2, 0) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        image_path, mask_path = folder / "images" / f"{item['id']}.png", folder / "masks" / f"{item['id']}.png"
+        Image.fromarray(img).save(image_path)
+        Image.fromarray((np.asarray(d["label"])[0] > 0.5).astype(np.uint8) * 255).save(mask_path)
+        out.append({"id": item["id"], "image": str(image_path), "label": str(mask_path)})
+        if i % 100 == 0 or i == len(items):
+            print(f"  cached {i}/{len(items)} images at {roi}x{roi}", file=sys.stderr, flush=True)
+    return out
+
+
+def uncertainty_ranking(network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int) -> list[float]:
+    """Mask disagreement of Monte Carlo dropout samples per image (the server's uncertainty score)."""
+    load = Compose(load_transforms(label_key=None) + preprocess_transforms((roi, roi), label_key=None))
+    scores = []
+    for item in items:
+        image = torch.as_tensor(load({"image": item["image"]})["image"])
+        probs = sample_probabilities(network, image, "dropout", samples).numpy()
+        scores.append(image_scores(probs)["disagreement"])
+    return scores
+
+
+def pick(
+    strategy: str,
+    network: torch.nn.Module,
+    unlabelled: list[Item],
+    k: int,
+    rng: random.Random,
+    samples: int,
+    roi: int,
+) -> list[Item]:
+    if strategy == "random":
+        return rng.sample(unlabelled, min(k, len(unlabelled)))
+    if strategy == "uncertainty":
+        scores = uncertainty_ranking(network, unlabelled, samples, roi)
+        order = sorted(range(len(unlabelled)), key=lambda i: -scores[i])
+        return [unlabelled[i] for i in order[:k]]
+    raise ValueError(f"unknown strategy {strategy!r}")
+
+
+def train_round(
+    network: torch.nn.Module,
+    arch: str,
+    labelled: list[Item],
+    val: list[Item],
+    cfg: FitConfig,
+    work: Path,
+    epoch_size: int = 0,
+) -> tuple[torch.nn.Module, dict[str, float]]:
+    """Fine-tunes on the labels so far and continues from the best epoch, as the server serves it.
+
+    With ``epoch_size``, a small labelled set is repeated (differently augmented) to that many images per
+    epoch, so that 20 labels get as many optimisation steps as 200 would and rounds differ only in data.
+    """
+    out = work / "model.pt"
+    out.unlink(missing_ok=True)
+    repeats = max(1, math.ceil(epoch_size / len(labelled)))
+    items = (labelled * repeats)[: max(epoch_size, len(labelled))]
+    history = fit(network, arch, {}, items, val, out, cfg, baseline_iou=-1.0)
+    best = max(history, key=lambda h: h.val["iou"])
+    network, _ = load_model(out)
+    return network.float().train(), best.val
+
+
+def simulate(
+    pool: list[Item],
+    val: list[Item],
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    seed_labels: int,
+    step: int,
+    rounds: int,
+    cfg: FitConfig,
+    arch: str,
+    work: Path,
+    samples: int = 8,
+    report: Callable[[Round], None] = lambda r: None,
+    epoch_size: int = 0,
+) -> list[Round]:
+    rows = []
+    for seed in seeds:
+        seed_set = random.Random(seed).sample(pool, seed_labels)
+        for strategy in strategies:
+            torch.manual_seed(seed)
+            network = build_network(arch)
+            labelled = list(seed_set)
+            rng = random.Random(seed + 1)
+            for r in range(rounds + 1):
+                t0 = time.monotonic()
+                network, val_scores = train_round(network, arch, labelled, val, cfg, work, epoch_size)
+                row = Round(
+                    strategy,
+                    seed,
+                    r,
+                    len(labelled),
+                    len(labelled) / len(pool),
+                    val_scores["iou"],
+                    val_scores["dice"],
+                    time.monotonic() - t0,
+                )
+                rows.append(row)
+                report(row)
+                if r < rounds:
+                    chosen = {i["id"] for i in labelled}
+                    unlabelled = [i for i in pool if i["id"] not in chosen]
+                    labelled += pick(strategy, network, unlabelled, step, rng, samples, cfg.roi_size[0])
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[Round], full_iou: float) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["strategy", "seed", "round", "labels", "fraction", "val_iou", "val_dice", "seconds"])
+        for r in rows:
+            fields = [r.strategy, r.seed, r.round, r.labels, f"{r.fraction:.4f}", f"{r.val_iou:.4f}"]
+            writer.writerow([*fields, f"{r.val_dice:.4f}", f"{r.seconds:.1f}"])
+        writer.writerow(["full", "", "", "", "1.0000", f"{full_iou:.4f}", "", ""])
+
+
+def plot(path: Path, rows: Sequence[Round], full_iou: float, pool_size: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for strategy in dict.fromkeys(r.strategy for r in rows):
+        by_labels: dict[int, list[float]] = {}
+        for r in rows:
+            if r.strategy == strategy:
+                by_labels.setdefault(r.labels, []).append(r.val_iou)
+        xs = sorted(by_labels)
+        means = [float(np.mean(by_labels[x])) for x in xs]
+        ax.plot(xs, means, marker="o", label=f"{strategy} (mean of {len(by_labels[xs[0]])} seeds)")
+        if len(by_labels[xs[0]]) > 1:
+            lo = [min(by_labels[x]) for x in xs]
+            hi = [max(by_labels[x]) for x in xs]
+            ax.fill_between(xs, lo, hi, alpha=0.15)
+    ax.axhline(full_iou, color="k", lw=1, label=f"all {pool_size} labels: {full_iou:.3f}")
+    ax.axhline(0.95 * full_iou, color="k", lw=1, ls="--", label="95% of that")
+    ax.axvline(0.25 * pool_size, color="grey", lw=1, ls=":", label="25% of the pool")
+    ax.set(xlabel="labelled images", ylabel="validation IoU", title="active learning, simulated annotator")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data", help="labelled pool: a folder of images and masks")
+    p.add_argument("--out", required=True, help="folder for simulation.csv and simulation.png")
+    p.add_argument("--pool", type=int, default=400, help="images the annotator could label (from the train split)")
+    p.add_argument("--val", type=int, default=100, help="validation images (from the val split)")
+    p.add_argument("--seed-labels", type=int, default=20)
+    p.add_argument("--step", type=int, default=20, help="images labelled per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--strategies", nargs="+", default=["random", "uncertainty"], choices=["random", "uncertainty"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per round")
+    p.add_argument("--epoch-size", type=int, default=240, help="images per epoch (small label sets repeat)")
+    p.add_argument("--full-epochs", type=int, default=30, help="epochs of the all-labels reference")
+    p.add_argument("--arch", default="unet")
+    p.add_argument("--roi-size", type=int, default=128, help="smaller than the app's 256 to keep rounds cheap")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--samples", type=int, default=8, help="Monte Carlo dropout samples per image")
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        train, val = split(find_pairs(args.data), 0.2, seed=0)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    pool, val = train[: args.pool], val[: args.val]
+    if len(pool) < args.seed_labels + args.step or not val:
+        print(f"error: {args.data}: {len(pool)} pool and {len(val)} val images are too few", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    roi = (args.roi_size, args.roi_size)
+    cfg = FitConfig(max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, roi_size=roi)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        pool, val = cache_items(pool, args.roi_size, work / "pool"), cache_items(val, args.roi_size, work / "val")
+        t0 = time.monotonic()
+        full_cfg = FitConfig(max_epochs=args.full_epochs, batch_size=args.batch_size, lr=args.lr, roi_size=roi)
+        torch.manual_seed(0)
+        _, full = train_round(build_network(args.arch), args.arch, pool, val, full_cfg, work)
+        print(f"all {len(pool)} labels: val IoU {full['iou']:.4f} ({time.monotonic() - t0:.0f}s)", flush=True)
+
+        def report(r: Round) -> None:
+            print(
+                f"{r.strategy} seed {r.seed} round {r.round}: {r.labels} labels ({r.fraction:.0%}) "
+                f"val IoU {r.val_iou:.4f} ({r.val_iou / full['iou']:.0%} of all labels) {r.seconds:.0f}s",
+                flush=True,
+            )
+
+        rows = simulate(
+            pool,
+            val,
+            args.strategies,
+            args.seeds,
+            args.seed_labels,
+            args.step,
+            args.rounds,
+            cfg,
+            args.arch,
+            work,
+            args.samples,
+            report,
+            args.epoch_size,
+        )
+    write_csv(out / "simulation.csv", rows, full["iou"])
+    plot(out / "simulation.png", rows, full["iou"], len(pool))
+    print(f"{out / 'simulation.csv'}\n{out / 'simulation.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Active learning over HTTP: the uncertainty strategy, the scoring endpoints and the uncertainty map.
+
+One server (the U-Net only, to start fast) for the whole module; the tests run in file order and the
+last one labels every image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from monailabel.client import MONAILabelClient
+from PIL import Image
+
+from apps.server import running_server
+from lesion_app.lib.activelearning.dice import DICE_KEY, dice, read_mask
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("active_learning")
+
+
+@pytest.fixture(scope="module")
+def url(workdir: Path) -> Iterator[str]:
+    with running_server(workdir, {"models": "unet"}) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(url: str, workdir: Path) -> MONAILabelClient:
+    return MONAILabelClient(url, tmpdir=str(workdir / "client"))
+
+
+def labelled(workdir: Path) -> set[str]:
+    return {p.stem for p in (workdir / "studies" / "labels" / "final").iterdir()}
+
+
+def image_info(url: str, image_id: str) -> dict[str, Any]:
+    store = httpx.get(f"{url}/datastore/", params={"output": "all"}, timeout=30).json()
+    return store["objects"][image_id]["image"]["info"]
+
+
+def run_scoring(url: str, method: str) -> Any:
+    """Runs a scoring method in the server, waiting while a background one (start-up, next sample) runs."""
+    deadline = time.monotonic() + 180
+    while True:
+        r = httpx.post(f"{url}/scoring/{method}", params={"run_sync": True}, json={}, timeout=180)
+        if r.status_code != 429:
+            assert r.status_code == 200, r.text
+            return r.json()
+        assert time.monotonic() < deadline, "a background scoring task did not finish in 3 minutes"
+        time.sleep(1)
+
+
+def save_label(client: MONAILabelClient, workdir: Path, image_id: str, mask: np.ndarray, tag: str) -> None:
+    path = workdir / f"upload_{tag}_{image_id}.png"
+    Image.fromarray(mask.astype(np.uint8)).save(path)
+    client.save_label(image_id, str(path), tag=tag)
+
+
+def test_info_lists_strategy_scoring_and_infer(client: MONAILabelClient) -> None:
+    info = client.info()
+    assert {"random", "first", "uncertainty"} <= set(info["strategies"])
+    assert {"uncertainty", "dice"} <= set(info["scoring"])
+    assert info["models"]["uncertainty"]["type"] == "others"  # not offered as a lesion segmentation
+
+
+def test_uncertainty_strategy_offers_an_unlabelled_image(client: MONAILabelClient, workdir: Path, url: str) -> None:
+    sample = client.next_sample("uncertainty", {})
+    assert sample["id"] and sample["id"] not in labelled(workdir)
+    assert 0.0 <= sample["uncertainty"] <= 1.0
+    info = image_info(url, sample["id"])
+    assert info["uncertainty_model"] == "pretrained_unet.pt" and info["uncertainty_model_mtime"] > 0
+
+
+def test_uncertainty_scoring_stores_scores_for_unlabelled_images(url: str, workdir: Path) -> None:
+    summary = run_scoring(url, "uncertainty")
+    assert summary["total"] == 6 and summary["model"] == ["pretrained_unet.pt"]
+    done = labelled(workdir)
+    for image_id in [f"lesion_{i:03d}" for i in range(10)]:
+        info = image_info(url, image_id)
+        assert ("uncertainty" in info) == (image_id not in done), image_id
+
+
+def test_dice_scoring_compares_the_proposal_with_the_correction(
+    client: MONAILabelClient, workdir: Path, url: str
+) -> None:
+    # the proposal, recorded by the infer request itself as label tag 'original'
+    client.infer("unet", "lesion_005", {"save_label": True})
+    original = workdir / "studies" / "labels" / "original" / "lesion_005.png"
+    assert original.exists()
+    final = read_mask(original).astype(np.uint8)
+    final[: final.shape[0] // 2] = 0  # the clinician removes the top half
+    save_label(client, workdir, "lesion_005", final, "final")
+    result = run_scoring(url, "dice")
+    expected = dice(read_mask(original), final.astype(bool))
+    assert result["lesion_005"] == pytest.approx(expected, abs=1e-5) and 0.0 < expected < 1.0
+    assert image_info(url, "lesion_005")[DICE_KEY] == pytest.approx(expected, abs=1e-5)
+
+
+def test_uncertainty_infer_returns_an_8_bit_map_of_the_image_size(client: MONAILabelClient, workdir: Path) -> None:
+    result_file, params = client.infer("uncertainty", "lesion_007", {"save_label": True})
+    with Image.open(result_file) as img:
+        assert img.mode == "L" and img.format == "PNG"
+        uncertainty = np.asarray(img)
+    with Image.open(workdir / "studies" / "lesion_007.png") as photo:
+        assert uncertainty.shape == (photo.height, photo.width)
+    assert uncertainty.max() > 100 and len(np.unique(uncertainty)) > 10  # a graded band, not a mask
+    assert (uncertainty >= 128).mean() < 0.2  # doubt (p between 0.11 and 0.89) is at the border, not everywhere
+    assert params["image_size"] == list(uncertainty.shape) and 0.0 <= params["uncertainty"] <= 1.0
+    assert not (workdir / "studies" / "labels" / "original" / "lesion_007.png").exists()  # a map is no label
+
+
+def test_no_sample_once_everything_is_labelled(client: MONAILabelClient, workdir: Path) -> None:
+    mask = np.zeros((384, 512), np.uint8)
+    mask[100:250, 150:380] = 1
+    for image_id in sorted({f"lesion_{i:03d}" for i in range(10)} - labelled(workdir)):
+        save_label(client, workdir, image_id, mask, "final")
+    assert len(labelled(workdir)) == 10
+    assert client.next_sample("uncertainty", {}) == {}

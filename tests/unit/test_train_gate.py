@@ -1,0 +1,61 @@
+"""The no-regression gate: a trained model replaces the served one only if it validates no worse."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lesion_app.lib.datastore import local_datastore
+from lesion_app.lib.models import read_checkpoint
+from lesion_app.lib.settings import LesionSettings
+from lesion_app.lib.trainers.lesion import decide
+from lesion_app.lib.trainers.unet import UNetTrain
+from tests.conftest import MODEL_DIR
+
+
+@pytest.mark.parametrize(
+    ("new", "baseline", "decision"),
+    [
+        (0.80, 0.79, "published"),
+        (0.80, 0.80, "published"),  # not worse is good enough
+        (0.79, 0.80, "kept_aside"),
+        (0.10, None, "published"),  # trained from scratch: nothing served to compare with
+        (None, 0.80, "not_trained"),
+    ],
+)
+def test_decide(new: float | None, baseline: float | None, decision: str) -> None:
+    assert decide(new, baseline) == decision
+
+
+def trainer(tmp_path: Path, sample_data: Path, **conf: str) -> tuple[UNetTrain, object]:
+    shutil.copytree(sample_data, tmp_path / "studies")
+    defaults = {"model_dir": str(tmp_path / "models"), "pretrained_dir": str(MODEL_DIR)}
+    settings = LesionSettings.from_conf({**defaults, "train_epochs": "1", **conf}, tmp_path)
+    return UNetTrain("unet", settings, ""), local_datastore(str(tmp_path / "studies"))
+
+
+def test_a_regression_is_kept_aside_and_the_served_model_stays(tmp_path: Path, sample_data: Path) -> None:
+    """A learning rate of 10 wrecks the shipped model in one epoch: it must not be published."""
+    task, datastore = trainer(tmp_path, sample_data, train_lr="10")
+    served = tmp_path / "models" / "unet.pt"
+    result = task({}, datastore)
+    assert result["last_decision"] == "kept_aside"
+    assert result["baseline_iou"] > 0.5 and result["new_iou"] < result["baseline_iou"]
+    assert not served.exists(), "the shipped model stays served"
+    rejected = Path(result["kept_aside"])
+    assert rejected.parent == tmp_path / "models" / "rejected" and rejected.name.startswith("unet_")
+    assert read_checkpoint(rejected)["meta"]["baseline_iou"] == result["baseline_iou"]
+    assert not task.candidate_path.exists()
+    stats = task.stats()
+    assert stats["last_decision"] == "kept_aside" and stats["baseline_iou"] == result["baseline_iou"]
+    assert stats["started_at"] > 0
+
+
+def test_from_scratch_publishes(tmp_path: Path, sample_data: Path) -> None:
+    task, datastore = trainer(tmp_path, sample_data, pretrained_dir=str(tmp_path / "none"), roi_size="64")
+    result = task({}, datastore)
+    assert result["last_decision"] == "published" and result["baseline_iou"] is None
+    meta = read_checkpoint(tmp_path / "models" / "unet.pt")["meta"]
+    assert meta["val"]["iou"] == result["new_iou"] and meta["epoch"] == 1
