@@ -7,9 +7,13 @@ Every option is a field of :class:`lesion_app.lib.settings.LesionSettings`.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
+from fastapi import HTTPException
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
@@ -20,6 +24,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
+from lesion_app.lib import auth
 from lesion_app.lib.activelearning import DiceScoring, Uncertainty, UncertaintyEstimator, UncertaintyScoring
 from lesion_app.lib.configs import CONFIGS, LesionTaskConfig
 from lesion_app.lib.datastore import local_datastore
@@ -30,7 +35,15 @@ from lesion_app.lib.settings import LesionSettings
 
 logger = logging.getLogger(__name__)
 
+auth.install()  # MONAI Label 0.8.5 refuses every token under PyJWT 2 (lesion_app/lib/auth.py says why)
+
 __version__ = "0.1.0"
+
+
+def is_upload(path: str) -> bool:
+    """A file MONAI Label's infer endpoint wrote for this request's upload: ``<tempdir>/tmp*``."""
+    p = Path(path).resolve()
+    return p.parent == Path(tempfile.gettempdir()).resolve() and p.name.startswith("tmp") and p.is_file()
 
 
 class CpuBatchInferTask(BatchInferTask):
@@ -69,10 +82,22 @@ class LesionApp(MONAILabelApp):
         super().on_init_complete()
         self.scheduler = start_scheduler(self.settings, self._trainers, self.datastore())
 
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """Images are datastore ids or files uploaded with the request, never other paths on the server.
+
+        MONAI Label uses any ``image`` that exists on disk as a path (and ``params`` may set it), which would
+        let a caller segment, and learn about, arbitrary files on the server.
+        """
+        image = request.get("image")
+        if isinstance(image, str) and os.path.exists(image) and not is_upload(image):
+            raise HTTPException(status_code=400, detail="image must be an image id of the datastore (or an upload)")
+        return super().infer(request, datastore)
+
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
             return super().init_datastore()
-        return local_datastore(self.studies)
+        s = self.settings
+        return local_datastore(self.studies, s.max_image_pixels, s.max_upload_mb, s.read_only)
 
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {name: config.infer() for name, config in self.models.items()}

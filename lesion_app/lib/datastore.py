@@ -1,18 +1,207 @@
-"""Datastore setup for 2D dermoscopy photographs."""
+"""Datastore for 2D dermoscopy photographs: MONAI Label's local datastore with its input checked.
+
+The stock :class:`LocalDatastore` writes wherever an id points (``../`` escapes the studies folder), lets
+any file replace a final label and answers malformed uploads with HTTP 500. :class:`LesionDatastore`
+validates every write first (see :mod:`lesion_app.lib.validation`), answers bad input with a 4xx
+:class:`fastapi.HTTPException` (MONAI Label's endpoints pass it through as that status), writes files
+and the datastore JSON atomically, and can refuse every write (``--conf read_only true``).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import time
+from typing import Any
+
+from fastapi import HTTPException
+from filelock import FileLock
 from monailabel.config import settings
-from monailabel.datastore.local import LocalDatastore
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.utils.others.generic import remove_file
+
+from lesion_app.lib import validation as v
+
+logger = logging.getLogger(__name__)
 
 #: MONAI Label's defaults leave out .jpeg and the upper-case spellings cameras write.
 IMAGE_PATTERNS = ("*.jpg", "*.jpeg", "*.png", "*.JPG", "*.JPEG", "*.PNG", "*.tif", "*.tiff", "*.bmp")
 
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+DEFAULT_MAX_UPLOAD_MB = 50.0
 
-def local_datastore(studies: str) -> LocalDatastore:
-    return LocalDatastore(
+
+class LesionDatastore(LocalDatastore):
+    """A local datastore that checks uploads, never writes outside its folder and never half-writes a file."""
+
+    def __init__(
+        self,
+        datastore_path: str,
+        *,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+        read_only: bool = False,
+        reconcile: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """``read_only`` refuses every write (403); ``reconcile=False`` is MONAI Label's own ``read_only``:
+        files added to the folder by hand are not picked up at start-up."""
+        self.max_image_pixels = int(max_image_pixels)
+        self.max_upload_bytes = int(max_upload_mb * 2**20)
+        self.writes_refused = bool(read_only)
+        super().__init__(datastore_path, read_only=not reconcile, **kwargs)
+        self._root = os.path.realpath(datastore_path)
+
+    # -- writes ------------------------------------------------------------------------------------------
+
+    def _refuse_if_read_only(self, action: str) -> None:
+        if self.writes_refused:
+            raise HTTPException(
+                status_code=403, detail=f"the datastore is read-only (--conf read_only true): cannot {action}"
+            )
+
+    def _inside(self, path: str) -> str:
+        """The real path of a destination, which must lie inside the studies folder (belt and braces)."""
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, self._root]) != self._root:
+            raise v.bad_request("the request names a path outside the studies folder")
+        return real
+
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        """Adds a photograph that decodes completely; 409 if the id exists (its labels would no longer fit)."""
+        self._refuse_if_read_only(f"add image {image_id!r}")
+        ext = v.image_extension(os.path.basename(image_filename))
+        if not image_id:
+            image_id = os.path.basename(image_filename)[: -len(ext)]
+        v.check_image_id(image_id)
+        if image_id in self._datastore.objects:
+            raise HTTPException(status_code=409, detail=f"image {image_id!r} exists; remove it first or use another id")
+        v.check_upload_size(image_filename, self.max_upload_bytes, "image")
+        v.check_image_file(image_filename, self.max_image_pixels)
+
+        name = self._filename(image_id, ext)
+        dest = self._inside(os.path.join(self._datastore.image_path(), name))
+        logger.info(f"Adding Image: {image_id} => {name}")
+        with FileLock(self._lock_file):  # not re-entrant: nothing in here may take it again
+            if image_id in self._datastore.objects or os.path.exists(dest):
+                raise HTTPException(status_code=409, detail=f"image {image_id!r} exists; remove it first")
+            v.atomic_copy(image_filename, dest)
+            info = dict(image_info or {})
+            info.update(ts=int(time.time()), name=name)
+            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
+            try:
+                self._update_datastore_file(lock=False)
+            except BaseException:
+                self._datastore.objects.pop(image_id, None)
+                remove_file(dest)
+                raise
+        return image_id
+
+    def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
+        """Saves a 2D binary label of the image's (upright) size as ``labels/<tag>/<id>.png``, atomically.
+
+        PNG uploads are stored byte for byte; TIFF, BMP, NRRD and NIfTI are stored as 0/1 PNG, which the
+        trainer reads. Any failure leaves the previous label as it was.
+        """
+        self._refuse_if_read_only(f"save a label for {image_id!r}")
+        v.check_tag(label_tag)
+        obj = self._known(image_id)
+        ext = v.label_extension(os.path.basename(label_filename))
+        v.check_upload_size(label_filename, self.max_upload_bytes, "label")
+        label = v.read_label(label_filename, ext, self.max_image_pixels)
+        image_hw = v.image_size(self.get_image_uri(image_id))
+        v.check_label_size(label.shape, image_hw, image_id)
+        mask = v.check_label_values(label)
+
+        label_dir = self._datastore.label_path(label_tag)
+        name = self._filename(image_id, ".png")
+        dest = self._inside(os.path.join(label_dir, name))
+        logger.info(f"Saving Label: {image_id} => {label_tag} => {name}")
+        with FileLock(self._lock_file):
+            os.makedirs(label_dir, exist_ok=True)
+            old = obj.labels.get(label_tag)
+            if ext == ".png":
+                v.atomic_copy(label_filename, dest)
+            else:
+                v.atomic_png(mask, dest)
+            info = dict(label_info or {})
+            info.update(ts=int(time.time()), name=name)
+            obj.labels[label_tag] = DataModel(info=info, ext=".png")
+            self._update_datastore_file(lock=False)
+            if old is not None and old.ext != ".png":  # the same label under its former extension
+                remove_file(self._inside(os.path.join(label_dir, self._filename(image_id, old.ext))))
+        return image_id
+
+    def remove_image(self, image_id: str) -> None:
+        self._refuse_if_read_only(f"remove image {image_id!r}")
+        self._known(image_id)
+        super().remove_image(image_id)
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        self._refuse_if_read_only(f"remove the {label_tag!r} label of {label_id!r}")
+        v.check_reference(label_tag, "label tag")
+        if not self._known(label_id).labels.get(label_tag):
+            raise HTTPException(status_code=404, detail=f"image {label_id!r} has no {label_tag!r} label")
+        super().remove_label(label_id, label_tag)
+
+    def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
+        """Kept in memory in read-only mode (scoring stores its results here); 404 for an unknown image."""
+        self._known(image_id)
+        super().update_image_info(image_id, info)
+
+    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
+        if not self._known(label_id).labels.get(label_tag):
+            raise HTTPException(status_code=404, detail=f"image {label_id!r} has no {label_tag!r} label")
+        super().update_label_info(label_id, label_tag, info)
+
+    # -- reads -------------------------------------------------------------------------------------------
+
+    def _known(self, image_id: str) -> ImageLabelModel:
+        """The datastore entry of an id a request names: 400 if it is malformed, 404 if it is unknown."""
+        obj = self._datastore.objects.get(image_id) if isinstance(image_id, str) else None
+        if obj is None:
+            v.check_reference(image_id or "")
+            raise HTTPException(status_code=404, detail=f"image {image_id!r} is not in the datastore")
+        return obj
+
+    def get_image_uri(self, image_id: str) -> str:
+        """404 for an unknown id (infer answered 500: it went on with an empty path)."""
+        self._known(image_id)
+        return super().get_image_uri(image_id)
+
+    # -- the datastore file ------------------------------------------------------------------------------
+
+    def _update_datastore_file(self, lock: bool = True) -> None:
+        """Writes the datastore JSON atomically (the scoring process never reads half of it); in read-only
+        mode the studies folder is never written and changes stay in memory."""
+        if self.writes_refused:
+            return
+
+        def write() -> None:
+            text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
+            v.atomic_write(self._datastore_config_path, lambda f: f.write(text.encode()))
+            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+
+        if lock:
+            with FileLock(self._lock_file):
+                write()
+        else:
+            write()
+
+
+def local_datastore(
+    studies: str,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    read_only: bool = False,
+) -> LesionDatastore:
+    return LesionDatastore(
         studies,
+        max_image_pixels=max_image_pixels,
+        max_upload_mb=max_upload_mb,
+        read_only=read_only,
         extensions=list(IMAGE_PATTERNS),
         auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
-        read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
+        reconcile=not settings.MONAI_LABEL_DATASTORE_READ_ONLY,
     )

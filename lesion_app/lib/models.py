@@ -8,8 +8,13 @@ the ``model`` key directly.
 
 from __future__ import annotations
 
+import contextlib
+import fnmatch
+import logging
 import os
 import tempfile
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,8 @@ import torch
 from torch import nn
 
 from lesion_app.lib.networks import LesionDeepLabV3, LesionUNet
+
+logger = logging.getLogger(__name__)
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"unet": LesionUNet, "deeplabv3": LesionDeepLabV3}
 
@@ -26,6 +33,19 @@ def build_network(arch: str, **kwargs: Any) -> nn.Module:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose from {sorted(ARCHITECTURES)}")
     return ARCHITECTURES[arch](spatial_dims=2, in_channels=3, out_channels=1, **kwargs)
+
+
+#: Fault injection for the crash tests (tests/integration/test_faults.py): seconds ``atomic_write`` sleeps
+#: between writing the temp file and renaming it, so a test can kill the server at that exact point.
+FAULT_SLEEP_ENV = "LESION_FAULT_SLEEP_BEFORE_RENAME"
+#: Optional glob on the target's file name (e.g. ``.candidate_*``); without it every atomic write sleeps.
+FAULT_MATCH_ENV = "LESION_FAULT_MATCH"
+
+
+def _fault_pause(path: Path) -> None:
+    seconds = float(os.environ.get(FAULT_SLEEP_ENV) or 0)
+    if seconds > 0 and fnmatch.fnmatch(path.name, os.environ.get(FAULT_MATCH_ENV) or "*"):
+        time.sleep(seconds)
 
 
 def atomic_write(path: str | Path, write: Any) -> None:
@@ -39,10 +59,25 @@ def atomic_write(path: str | Path, write: Any) -> None:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        _fault_pause(path)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Makes a rename durable; not every file system lets a folder be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_model(path: str | Path, network: nn.Module, arch: str, kwargs: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -62,3 +97,50 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     network = build_network(spec["arch"], **spec["kwargs"])
     network.load_state_dict(checkpoint["model"])
     return network.eval(), checkpoint.get("meta", {})
+
+
+class ModelFiles:
+    """The newest readable file among a model's candidates, loaded once per version of the file.
+
+    A truncated or foreign file must not take a model offline: its version is skipped (the next older
+    candidate, in the end the shipped weights, is used) until the file changes. Shared by the infer tasks
+    and the uncertainty estimator, which keep separate instances (their networks must not be shared).
+    """
+
+    def __init__(self, log_prefix: str = "") -> None:
+        self.log_prefix = log_prefix
+        self._broken: dict[str, float] = {}  # file -> mtime of the version that failed to load
+        self._loaded: dict[tuple[str, str], tuple[float, nn.Module]] = {}  # (device, file) -> (mtime, network)
+
+    def candidates(self, paths: Sequence[str]) -> list[tuple[str, float]]:
+        """Existing, not known-broken files with their mtimes, newest candidate (last in ``paths``) first."""
+        out = []
+        for path in reversed(paths):
+            if os.path.exists(path):
+                mtime = os.stat(path).st_mtime
+                if self._broken.get(path) != mtime:
+                    out.append((path, mtime))
+        return out
+
+    def newest(self, paths: Sequence[str]) -> str | None:
+        found = self.candidates(paths)
+        return found[0][0] if found else None
+
+    def load(self, paths: Sequence[str], device: str = "cpu") -> tuple[str, nn.Module]:
+        """(file, network in eval mode) of the newest loadable candidate; FileNotFoundError if none loads."""
+        for path, mtime in self.candidates(paths):
+            cached = self._loaded.get((device, path))
+            if cached and cached[0] == mtime:
+                return path, cached[1]
+            try:
+                network, _ = load_model(path)
+            except Exception as e:
+                self._broken[path] = mtime
+                logger.error(
+                    f"{self.log_prefix}cannot load model {path} ({type(e).__name__}: {e}); trying an older one"
+                )
+                continue
+            network = network.to(torch.device(device)).eval()
+            self._loaded[(device, path)] = (mtime, network)
+            return path, network
+        raise FileNotFoundError(f"no loadable model among {list(paths)}")

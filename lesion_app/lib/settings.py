@@ -36,6 +36,9 @@ FIELDS_DOC = {
     "retrain_poll_seconds": "how often the schedule checks the datastore and the clock, in seconds",
     "uncertainty_method": "how uncertainty is sampled: `dropout` (Monte Carlo dropout) or `tta` (the four flips)",
     "uncertainty_samples": "Monte Carlo dropout passes per image for the uncertainty score and map (at least 2)",
+    "max_image_pixels": "largest image or label accepted on upload, in pixels (width x height); larger: HTTP 413",
+    "max_upload_mb": "largest image or label file accepted on upload, in MB; larger: HTTP 413",
+    "read_only": "refuse every datastore write (add image, save label, delete) with HTTP 403; infer and listing work",
 }
 
 
@@ -68,6 +71,9 @@ class LesionSettings:
     retrain_poll_seconds: float = 10.0
     uncertainty_method: str = "dropout"
     uncertainty_samples: int = 8
+    max_image_pixels: int = 40_000_000
+    max_upload_mb: float = 50.0
+    read_only: bool = False
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str], app_dir: str | os.PathLike) -> LesionSettings:
@@ -120,6 +126,10 @@ class LesionSettings:
             raise ValueError(f"--conf uncertainty_method must be dropout or tta, got {settings.uncertainty_method!r}")
         if settings.uncertainty_samples < 2:
             raise ValueError(f"--conf uncertainty_samples must be at least 2, got {settings.uncertainty_samples}")
+        if settings.max_image_pixels < 1:
+            raise ValueError(f"--conf max_image_pixels must be positive, got {settings.max_image_pixels}")
+        if settings.max_upload_mb <= 0:
+            raise ValueError(f"--conf max_upload_mb must be positive, got {settings.max_upload_mb}")
         return settings
 
     @property

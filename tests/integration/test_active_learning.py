@@ -120,9 +120,10 @@ def test_uncertainty_infer_returns_an_8_bit_map_of_the_image_size(client: MONAIL
 
 
 def test_no_sample_once_everything_is_labelled(client: MONAILabelClient, workdir: Path) -> None:
-    mask = np.zeros((384, 512), np.uint8)
-    mask[100:250, 150:380] = 1
     for image_id in sorted({f"lesion_{i:03d}" for i in range(10)} - labelled(workdir)):
+        with Image.open(next((workdir / "studies").glob(f"{image_id}.*"))) as photo:
+            mask = np.zeros((photo.height, photo.width), np.uint8)  # the datastore refuses labels of another size
+        mask[100:250, 150:380] = 1
         save_label(client, workdir, image_id, mask, "final")
     assert len(labelled(workdir)) == 10
     assert client.next_sample("uncertainty", {}) == {}

@@ -7,7 +7,6 @@ file's name and modification time, so a score made with an older model is recogn
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from torch import nn
 
-from lesion_app.lib.models import load_model
+from lesion_app.lib.models import ModelFiles
 from lesion_app.lib.transforms import ORIGINAL_SIZE_KEY, infer_transforms
 from lesion_app.lib.uncertainty import (
     average_members,
@@ -83,18 +82,12 @@ class UncertaintyEstimator:
         self.method = method
         self.samples = samples
         self.transforms = infer_transforms(self.roi_size)
-        self._cache: dict[str, tuple[float, nn.Module]] = {}
-        self._broken: dict[str, float] = {}
+        self._models = ModelFiles(log_prefix="uncertainty: ")
+        self._warned: set[str] = set()
         self._lock = threading.Lock()
 
     def _candidates(self, paths: Sequence[str]) -> list[tuple[str, float]]:
-        out = []
-        for path in reversed(paths):
-            if os.path.exists(path):
-                mtime = os.stat(path).st_mtime
-                if self._broken.get(path) != mtime:
-                    out.append((path, mtime))
-        return out
+        return self._models.candidates(paths)
 
     def current(self) -> tuple[list[str], float, str]:
         """Model file names, the newest mtime among them and the version key, without loading anything."""
@@ -105,21 +98,11 @@ class UncertaintyEstimator:
         return names, mtime, f"{self.method}x{self.samples if self.method == 'dropout' else 4}:{parts}"
 
     def _network(self, paths: Sequence[str]) -> nn.Module:
-        for path, mtime in self._candidates(paths):
-            cached = self._cache.get(path)
-            if cached and cached[0] == mtime:
-                return cached[1]
-            try:
-                network, _ = load_model(path)
-            except Exception as e:
-                self._broken[path] = mtime
-                logger.error(f"uncertainty: cannot load model {path} ({type(e).__name__}: {e}); trying an older one")
-                continue
-            if self.method == "dropout" and not has_dropout(network):
-                logger.warning(f"uncertainty: {path} has no dropout; its samples will all agree (use tta)")
-            self._cache[path] = (mtime, network)
-            return network
-        raise RuntimeError(f"no loadable model among {list(paths)}")
+        path, network = self._models.load(paths)
+        if self.method == "dropout" and not has_dropout(network) and path not in self._warned:
+            self._warned.add(path)
+            logger.warning(f"uncertainty: {path} has no dropout; its samples will all agree (use tta)")
+        return network
 
     def estimate(self, image_path: str) -> Estimate:
         data = self.transforms({"image": image_path})

@@ -20,9 +20,10 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from PIL import Image
 
 from lesion_app.lib.inference import AveragingNetwork, make_inferer
-from lesion_app.lib.models import load_model, read_checkpoint
+from lesion_app.lib.models import ModelFiles, read_checkpoint
 from lesion_app.lib.postprocess import clean_mask_transforms
 from lesion_app.lib.transforms import ORIGINAL_SIZE_KEY, RestoreSized, infer_transforms
+from lesion_app.lib.validation import unreadable_image
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +98,18 @@ class LesionInferTask(BasicInferTask):
             load_strict=True,
         )
         self.roi_size = tuple(roi_size)
-        self._broken: dict[str, float] = {}  # model file -> mtime of the version that failed to load
-        self._loaded: dict[tuple[str, str], tuple[float, torch.nn.Module]] = {}  # (device, file) -> (mtime, net)
+        self._models = ModelFiles()
         self._serving: list[str] = []
 
     def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
         return list(infer_transforms(self.roi_size).transforms)
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
+        """A photograph that cannot be decoded is the request's fault (422), not the server's (500)."""
+        try:
+            return super().run_pre_transforms(data, transforms)
+        except Exception as e:
+            raise unreadable_image(data.get("image_path", data.get("image")), e) from e
 
     def inferer(self, data: dict | None = None) -> Inferer:
         return make_inferer(_flag((data or {}).get("tta", False)))
@@ -124,34 +131,16 @@ class LesionInferTask(BasicInferTask):
         return self._member_path(self.members[0], validate)
 
     def _member_path(self, paths: Sequence[str], validate: bool = True) -> str | None:
-        for path in reversed(paths):
-            if not validate:
-                return path
-            if os.path.exists(path) and self._broken.get(path) != os.stat(path).st_mtime:
-                return path
-        return None
+        if not validate:
+            return paths[-1] if paths else None
+        return self._models.newest(paths)
 
     def _load_member(self, paths: Sequence[str], device: str) -> tuple[str, torch.nn.Module]:
-        """The newest loadable model of one member, rebuilt from the architecture its file describes.
-
-        A truncated or foreign file must not take the model offline: it is skipped (falling back to the
-        shipped model) until the file changes.
-        """
-        while (path := self._member_path(paths)) is not None:
-            mtime = os.stat(path).st_mtime
-            cached = self._loaded.get((device, path))
-            if cached and cached[0] == mtime:
-                return path, cached[1]
-            try:
-                network, _ = load_model(path)
-            except Exception as e:
-                self._broken[path] = mtime
-                logger.error(f"cannot load model {path} ({type(e).__name__}: {e}); trying an older one")
-                continue
-            network = network.to(torch.device(device)).eval()
-            self._loaded[(device, path)] = (mtime, network)
-            return path, network
-        raise MONAILabelException(MONAILabelError.INFERENCE_ERROR, f"no loadable model among {list(paths)}")
+        """The newest loadable model of one member, rebuilt from the architecture its file describes."""
+        try:
+            return self._models.load(paths, device)
+        except FileNotFoundError as e:
+            raise MONAILabelException(MONAILabelError.INFERENCE_ERROR, str(e)) from e
 
     def _get_network(self, device: str, data: dict | None) -> torch.nn.Module:
         loaded = [self._load_member(paths, device) for paths in self.members]

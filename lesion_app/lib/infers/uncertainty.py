@@ -17,6 +17,7 @@ from PIL import Image
 
 from lesion_app.lib.activelearning.uncertainty import UncertaintyEstimator
 from lesion_app.lib.uncertainty import to_uint8
+from lesion_app.lib.validation import unreadable_image
 
 
 class UncertaintyInfer(InferTask):
@@ -37,7 +38,10 @@ class UncertaintyInfer(InferTask):
     def __call__(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         # The map is no lesion label: never let MONAI Label save it as the 'original' proposal.
         request["save_label"] = False
-        estimate = self.estimator.estimate(request["image"])
+        try:
+            estimate = self.estimator.estimate(request["image"])
+        except Exception as e:  # a photograph that cannot be decoded is the request's fault (422), not a 500
+            raise unreadable_image(request["image"], e) from e
         fd, path = tempfile.mkstemp(suffix=".png", prefix="lesion_uncertainty_")
         os.close(fd)
         Image.fromarray(to_uint8(estimate.entropy_map()), mode="L").save(path)
