@@ -109,8 +109,9 @@ class LesionDatastore(LocalDatastore):
         obj = self._known(image_id)
         ext = v.label_extension(os.path.basename(label_filename))
         v.check_upload_size(label_filename, self.max_upload_bytes, "label")
-        label = v.read_label(label_filename, ext, self.max_image_pixels)
-        image_hw = v.image_size(self.get_image_uri(image_id))
+        image_path = self.get_image_uri(image_id)
+        label = v.read_label(label_filename, ext, self.max_image_pixels, image=image_path)
+        image_hw = v.image_size(image_path)
         v.check_label_size(label.shape, image_hw, image_id)
         mask = v.check_label_values(label)
 

@@ -149,6 +149,70 @@ def _cause(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
+#: The Pillow transpose that turns a stored pixel grid upright for each EXIF orientation (as ``exif_transpose``).
+_TO_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+#: Its inverse: from upright back to the stored grid (only the two quarter turns differ).
+_TO_STORED = {**_TO_UPRIGHT, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation (1-8) of a stored photograph; 1 when it has none or cannot be read."""
+    try:
+        with Image.open(path) as img:
+            value = int(img.getexif().get(0x0112, 1))
+    except Exception:
+        return 1
+    return value if value in _TO_UPRIGHT else 1
+
+
+def _transposed(mask: np.ndarray, method: Image.Transpose | None) -> np.ndarray:
+    if method is None:
+        return mask
+    return np.asarray(Image.fromarray(np.ascontiguousarray(mask.astype(np.uint8)), mode="L").transpose(method))
+
+
+def stored_to_upright(mask: np.ndarray, orientation: int) -> np.ndarray:
+    """A (H, W) uint8 array on a photograph's stored pixel grid (as ITK and 3D Slicer read it), made upright."""
+    return _transposed(mask, _TO_UPRIGHT.get(orientation))
+
+
+def upright_to_stored(mask: np.ndarray, orientation: int) -> np.ndarray:
+    """A (H, W) uint8 array on the upright photograph (as the app reads it), put on its stored pixel grid."""
+    return _transposed(mask, _TO_STORED.get(orientation))
+
+
+def itk_geometry(path: str | os.PathLike) -> tuple[list[float], list[float], np.ndarray]:
+    """Spacing, origin and direction of the first two axes of an image as ITK (and so 3D Slicer) reads it.
+
+    Only the header is read. ITK takes the spacing of a JPEG from its JFIF density (300 dpi: 0.0847 mm);
+    PNG and headerless JPEGs get unit spacing; origin is zero and direction the identity for photographs.
+    """
+    import itk
+
+    io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+    if io is None:
+        raise ValueError(f"no ITK reader recognises {Path(path).name}")
+    io.SetFileName(str(path))
+    io.ReadImageInformation()
+    n = min(2, int(io.GetNumberOfDimensions()))
+    spacing = [float(io.GetSpacing(i)) for i in range(n)] + [1.0] * (2 - n)
+    origin = [float(io.GetOrigin(i)) for i in range(n)] + [0.0] * (2 - n)
+    direction = np.eye(2)
+    for j in range(n):
+        column = io.GetDirection(j)
+        for i in range(n):
+            direction[i, j] = float(column[i])
+    return spacing, origin, direction
+
+
 def upright_size(img: Image.Image) -> tuple[int, int]:
     """(H, W) as viewers and the app's loader show the image: after its EXIF orientation, without decoding."""
     width, height = img.size
@@ -210,8 +274,14 @@ def _label_array_pil(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
     return arr
 
 
-def _label_array_itk(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
-    """A 3D Slicer label (NRRD, NIfTI): read its header first, then one slice in ITK's (rows, columns) order."""
+def _label_array_itk(path: str | os.PathLike, max_pixels: int, image: str | os.PathLike | None = None) -> np.ndarray:
+    """A 3D Slicer label (NRRD, NIfTI, .seg.nrrd): one slice in ITK's (rows, columns) order.
+
+    Its header is read first: it must hold one 2D slice (a (W, H) image, or (W, H, 1) as Slicer saves a
+    single-slice volume) and, when ``image`` is given, run along the image's axes as ITK reads it (no flip,
+    transpose or tilt: its array would not lie on the photograph). The slice is then turned upright by the
+    image's EXIF orientation, which ITK and Slicer ignore.
+    """
     import itk
 
     try:
@@ -220,29 +290,67 @@ def _label_array_itk(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
             raise ValueError("no ITK reader recognises it")
         io.SetFileName(str(path))
         io.ReadImageInformation()
-        dims = [int(io.GetDimensions(i)) for i in range(io.GetNumberOfDimensions())]
+        ndim = int(io.GetNumberOfDimensions())
+        dims = [int(io.GetDimensions(i)) for i in range(ndim)]
         components = int(io.GetNumberOfComponents())
+        direction = np.array([io.GetDirection(j) for j in range(ndim)], dtype=float).T  # columns: axes
     except Exception as e:
         raise bad_request(f"the label is not a readable image ({_cause(e)})") from None
     pixels = int(np.prod(dims)) if dims else 0
     if pixels > max_pixels:
         raise _too_many_pixels("label", "x".join(map(str, dims)) + f" = {pixels} pixels", max_pixels)
-    if components != 1 or sum(d > 1 for d in dims) > 2:
+    if components != 1 or ndim < 2 or any(d != 1 for d in dims[2:]):
         raise bad_request(
-            f"the label is {'x'.join(map(str, dims))} with {components} component(s); it must be one 2D slice"
+            f"the label is {'x'.join(map(str, dims))} with {components} component(s); it must be one 2D slice "
+            "(width x height, or width x height x 1)"
         )
+    if image is not None:
+        try:
+            _, _, expected = itk_geometry(image)
+        except Exception:
+            expected = np.eye(2)
+        in_plane = direction[:2, :2]
+        out_of_plane = direction[2:, :2]
+        if not np.allclose(in_plane, expected, atol=1e-3) or not np.allclose(out_of_plane, 0, atol=1e-3):
+            shown = np.array2string(direction[:, :2].T, precision=3, separator=", ").replace("\n", "")
+            raise bad_request(
+                f"the label's axes {shown} do not run along the image's (direction {expected.tolist()}): it is "
+                "flipped, transposed or tilted; export it on the image's geometry (Slicer: reference volume)"
+            )
     try:
         arr = np.asarray(itk.array_from_image(itk.imread(str(path))))
     except Exception as e:
         raise bad_request(f"the label cannot be decoded ({_cause(e)})") from None
-    arr = arr.reshape([s for s in arr.shape if s > 1] or [1, 1])
-    return arr if arr.ndim == 2 else arr.reshape(1, -1)
+    arr = arr.reshape(dims[1], dims[0])
+    if image is not None:
+        arr = _transposed_any(arr, _TO_UPRIGHT.get(exif_orientation(image)))
+    return arr
 
 
-def read_label(path: str | os.PathLike, ext: str, max_pixels: int) -> np.ndarray:
-    """A label upload as a (H, W) array, upright as the app's loader reads it; 400 if it is not one 2D slice."""
+def _transposed_any(arr: np.ndarray, method: Image.Transpose | None) -> np.ndarray:
+    """A Pillow transpose done with numpy, for label arrays of any dtype (values are checked later)."""
+    ops = {
+        Image.Transpose.FLIP_LEFT_RIGHT: lambda a: a[:, ::-1],
+        Image.Transpose.FLIP_TOP_BOTTOM: lambda a: a[::-1],
+        Image.Transpose.ROTATE_180: lambda a: a[::-1, ::-1],
+        Image.Transpose.ROTATE_90: lambda a: np.rot90(a, 1),
+        Image.Transpose.ROTATE_270: lambda a: np.rot90(a, -1),
+        Image.Transpose.TRANSPOSE: lambda a: a.T,
+        Image.Transpose.TRANSVERSE: lambda a: a[::-1, ::-1].T,
+    }
+    return arr if method is None else np.ascontiguousarray(ops[method](arr))
+
+
+def read_label(
+    path: str | os.PathLike, ext: str, max_pixels: int, image: str | os.PathLike | None = None
+) -> np.ndarray:
+    """A label upload as a (H, W) array, upright as the app's loader reads it; 400 if it is not one 2D slice.
+
+    ``image`` (the stored photograph) lets NRRD/NIfTI labels be checked against its ITK geometry and turned
+    upright by its EXIF orientation (they come on the stored pixel grid, as 3D Slicer shows it).
+    """
     if ext in ITK_LABEL_EXTENSIONS:
-        return _label_array_itk(path, max_pixels)
+        return _label_array_itk(path, max_pixels, image)
     return _label_array_pil(path, max_pixels)
 
 
@@ -259,9 +367,14 @@ def check_label_values(label: np.ndarray) -> np.ndarray:
 def check_label_size(label_hw: tuple[int, int], image_hw: tuple[int, int], image_id: str) -> None:
     """400 naming both sizes (width x height, as viewers show them) when a label does not cover its image."""
     if tuple(label_hw) != tuple(image_hw):
+        hint = (
+            " (rows and columns are swapped: the label is transposed)"
+            if tuple(label_hw) == tuple(image_hw)[::-1]
+            else ""
+        )
         raise bad_request(
             f"label is {label_hw[1]}x{label_hw[0]} (width x height) but image {image_id!r} is "
-            f"{image_hw[1]}x{image_hw[0]} after its EXIF orientation"
+            f"{image_hw[1]}x{image_hw[0]} after its EXIF orientation{hint}"
         )
 
 

@@ -23,7 +23,7 @@ from lesion_app.lib.inference import AveragingNetwork, make_inferer
 from lesion_app.lib.models import ModelFiles, read_checkpoint
 from lesion_app.lib.postprocess import clean_mask_transforms
 from lesion_app.lib.transforms import ORIGINAL_SIZE_KEY, RestoreSized, infer_transforms
-from lesion_app.lib.validation import unreadable_image
+from lesion_app.lib.validation import exif_orientation, itk_geometry, unreadable_image, upright_to_stored
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +32,13 @@ LABELS = {"lesion": 1}
 RESULT_EXTENSIONS = (".png", ".nii.gz", ".nrrd")
 
 
-def write_mask(mask: np.ndarray, extension: str) -> str:
+def write_mask(mask: np.ndarray, extension: str, source: str | os.PathLike | None = None) -> str:
     """Writes a (H, W) 0/1 mask to a new temporary file; the server streams and deletes it.
 
-    PNG is written by Pillow in rows-first order, so it overlays the JPEG it came from. NIfTI and NRRD
-    (what 3D Slicer asks for) go through ITK with unit spacing and zero origin, the geometry ITK gives
-    the source PNG/JPEG, so the mask lands on the photograph in Slicer too.
+    PNG is written by Pillow in rows-first order, upright, so it overlays the photograph as the app and photo
+    viewers show it. NIfTI and NRRD (what 3D Slicer asks for) go through ITK on the grid ITK, and so Slicer,
+    reads ``source`` on: its stored pixel order (EXIF orientation undone) and its spacing, origin and
+    direction (a JPEG's JFIF density gives a spacing other than 1), so the mask lands on the lesion in Slicer.
     """
     if extension not in RESULT_EXTENSIONS:
         raise ValueError(f"result_extension must be one of {RESULT_EXTENSIONS}, got {extension!r}")
@@ -46,10 +47,22 @@ def write_mask(mask: np.ndarray, extension: str) -> str:
     mask = np.ascontiguousarray(mask.astype(np.uint8))
     if extension == ".png":
         Image.fromarray(mask, mode="L").save(path)
-    else:
-        import itk
+        return path
 
-        itk.imwrite(itk.image_from_array(mask), path, compression=True)
+    import itk
+
+    spacing, origin, direction = [1.0, 1.0], [0.0, 0.0], np.eye(2)
+    if source is not None and os.path.isfile(source):
+        mask = upright_to_stored(mask, exif_orientation(source))
+        try:
+            spacing, origin, direction = itk_geometry(source)
+        except Exception as e:  # ITK cannot read it: Slicer could not either; keep ITK's defaults
+            logger.warning(f"no ITK geometry for {Path(source).name} ({e}); writing unit spacing, zero origin")
+    image = itk.image_from_array(np.ascontiguousarray(mask))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(direction, dtype=np.float64)))
+    itk.imwrite(image, path, compression=True)
     return path
 
 
@@ -151,7 +164,8 @@ class LesionInferTask(BasicInferTask):
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[str, dict]:
         ext = extension or data.get("result_extension") or ".png"
         mask = np.asarray(data["pred"]).astype(np.uint8)
-        path = write_mask(mask, ext)
+        source = data.get("image_path")
+        path = write_mask(mask, ext, source if isinstance(source, str | os.PathLike) else None)
         serving = self._serving or [p for p in (self.get_path(),) if p]
         metas = [model_meta(p, os.stat(p).st_mtime) if os.path.exists(p) else {} for p in serving]
         first = metas[0] if metas else {}
