@@ -31,17 +31,10 @@ from lesion_app.lib.inference import make_inferer
 from lesion_app.lib.metrics import bootstrap_ci, paired_difference, score
 from lesion_app.lib.models import load_model
 from lesion_app.lib.postprocess import clean_mask
-from lesion_app.lib.transforms import ORIGINAL_SIZE_KEY, binarize, infer_transforms, restore_size, to_gray
+from lesion_app.lib.transforms import ORIGINAL_SIZE_KEY, infer_transforms, read_mask, restore_size
 
 COLUMNS = ("iou", "dice", "accuracy", "sensitivity", "specificity", "thresholded_iou")
 OPTIONS = {"plain": (False, False), "tta": (True, False), "post": (False, True), "tta+post": (True, True)}
-
-
-def read_truth(path: str) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return binarize(np.asarray(to_gray(img))).astype(bool)
 
 
 @dataclass(frozen=True)
@@ -91,7 +84,7 @@ def score_images(
     for k, pair in enumerate(pairs, 1):
         data = transforms({"image": pair["image"]})
         x = torch.as_tensor(data["image"])[None].float()
-        truth = read_truth(pair["label"])
+        truth = read_mask(pair["label"])
         low_res: dict[tuple[int, bool], torch.Tensor] = {}
         for row in rows:
             for m in row.members:

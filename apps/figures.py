@@ -24,7 +24,7 @@ from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from lesion_app.lib.inference import Predictor
-from lesion_app.lib.transforms import binarize, to_gray, to_rgb
+from lesion_app.lib.transforms import read_mask, to_rgb
 
 PRED_COLOUR = np.array([255, 40, 40], float)
 TRUTH_COLOUR = np.array([40, 255, 80], float)
@@ -58,8 +58,7 @@ def overlays_figure(
             rgb = np.asarray(to_rgb(img))
         truth = None
         if truth_path:
-            with Image.open(truth_path) as t:
-                truth = binarize(np.asarray(to_gray(t))).astype(bool)
+            truth = read_mask(truth_path)
         pred = predictor.mask(path)
         panels = [rgb, pred * 255, overlay(rgb, pred, truth)]
         iou = ""

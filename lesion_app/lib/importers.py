@@ -31,9 +31,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from lesion_app.lib import transforms
 from lesion_app.lib.data import IMAGE_SUFFIXES
 from lesion_app.lib.models import atomic_write
-from lesion_app.lib.transforms import binarize, to_gray
 
 #: Where the datastore keeps finished labels, relative to the studies folder (MONAI Label's "final" tag).
 LABEL_DIR = Path("labels") / "final"
@@ -138,11 +138,9 @@ def read_image_size(source: Path | bytes, origin: str) -> tuple[int, int]:
 def read_mask(path: Path, size: tuple[int, int]) -> np.ndarray:
     """A mask file as 0/1 uint8, upright, binarised as the app binarises labels (0/1 or 0/255 alike)."""
     try:
-        with Image.open(path) as img:
-            gray = to_gray(img)
+        mask = transforms.read_mask(path).astype(np.uint8)
     except (OSError, UnidentifiedImageError) as e:
         raise AnnotationError(f"{path}: cannot read the mask: {e}") from e
-    mask = binarize(np.asarray(gray)).astype(np.uint8)
     if mask.shape != tuple(size):
         raise AnnotationError(
             f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is {size[1]}x{size[0]}; skipped"

@@ -8,6 +8,7 @@ predict transposed masks in any ordinary numpy pipeline.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,23 @@ def to_gray(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         return Image.fromarray((arr > 0).astype(np.uint8), mode="L")
     return img.convert("L")
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """A mask file as a (H, W) boolean lesion mask, upright: PNG/TIFF 0/1 or 0/255, or 3D Slicer's NRRD/NIfTI.
+
+    The one reader of label files outside the training pipeline (evaluation, figures, scoring, importers), so
+    every program binarises a mask the way training does.
+    """
+    name = str(path).lower()
+    if name.endswith((".nrrd", ".nii", ".nii.gz")):
+        import itk
+
+        arr = np.squeeze(itk.array_from_image(itk.imread(str(path))))
+    else:
+        with Image.open(path) as img:
+            arr = np.asarray(to_gray(img))
+    return binarize(arr).astype(bool)
 
 
 def binarize(label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from apps.evaluate import read_truth
 from lesion_app.lib.data import find_pairs, split
 from lesion_app.lib.inference import predict_mask
 from lesion_app.lib.metrics import score
 from lesion_app.lib.models import load_model
+from lesion_app.lib.transforms import read_mask
 
 pytestmark = pytest.mark.data
 
@@ -27,6 +27,6 @@ N_IMAGES = 24
 def test_shipped_model_segments_real_lesions(isic: Path, model: str) -> None:
     network, meta = load_model(MODEL_DIR / f"pretrained_{model}.pt")
     _, val = split(find_pairs(isic), 0.2, seed=0)
-    ious = [score(predict_mask(network, p["image"]), read_truth(p["label"])).iou for p in val[:N_IMAGES]]
+    ious = [score(predict_mask(network, p["image"]), read_mask(p["label"])).iou for p in val[:N_IMAGES]]
     assert np.mean(ious) > MIN_MEAN_IOU[model], f"{model}: mean IoU {np.mean(ious):.3f} on {N_IMAGES} images"
     assert meta["val"]["iou"] > 0.8

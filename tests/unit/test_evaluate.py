@@ -13,6 +13,7 @@ from apps import evaluate as evaluate_app
 from lesion_app.lib.data import find_pairs, split
 from lesion_app.lib.inference import Predictor
 from lesion_app.lib.metrics import score
+from lesion_app.lib.transforms import read_mask
 
 SHIPPED = [
     str(Path(__file__).resolve().parents[2] / "lesion_app" / "model" / f"pretrained_{m}.pt")
@@ -66,7 +67,7 @@ def test_evaluate_writes_table_csv_json_with_intervals(
     predictor = Predictor(SHIPPED, tta=True, postprocess=True)
     for pair, row in zip(val[:N], ensemble_rows):
         assert row["id"] == pair["id"]
-        expected = score(predictor.mask(pair["image"]), evaluate_app.read_truth(pair["label"])).iou
+        expected = score(predictor.mask(pair["image"]), read_mask(pair["label"])).iou
         assert float(row["iou"]) == pytest.approx(expected, abs=1e-3)
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps.evaluate import read_truth
 from apps.predict import main
 from lesion_app.lib.metrics import ISIC_JACCARD_THRESHOLD, Scores, mean_scores, score
+from lesion_app.lib.transforms import read_mask
 
 isic_scoring = pytest.importorskip("isic_challenge_scoring")
 from isic_challenge_scoring.load_image import iter_image_pairs  # noqa: E402
@@ -52,7 +52,7 @@ def ours_per_image(truth_dir: Path, pred_dir: Path) -> dict[str, Scores]:
     out = {}
     for truth in sorted(truth_dir.glob("ISIC_*_segmentation.png")):
         image_id = truth.name.removesuffix("_segmentation.png")
-        out[image_id] = score(read_truth(str(pred_dir / truth.name)), read_truth(str(truth)))
+        out[image_id] = score(read_mask(str(pred_dir / truth.name)), read_mask(str(truth)))
     return out
 
 
@@ -153,8 +153,8 @@ def test_isic_format_scores_the_same_with_the_official_scorer(isic: Path, tmp_pa
     truth.mkdir()
     for image_id in REAL_IDS:
         shutil.copy(isic / "images" / f"{image_id}.jpg", images)
-        # Our masks are 0/255 already; through read_truth so any encoding becomes the ISIC one.
-        write_isic_mask(truth / f"{image_id}_segmentation.png", read_truth(str(isic / "masks" / f"{image_id}.png")))
+        # Our masks are 0/255 already; through read_mask so any encoding becomes the ISIC one.
+        write_isic_mask(truth / f"{image_id}_segmentation.png", read_mask(str(isic / "masks" / f"{image_id}.png")))
     before = snapshot(images)
 
     assert main([str(images), str(preds), "--format", "isic"]) == 0
@@ -217,4 +217,4 @@ def test_the_official_scorer_reads_a_01_mask_as_empty(tmp_path: Path) -> None:
     write_isic_mask(truth / "ISIC_9000001_segmentation.png", box)
     Image.fromarray(box.astype(np.uint8)).save(preds / "ISIC_9000001_segmentation.png")  # the png format's 0/1
     assert official_per_image(truth, preds)["ISIC_9000001"]["jaccard"] == 0.0
-    assert ours_per_image(truth, preds)["ISIC_9000001"].iou == 1.0  # read_truth takes 0/1 as well as 0/255
+    assert ours_per_image(truth, preds)["ISIC_9000001"].iou == 1.0  # read_mask takes 0/1 as well as 0/255

@@ -7,33 +7,18 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from monailabel.interfaces.datastore import Datastore, DefaultLabelTag
 from monailabel.interfaces.tasks.scoring import ScoringMethod
-from PIL import Image
 
 from lesion_app.lib.activelearning.uncertainty import store_info
-from lesion_app.lib.transforms import binarize, to_gray
+from lesion_app.lib.transforms import read_mask
 
 logger = logging.getLogger(__name__)
 
 DICE_KEY = "dice_original_final"
-
-
-def read_mask(path: str | Path) -> np.ndarray:
-    """A saved label as a (H, W) boolean lesion mask: PNG 0/1 or 0/255, or the NRRD/NIfTI 3D Slicer saves."""
-    name = str(path).lower()
-    if name.endswith((".nrrd", ".nii", ".nii.gz")):
-        import itk
-
-        arr = np.squeeze(itk.array_from_image(itk.imread(str(path))))
-    else:
-        with Image.open(path) as img:
-            arr = np.asarray(to_gray(img))
-    return binarize(arr).astype(bool)
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
