@@ -9,7 +9,7 @@ PORT ?= 8000
 CONF ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv serve test lint sample-data clean
+.PHONY: venv serve test lint sample-data clean viewers orthanc
 
 $(VENV)/.installed: requirements/constraints.txt requirements/runtime.txt requirements/dev.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,19 @@ test: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Debian packages for the OHIF/Orthanc round trip (tests skip them where missing; CI installs them).
+VIEWER_PACKAGES := orthanc orthanc-dicomweb chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+viewers:
+	$(SUDO) apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(VIEWER_PACKAGES)
+
+# A private Orthanc with DICOMweb on 127.0.0.1:8042 (storage in ORTHANC_STORAGE); serve it with
+# `make serve STUDIES=http://127.0.0.1:8042/dicom-web` after `lesion-dicom-import sample-data --stow ...`.
+ORTHANC_STORAGE ?= $(HOME)/.cache/lesion-orthanc
+orthanc: venv
+	$(VENV)/bin/lesion-orthanc --storage $(ORTHANC_STORAGE) --port 8042
 
 lint: venv
 	$(PY) -m ruff check --fix .

@@ -88,22 +88,26 @@ def server_process(
     reuse: bool = False,
     env: dict[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    studies_url: str | None = None,
 ) -> Iterator[Server]:
     """Serves ``workdir/studies`` (a fresh copy of sample-data) and yields the :class:`Server`; stops it after.
 
     Models the server trains go to ``workdir/models``, never into the repository. ``reuse=True`` serves what
     an earlier start left in ``workdir`` (a restart after a crash), copying sample-data only if nothing is
     there. ``env`` is added to this process's environment (e.g. ``MONAI_LABEL_*`` settings); ``preexec_fn``
-    runs in the child before it starts (e.g. ``resource.setrlimit``).
+    runs in the child before it starts (e.g. ``resource.setrlimit``). ``studies_url`` serves a DICOMweb server
+    instead, caching in ``workdir/dicom-cache``.
     """
     studies = workdir / "studies"
-    if not (reuse and studies.exists()):
+    if studies_url:
+        env = {"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(workdir / "dicom-cache"), **(env or {})}
+    elif not (reuse and studies.exists()):
         shutil.copytree(REPO / "sample-data", studies)
     (workdir / "models").mkdir(exist_ok=reuse)
     port = free_port()
     conf = {"model_dir": str(workdir / "models"), **(conf or {})}
     cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "lesion_app")]
-    cmd += ["--studies", str(studies), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--studies", studies_url or str(studies), "--host", "127.0.0.1", "--port", str(port)]
     for k, v in conf.items():
         cmd += ["--conf", k, v]
     log_path = workdir / "server.log"
@@ -145,7 +149,8 @@ def running_server(
     *,
     reuse: bool = False,
     env: dict[str, str] | None = None,
+    studies_url: str | None = None,
 ) -> Iterator[str]:
-    """Copies sample-data into ``workdir``, serves it, yields the base URL, then stops the server."""
-    with server_process(workdir, conf, timeout, reuse=reuse, env=env) as server:
+    """Copies sample-data into ``workdir`` (or uses ``studies_url``), serves it, yields the base URL, then stops."""
+    with server_process(workdir, conf, timeout, reuse=reuse, env=env, studies_url=studies_url) as server:
         yield server.url

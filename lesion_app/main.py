@@ -28,6 +28,7 @@ from lesion_app.lib import auth
 from lesion_app.lib.activelearning import DiceScoring, Uncertainty, UncertaintyEstimator, UncertaintyScoring
 from lesion_app.lib.configs import CONFIGS, LesionTaskConfig
 from lesion_app.lib.datastore import local_datastore
+from lesion_app.lib.dicomweb import dicomweb_datastore
 from lesion_app.lib.infers.lesion import LABELS
 from lesion_app.lib.infers.uncertainty import UncertaintyInfer
 from lesion_app.lib.schedule import RetrainScheduler, start_scheduler
@@ -94,9 +95,10 @@ class LesionApp(MONAILabelApp):
         return super().infer(request, datastore)
 
     def init_datastore(self) -> Datastore:
-        if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
         s = self.settings
+        if self.studies.startswith(("http://", "https://")):
+            self.studies = self.studies.rstrip("/").strip()
+            return dicomweb_datastore(self.studies, s)
         return local_datastore(self.studies, s.max_image_pixels, s.max_upload_mb, s.read_only)
 
     def init_infers(self) -> dict[str, InferTask]:

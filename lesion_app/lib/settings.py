@@ -39,6 +39,8 @@ FIELDS_DOC = {
     "max_image_pixels": "largest image or label accepted on upload, in pixels (width x height); larger: HTTP 413",
     "max_upload_mb": "largest image or label file accepted on upload, in MB; larger: HTTP 413",
     "read_only": "refuse every datastore write (add image, save label, delete) with HTTP 403; infer and listing work",
+    "dicomweb_modality": "with a DICOMweb `--studies` URL: the modality whose series are the images (XC: photographs)",
+    "dicomweb_cache_seconds": "with a DICOMweb `--studies` URL: how long series and SEG listings are reused (s)",
 }
 
 
@@ -74,6 +76,8 @@ class LesionSettings:
     max_image_pixels: int = 40_000_000
     max_upload_mb: float = 50.0
     read_only: bool = False
+    dicomweb_modality: str = "XC"
+    dicomweb_cache_seconds: float = 30.0
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str], app_dir: str | os.PathLike) -> LesionSettings:
@@ -130,6 +134,10 @@ class LesionSettings:
             raise ValueError(f"--conf max_image_pixels must be positive, got {settings.max_image_pixels}")
         if settings.max_upload_mb <= 0:
             raise ValueError(f"--conf max_upload_mb must be positive, got {settings.max_upload_mb}")
+        if not settings.dicomweb_modality.isalnum():
+            raise ValueError(f"--conf dicomweb_modality must be a modality code, got {settings.dicomweb_modality!r}")
+        if settings.dicomweb_cache_seconds < 0:
+            raise ValueError(f"--conf dicomweb_cache_seconds must be >= 0, got {settings.dicomweb_cache_seconds}")
         return settings
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from monai.transforms import (
     Resized,
     ScaleIntensityRanged,
 )
+from monai.utils import ensure_tuple
 from PIL import Image, ImageOps
 
 #: Where the loader records each image's original (H, W) so predictions can be restored to it.
@@ -59,21 +61,62 @@ def to_gray(img: Image.Image) -> Image.Image:
     return img.convert("L")
 
 
+#: Files read through ITK: 3D Slicer's labels, and photographs the DICOMweb datastore caches with their geometry.
+ITK_SUFFIXES = (".nrrd", ".nii", ".nii.gz")
+
+
+def is_itk_file(path: str | os.PathLike) -> bool:
+    return str(path).lower().endswith(ITK_SUFFIXES)
+
+
+def read_itk_slice(path: str | os.PathLike) -> np.ndarray:
+    """The one 2D slice of an ITK file as (H, W) or (H, W, C), rows first; a single-slice volume is squeezed."""
+    import itk
+
+    image = itk.imread(str(path))
+    arr = np.asarray(itk.array_from_image(image))
+    components = int(image.GetNumberOfComponentsPerPixel())
+    spatial = arr.shape[:-1] if components > 1 else arr.shape
+    if len(spatial) < 2 or any(d != 1 for d in spatial[:-2]):
+        raise ValueError(f"{Path(path).name} holds {'x'.join(map(str, spatial))} pixels, not one 2D slice")
+    h, w = spatial[-2:]
+    return arr.reshape(h, w, components) if components > 1 else arr.reshape(h, w)
+
+
 def read_mask(path: str | os.PathLike) -> np.ndarray:
     """A mask file as a (H, W) boolean lesion mask, upright: PNG/TIFF 0/1 or 0/255, or 3D Slicer's NRRD/NIfTI.
 
     The one reader of label files outside the training pipeline (evaluation, figures, scoring, importers), so
     every program binarises a mask the way training does.
     """
-    name = str(path).lower()
-    if name.endswith((".nrrd", ".nii", ".nii.gz")):
-        import itk
-
-        arr = np.squeeze(itk.array_from_image(itk.imread(str(path))))
+    if is_itk_file(path):
+        arr = np.squeeze(read_itk_slice(path))
     else:
         with Image.open(path) as img:
             arr = np.asarray(to_gray(img))
     return binarize(arr).astype(bool)
+
+
+class PhotoReader(PILReader):
+    """MONAI's PILReader that also reads one-slice NRRD/NIfTI files (rows first, like Pillow's arrays).
+
+    The DICOMweb datastore caches photographs as RGB NRRD so that results and labels keep the DICOM frame's
+    geometry; everything downstream still sees a Pillow image.
+    """
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        return super().verify_suffix(filename) or all(is_itk_file(f) for f in ensure_tuple(filename))
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        images = []
+        names = ensure_tuple(data)
+        for name in names:
+            if is_itk_file(name):
+                img = Image.fromarray(np.ascontiguousarray(read_itk_slice(name)))
+            else:
+                img = Image.open(name, **{**self.kwargs, **kwargs})
+            images.append(self.converter(img) if callable(self.converter) else img)
+        return images if len(names) > 1 else images[0]
 
 
 def binarize(label: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -179,12 +222,12 @@ class RandColorJitterd(RandomizableTransform, MapTransform):
 def load_transforms(image_key: str = "image", label_key: str | None = "label") -> list:
     """Reads the photograph as (3, H, W) RGB in [0, 255] and the label as (1, H, W) in {0, 1}."""
     xs: list = [
-        LoadImaged(image_key, reader=PILReader(converter=to_rgb, reverse_indexing=False), image_only=True),
+        LoadImaged(image_key, reader=PhotoReader(converter=to_rgb, reverse_indexing=False), image_only=True),
         EnsureChannelFirstd(image_key, channel_dim=-1),
     ]
     if label_key:
         xs += [
-            LoadImaged(label_key, reader=PILReader(converter=to_gray, reverse_indexing=False), image_only=True),
+            LoadImaged(label_key, reader=PhotoReader(converter=to_gray, reverse_indexing=False), image_only=True),
             EnsureChannelFirstd(label_key, channel_dim="no_channel"),
             BinarizeLabeld(label_key),
         ]

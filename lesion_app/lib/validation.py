@@ -22,7 +22,7 @@ from fastapi import HTTPException
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lesion_app.lib import models
-from lesion_app.lib.transforms import to_rgb
+from lesion_app.lib.transforms import is_itk_file, to_rgb
 
 #: Photographs the app reads (any case); stored with the lower-case extension.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -213,6 +213,21 @@ def itk_geometry(path: str | os.PathLike) -> tuple[list[float], list[float], np.
     return spacing, origin, direction
 
 
+def _itk_plane_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of a one-slice ITK image from its header."""
+    import itk
+
+    io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+    if io is None:
+        raise ValueError(f"no ITK reader recognises {Path(path).name}")
+    io.SetFileName(str(path))
+    io.ReadImageInformation()
+    dims = [int(io.GetDimensions(i)) for i in range(int(io.GetNumberOfDimensions()))]
+    if len(dims) < 2 or any(d != 1 for d in dims[2:]):
+        raise ValueError(f"{'x'.join(map(str, dims))} is not one 2D slice")
+    return dims[1], dims[0]
+
+
 def upright_size(img: Image.Image) -> tuple[int, int]:
     """(H, W) as viewers and the app's loader show the image: after its EXIF orientation, without decoding."""
     width, height = img.size
@@ -247,6 +262,13 @@ def check_image_file(path: str | os.PathLike, max_pixels: int) -> tuple[int, int
 
 def image_size(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
     """The upright (H, W) of a stored photograph, from its header; 422 if it cannot be read."""
+    if is_itk_file(path):  # a photograph the DICOMweb datastore cached with its DICOM geometry
+        try:
+            return _itk_plane_size(path)
+        except Exception as e:
+            raise HTTPException(
+                status_code=422, detail=f"the stored image {Path(path).name} cannot be read ({_cause(e)})"
+            ) from None
     try:
         with Image.open(path) as img:
             return upright_size(img)
