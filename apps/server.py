@@ -98,6 +98,7 @@ def server_process(
     runs in the child before it starts (e.g. ``resource.setrlimit``). ``studies_url`` serves a DICOMweb server
     instead, caching in ``workdir/dicom-cache``.
     """
+    workdir.mkdir(parents=True, exist_ok=True)
     studies = workdir / "studies"
     if studies_url:
         env = {"MONAI_LABEL_DICOMWEB_CACHE_PATH": str(workdir / "dicom-cache"), **(env or {})}

@@ -16,16 +16,19 @@ and stores whatever label file arrives. Here:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import requests
 from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
 from filelock import FileLock
@@ -47,10 +50,26 @@ from lesion_app.lib.dicom import (
 )
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERIES_UID = "0020000E"
 STUDY_UID = "0020000D"
 MODALITY_TAG = "00080060"
+
+
+def _answers_503(method: Callable[..., T]) -> Callable[..., T]:
+    """A DICOMweb server that is down or failing is the server's condition, not the request's: 503, the reason."""
+
+    @functools.wraps(method)
+    def wrapper(self: LesionDicomWebDatastore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (requests.RequestException, OSError) as e:
+            raise HTTPException(
+                status_code=503, detail=f"the DICOMweb server {self._client.base_url} failed: {type(e).__name__}"
+            ) from e
+
+    return wrapper
 
 
 def _value(item: dict[str, Any], tag: str) -> str:
@@ -78,6 +97,8 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         self.writes_refused = bool(read_only)
         self._listing: dict[str, tuple[float, Any]] = {}
         self._listing_lock = threading.Lock()
+        # dicomweb-client retries a failed request five times over half a minute; a viewer waits for us
+        client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=100)
         super().__init__(client, {"Modality": modality}, cache_path, fetch_by_frame=False, convert_to_nifti=True)
 
     # -- listings ----------------------------------------------------------------------------------------
@@ -97,6 +118,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         with self._listing_lock:
             self._listing.clear()
 
+    @_answers_503
     def _series(self) -> dict[str, dict[str, Any]]:
         """Series UID -> QIDO answer, for every series of the photographs' modality."""
 
@@ -106,6 +128,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
 
         return self._cached("series", query)
 
+    @_answers_503
     def _segs(self) -> dict[str, tuple[str, str]]:
         """Image series UID -> (study UID, SEG series UID) of its newest SEG on the server."""
 
@@ -142,6 +165,19 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         labelled = set(self.get_labeled_images(label_tag, labels))
         return [s for s in self.list_images() if s not in labelled]
 
+    def status(self) -> dict[str, Any]:
+        """``/info``'s datastore counts; while the DICOMweb server is down, ``/info`` still answers and says so."""
+        try:
+            return {**super().status(), "server": self._client.base_url}
+        except HTTPException as e:
+            return {
+                "total": None,
+                "completed": None,
+                "label_tags": {},
+                "server": self._client.base_url,
+                "error": e.detail,
+            }
+
     def _known(self, image_id: str) -> dict[str, Any]:
         """The QIDO answer for an image id a request names: 400 if malformed, 404 if not on the server."""
         v.check_reference(image_id or "")
@@ -158,6 +194,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
     def _series_dir(self, image_id: str) -> Path:
         return Path(self._datastore.image_path()) / image_id
 
+    @_answers_503
     def _download(self, image_id: str, study: str) -> Path:
         """The series' DICOM files in the cache, downloaded into a temporary folder and renamed into place."""
         target = self._series_dir(image_id)
@@ -305,6 +342,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
         return LocalDatastore.get_label_uri(self, label_id, label_tag)
 
+    @_answers_503
     def _sync_final_labels(self) -> None:
         """Brings the cache's final labels in line with the SEGs on the server (newest SEG per image wins)."""
         segs = self._segs()

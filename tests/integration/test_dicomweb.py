@@ -248,3 +248,30 @@ def test_an_uploaded_photograph_goes_to_orthanc_and_deletes_are_refused(
     gone = httpx.delete(f"{server.url}/datastore/label", params={"id": series_uid, "tag": "final"}, timeout=60)
     assert gone.status_code == 405 and "SEG" in gone.text
     assert len(client.search_for_series(search_filters={"SeriesInstanceUID": series_uid})) == 1
+
+
+def test_a_dicomweb_server_that_goes_down_gives_503_and_the_app_recovers(tmp_path: Path) -> None:
+    from apps.orthanc import start_orthanc
+    from apps.server import free_port
+
+    storage, port = tmp_path / "orthanc", free_port()
+    orthanc = start_orthanc(storage, port)
+    try:
+        from apps import dicom_import
+
+        photo = str(REPO / "sample-data" / "lesion_000.jpg")
+        assert dicom_import.main([photo, "--stow", orthanc.dicomweb, "--mapping", str(tmp_path / "m.csv")]) == 0
+        conf = {**CONF, "dicomweb_cache_seconds": "0"}  # every request asks Orthanc (a cached listing would answer)
+        with server_process(tmp_path / "app", conf, env=ENV, studies_url=orthanc.dicomweb) as s:
+            assert httpx.post(f"{s.url}/activelearning/first", json={}, timeout=60).status_code == 200
+            orthanc.stop()
+            t0 = time.monotonic()
+            down = httpx.post(f"{s.url}/activelearning/first", json={}, timeout=60)
+            assert down.status_code == 503 and "DICOMweb server" in down.text
+            assert time.monotonic() - t0 < 10  # no half-minute of retries
+            info = httpx.get(f"{s.url}/info/", timeout=30)
+            assert info.status_code == 200 and "DICOMweb server" in info.json()["datastore"]["error"]
+            orthanc = start_orthanc(storage, port)
+            assert httpx.post(f"{s.url}/activelearning/first", json={}, timeout=60).status_code == 200
+    finally:
+        orthanc.stop()
