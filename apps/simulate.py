@@ -30,6 +30,7 @@ import torch
 from monai.transforms import Compose
 from PIL import Image
 
+from lesion_app.lib.activelearning.selection import diverse_sample, power_sample
 from lesion_app.lib.data import find_pairs, split
 from lesion_app.lib.engine import FitConfig, fit
 from lesion_app.lib.models import build_network, load_model
@@ -69,15 +70,51 @@ def cache_items(items: Sequence[Item], roi: int, folder: Path) -> list[Item]:
     return out
 
 
+def embedding_layer(network: torch.nn.Module) -> torch.nn.Module:
+    """The deepest encoder stage (U-Net, DeepLabV3), else the layer the head's dropout reads."""
+    encoders = getattr(network, "encoders", None)
+    if isinstance(encoders, torch.nn.ModuleList):
+        return encoders[-1]
+    encoder = getattr(network, "encoder", None)
+    if isinstance(encoder, torch.nn.Module):
+        return encoder
+    (layer,) = [m for m in network.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    return layer
+
+
+def uncertainty_and_embeddings(
+    network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int
+) -> tuple[list[float], np.ndarray]:
+    """Per image, the server's uncertainty score (mask disagreement of Monte Carlo dropout samples) and the
+    network's deepest features averaged over the image (a cheap embedding the model already computes)."""
+    load = Compose(load_transforms(label_key=None) + preprocess_transforms((roi, roi), label_key=None))
+    layer = embedding_layer(network)
+    seen: list[torch.Tensor] = []
+
+    def keep(module: torch.nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        features = args[0] if isinstance(module, torch.nn.modules.dropout._DropoutNd) else output
+        seen.append(features[:1].flatten(2).mean(2)[0].float().clone())
+
+    scores, embeddings = [], []
+    handle = layer.register_forward_hook(keep)
+    try:
+        for item in items:
+            seen.clear()
+            image = torch.as_tensor(load({"image": item["image"]})["image"])
+            probs = sample_probabilities(network, image, "dropout", samples).numpy()
+            scores.append(image_scores(probs)["disagreement"])
+            embeddings.append(seen[0].numpy())
+    finally:
+        handle.remove()
+    return scores, np.stack(embeddings) if embeddings else np.zeros((0, 0), np.float32)
+
+
 def uncertainty_ranking(network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int) -> list[float]:
     """Mask disagreement of Monte Carlo dropout samples per image (the server's uncertainty score)."""
-    load = Compose(load_transforms(label_key=None) + preprocess_transforms((roi, roi), label_key=None))
-    scores = []
-    for item in items:
-        image = torch.as_tensor(load({"image": item["image"]})["image"])
-        probs = sample_probabilities(network, image, "dropout", samples).numpy()
-        scores.append(image_scores(probs)["disagreement"])
-    return scores
+    return uncertainty_and_embeddings(network, items, samples, roi)[0]
+
+
+STRATEGIES = ("random", "uncertainty", "power", "diverse")
 
 
 def pick(
@@ -88,13 +125,25 @@ def pick(
     rng: random.Random,
     samples: int,
     roi: int,
+    beta: float = 1.0,
 ) -> list[Item]:
+    """The next ``k`` images: ``random``; ``uncertainty`` (top-k scores); ``power`` (drawn with probability
+    proportional to score ** beta); ``diverse`` (one typical image per region of the embedding space,
+    regions weighted by score ** beta). See ``lesion_app.lib.activelearning.selection``."""
     if strategy == "random":
         return rng.sample(unlabelled, min(k, len(unlabelled)))
     if strategy == "uncertainty":
         scores = uncertainty_ranking(network, unlabelled, samples, roi)
         order = sorted(range(len(unlabelled)), key=lambda i: -scores[i])
         return [unlabelled[i] for i in order[:k]]
+    if strategy in ("power", "diverse"):
+        scores, embeddings = uncertainty_and_embeddings(network, unlabelled, samples, roi)
+        generator = np.random.default_rng(rng.getrandbits(64))
+        if strategy == "power":
+            chosen = power_sample(scores, k, generator, beta)
+        else:
+            chosen = diverse_sample(scores, embeddings, k, generator, beta)
+        return [unlabelled[i] for i in chosen]
     raise ValueError(f"unknown strategy {strategy!r}")
 
 
@@ -136,6 +185,7 @@ def simulate(
     samples: int = 8,
     report: Callable[[Round], None] = lambda r: None,
     epoch_size: int = 0,
+    beta: float = 1.0,
 ) -> list[Round]:
     rows = []
     for seed in seeds:
@@ -163,7 +213,7 @@ def simulate(
                 if r < rounds:
                     chosen = {i["id"] for i in labelled}
                     unlabelled = [i for i in pool if i["id"] not in chosen]
-                    labelled += pick(strategy, network, unlabelled, step, rng, samples, cfg.roi_size[0])
+                    labelled += pick(strategy, network, unlabelled, step, rng, samples, cfg.roi_size[0], beta)
     return rows
 
 
@@ -216,7 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed-labels", type=int, default=20)
     p.add_argument("--step", type=int, default=20, help="images labelled per round")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--strategies", nargs="+", default=["random", "uncertainty"], choices=["random", "uncertainty"])
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["random", "uncertainty"],
+        choices=STRATEGIES,
+        help="random; uncertainty (the top --step scores); power (drawn with probability proportional to "
+        "score ** --beta); diverse (one typical image per weighted k-means cluster of the network's features)",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per round")
     p.add_argument("--epoch-size", type=int, default=240, help="images per epoch (small label sets repeat)")
@@ -226,8 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--samples", type=int, default=8, help="Monte Carlo dropout samples per image")
+    p.add_argument(
+        "--beta", type=float, default=1.0, help="power and diverse: weight score ** beta (0: random, large: top-k)"
+    )
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
+    if args.beta < 0:
+        print(f"error: --beta must be >= 0, not {args.beta}", file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -273,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             args.samples,
             report,
             args.epoch_size,
+            args.beta,
         )
     write_csv(out / "simulation.csv", rows, full["iou"])
     plot(out / "simulation.png", rows, full["iou"], len(pool))

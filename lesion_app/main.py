@@ -25,7 +25,13 @@ from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
 from lesion_app.lib import auth
-from lesion_app.lib.activelearning import DiceScoring, Uncertainty, UncertaintyEstimator, UncertaintyScoring
+from lesion_app.lib.activelearning import (
+    DiceScoring,
+    PowerUncertainty,
+    Uncertainty,
+    UncertaintyEstimator,
+    UncertaintyScoring,
+)
 from lesion_app.lib.configs import CONFIGS, LesionTaskConfig
 from lesion_app.lib.datastore import local_datastore
 from lesion_app.lib.dicomweb import dicomweb_datastore
@@ -111,7 +117,13 @@ class LesionApp(MONAILabelApp):
         return {name: task for name, task in trainers.items() if task is not None}
 
     def init_strategies(self) -> dict[str, Strategy]:
-        return {"random": Random(), "first": First(), "uncertainty": Uncertainty(self._uncertainty_scoring())}
+        scoring = self._uncertainty_scoring()
+        return {
+            "random": Random(),
+            "first": First(),
+            "uncertainty": Uncertainty(scoring),
+            "power": PowerUncertainty(scoring, beta=self.settings.power_beta),
+        }
 
     def init_scoring_methods(self) -> dict[str, ScoringMethod]:
         # MONAI Label runs every method at start-up, after each training and after each next-sample request,

@@ -35,6 +35,7 @@ FIELDS_DOC = {
     "retrain_models": "comma-separated models the schedule trains (empty: every model with a trainer)",
     "retrain_poll_seconds": "how often the schedule checks the datastore and the clock, in seconds",
     "uncertainty_method": "how uncertainty is sampled: `dropout` (Monte Carlo dropout) or `tta` (the four flips)",
+    "power_beta": "the `power` strategy draws an image with probability proportional to uncertainty ** power_beta",
     "uncertainty_samples": "Monte Carlo dropout passes per image for the uncertainty score and map (at least 2)",
     "max_image_pixels": "largest image or label accepted on upload, in pixels (width x height); larger: HTTP 413",
     "max_upload_mb": "largest image or label file accepted on upload, in MB; larger: HTTP 413",
@@ -73,6 +74,7 @@ class LesionSettings:
     retrain_poll_seconds: float = 10.0
     uncertainty_method: str = "dropout"
     uncertainty_samples: int = 8
+    power_beta: float = 1.0
     max_image_pixels: int = 40_000_000
     max_upload_mb: float = 50.0
     read_only: bool = False
@@ -132,6 +134,8 @@ class LesionSettings:
             raise ValueError(f"--conf uncertainty_samples must be at least 2, got {settings.uncertainty_samples}")
         if settings.max_image_pixels < 1:
             raise ValueError(f"--conf max_image_pixels must be positive, got {settings.max_image_pixels}")
+        if settings.power_beta < 0:
+            raise ValueError(f"--conf power_beta must be >= 0, got {settings.power_beta}")
         if settings.max_upload_mb <= 0:
             raise ValueError(f"--conf max_upload_mb must be positive, got {settings.max_upload_mb}")
         if not settings.dicomweb_modality.isalnum():

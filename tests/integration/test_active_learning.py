@@ -68,7 +68,7 @@ def save_label(client: MONAILabelClient, workdir: Path, image_id: str, mask: np.
 
 def test_info_lists_strategy_scoring_and_infer(client: MONAILabelClient) -> None:
     info = client.info()
-    assert {"random", "first", "uncertainty"} <= set(info["strategies"])
+    assert {"random", "first", "uncertainty", "power"} <= set(info["strategies"])
     assert {"uncertainty", "dice"} <= set(info["scoring"])
     assert info["models"]["uncertainty"]["type"] == "others"  # not offered as a lesion segmentation
 
@@ -79,6 +79,14 @@ def test_uncertainty_strategy_offers_an_unlabelled_image(client: MONAILabelClien
     assert 0.0 <= sample["uncertainty"] <= 1.0
     info = image_info(url, sample["id"])
     assert info["uncertainty_model"] == "pretrained_unet.pt" and info["uncertainty_model_mtime"] > 0
+
+
+def test_power_strategy_draws_unlabelled_images_by_their_uncertainty(client: MONAILabelClient, workdir: Path) -> None:
+    drawn = [client.next_sample("power", {"seed": seed}) for seed in range(6)]
+    assert all(d["id"] not in labelled(workdir) and 0.0 < d["probability"] <= 1.0 for d in drawn)
+    assert client.next_sample("power", {"seed": 3})["id"] == drawn[3]["id"]  # a request's seed repeats its draw
+    top = max(drawn, key=lambda d: d["uncertainty"])
+    assert top["probability"] == max(d["probability"] for d in drawn)  # more uncertain, more likely
 
 
 def test_uncertainty_scoring_stores_scores_for_unlabelled_images(url: str, workdir: Path) -> None:
@@ -127,3 +135,4 @@ def test_no_sample_once_everything_is_labelled(client: MONAILabelClient, workdir
         save_label(client, workdir, image_id, mask, "final")
     assert len(labelled(workdir)) == 10
     assert client.next_sample("uncertainty", {}) == {}
+    assert client.next_sample("power", {}) == {}

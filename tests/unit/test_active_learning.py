@@ -11,7 +11,13 @@ from monailabel.datastore.local import LocalDatastore
 from PIL import Image
 
 from apps.make_sample_data import draw_study
-from lesion_app.lib.activelearning import DiceScoring, Uncertainty, UncertaintyEstimator, UncertaintyScoring
+from lesion_app.lib.activelearning import (
+    DiceScoring,
+    PowerUncertainty,
+    Uncertainty,
+    UncertaintyEstimator,
+    UncertaintyScoring,
+)
 from lesion_app.lib.activelearning.dice import DICE_KEY, dice, read_mask
 from lesion_app.lib.activelearning.uncertainty import SCORE_KEY, VERSION_KEY
 from lesion_app.lib.datastore import IMAGE_PATTERNS
@@ -106,3 +112,52 @@ def test_uncertainty_scoring_and_strategy(store: LocalDatastore, model_file: Pat
         path = save_png(tmp_path / f"{image_id}.png", label)
         store.save_label(image_id, str(path), "final", {})
     assert strategy({"strategy": "uncertainty"}, store) is None
+
+
+def test_power_strategy_draws_unlabelled_images_in_proportion_to_uncertainty(
+    store: LocalDatastore, model_file: Path, tmp_path: Path
+) -> None:
+    estimator = UncertaintyEstimator([[str(model_file)]], (64, 64), "dropout", 4)
+    scoring = UncertaintyScoring(estimator)
+    strategy = PowerUncertainty(scoring, beta=1.0, seed=0)
+    picked = strategy({"strategy": "power"}, store)  # scores what has no score yet, then draws
+    assert picked is not None and picked["id"] in ("lesion_002", "lesion_003")
+    info = store.get_image_info(picked["id"])
+    assert picked[SCORE_KEY] == info[SCORE_KEY] and info[VERSION_KEY] == estimator.current()[2]
+    assert 0.0 < picked["probability"] <= 1.0 and picked["beta"] == 1.0
+
+    # the two unlabelled images with up-to-date scores 0.3 and 0.1 (as the scoring stores them)
+    store.update_image_info("lesion_002", {SCORE_KEY: 0.3})
+    store.update_image_info("lesion_003", {SCORE_KEY: 0.1})
+    draws = [strategy({"strategy": "power"}, store)["id"] for _ in range(400)]
+    assert set(draws) == {"lesion_002", "lesion_003"}  # never a labelled image, and not always the top one
+    assert draws.count("lesion_002") / 400 == pytest.approx(0.75, abs=0.07)
+    squared = [strategy({"strategy": "power", "beta": 2}, store)["id"] for _ in range(400)]
+    assert squared.count("lesion_002") / 400 == pytest.approx(0.9, abs=0.05)
+    one = strategy({"strategy": "power", "beta": 2}, store)
+    assert one["probability"] == pytest.approx(0.9 if one["id"] == "lesion_002" else 0.1, abs=1e-4)
+
+    # a request's own seed makes that draw reproducible; the server's seed its sequence of draws
+    same = {strategy({"strategy": "power", "seed": 11}, store)["id"] for _ in range(10)}
+    assert len(same) == 1
+    again = PowerUncertainty(scoring, beta=1.0, seed=0)
+    replay = PowerUncertainty(scoring, beta=1.0, seed=0)
+    assert [again({}, store)["id"] for _ in range(20)] == [replay({}, store)["id"] for _ in range(20)]
+    with pytest.raises(ValueError, match="beta"):
+        strategy({"strategy": "power", "beta": -1}, store)
+    with pytest.raises(ValueError, match="beta"):
+        PowerUncertainty(scoring, beta=-0.5)
+
+    # a new model version: the scores are made again before drawing
+    stat = os.stat(model_file)
+    os.utime(model_file, (stat.st_atime, stat.st_mtime + 10))
+    picked = strategy({"strategy": "power"}, store)
+    assert all(store.get_image_info(i)[VERSION_KEY] == estimator.current()[2] for i in ("lesion_002", "lesion_003"))
+    assert picked[SCORE_KEY] == store.get_image_info(picked["id"])[SCORE_KEY]
+
+    # one left unlabelled: always that one; none: no sample
+    save_png(tmp_path / "l2.png", np.zeros((48, 64), np.uint8))
+    store.save_label("lesion_002", str(tmp_path / "l2.png"), "final", {})
+    assert {strategy({}, store)["id"] for _ in range(20)} == {"lesion_003"}
+    store.save_label("lesion_003", str(tmp_path / "l2.png"), "final", {})
+    assert strategy({"strategy": "power"}, store) is None

@@ -57,3 +57,66 @@ def test_uncertainty_picks_the_images_the_model_disagrees_on(studies: Path, tmp_
 
 def test_too_small_a_pool_is_refused(studies: Path, tmp_path: Path) -> None:
     assert simulate.main([str(studies), "--out", str(tmp_path), "--pool", "3", "--seed-labels", "3"]) == 2
+
+
+@pytest.mark.parametrize("strategy", ["power", "diverse"])
+def test_batch_strategies_pick_distinct_unlabelled_images(studies: Path, tmp_path: Path, strategy: str) -> None:
+    items = simulate.cache_items(
+        [
+            {"id": p.stem, "image": str(p), "label": str(studies / "masks" / f"{p.stem}.png")}
+            for p in sorted((studies / "images").iterdir())
+        ],
+        64,
+        tmp_path,
+    )
+    torch.manual_seed(0)
+    network = build_network("unet")
+    scores, embeddings = simulate.uncertainty_and_embeddings(network, items, samples=4, roi=64)
+    assert scores == simulate.uncertainty_ranking(network, items, samples=4, roi=64)
+    assert embeddings.shape == (len(items), 256) and np.isfinite(embeddings).all()  # the bottleneck's channels
+    assert len(np.unique(embeddings, axis=0)) == len(items)  # one embedding per photograph, all different
+    unlabelled = items[1:]
+    for seed in range(3):
+        picked = simulate.pick(strategy, network, unlabelled, 3, random.Random(seed), 4, 64, beta=1.0)
+        ids = [p["id"] for p in picked]
+        assert len(ids) == 3 == len(set(ids)) and items[0]["id"] not in ids
+    again = simulate.pick(strategy, network, unlabelled, 3, random.Random(0), 4, 64, beta=1.0)
+    first = simulate.pick(strategy, network, unlabelled, 3, random.Random(0), 4, 64, beta=1.0)
+    assert [p["id"] for p in again] == [p["id"] for p in first]  # the run's seed decides, as for random
+    everything = simulate.pick(strategy, network, unlabelled, 10, random.Random(0), 4, 64, beta=1.0)
+    assert sorted(p["id"] for p in everything) == sorted(i["id"] for i in unlabelled)
+
+
+def test_the_new_strategies_run_in_the_loop(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop with power and diverse; training is skipped (the short simulation above covers it)."""
+    items = simulate.cache_items(
+        [
+            {"id": p.stem, "image": str(p), "label": str(studies / "masks" / f"{p.stem}.png")}
+            for p in sorted((studies / "images").iterdir())
+        ],
+        64,
+        tmp_path,
+    )
+    trained: list[list[str]] = []
+
+    def no_training(network: torch.nn.Module, arch: str, labelled: list[dict], *args: object) -> tuple:
+        trained.append([i["id"] for i in labelled])
+        return network.eval(), {"iou": 0.5, "dice": 0.6}
+
+    monkeypatch.setattr(simulate, "train_round", no_training)
+    cfg = simulate.FitConfig(max_epochs=1, batch_size=2, roi_size=(64, 64))
+    pool, val = items[:5], items[5:]
+    rows = simulate.simulate(pool, val, ["power", "diverse"], [0], 1, 2, 2, cfg, "unet", tmp_path, 3, beta=2.0)
+    assert [(r.strategy, r.labels) for r in rows] == [(s, n) for s in ("power", "diverse") for n in (1, 3, 5)]
+    for labelled in trained:
+        assert len(labelled) == len(set(labelled)) and set(labelled) <= {i["id"] for i in pool}
+    assert trained[0] == trained[3]  # the same seed set for every strategy
+    assert sorted(trained[2]) == sorted(trained[5]) == sorted(i["id"] for i in pool)
+
+
+def test_simulation_options_are_checked_before_any_work(studies: Path, tmp_path: Path) -> None:
+    args = [str(studies), "--out", str(tmp_path / "sim"), "--pool", "5", "--seed-labels", "2", "--step", "2"]
+    assert simulate.main([*args, "--strategies", "diverse", "--beta", "-1"]) == 2
+    assert not (tmp_path / "sim").exists()
+    with pytest.raises(SystemExit):
+        simulate.main([*args, "--strategies", "smallest"])

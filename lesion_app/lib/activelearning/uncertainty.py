@@ -172,6 +172,26 @@ class UncertaintyScoring(ScoringMethod):
         return summary
 
 
+def up_to_date_scores(
+    scoring: UncertaintyScoring, datastore: Datastore, image_ids: Sequence[str]
+) -> list[tuple[float, float, str]]:
+    """``(uncertainty, entropy, id)`` of each image whose score the served model made, in ``image_ids`` order.
+
+    Images without an up-to-date score are scored first; those that cannot be (unreadable) are left out.
+    """
+    stale = scoring.stale(datastore, image_ids)
+    if stale:
+        logger.info(f"uncertainty: scoring {len(stale)} image(s) without an up-to-date score first")
+        scoring.score(datastore, stale)
+    version = scoring.estimator.current()[2]
+    ranked = []
+    for image_id in image_ids:
+        info = datastore.get_image_info(image_id)
+        if info.get(VERSION_KEY) == version:
+            ranked.append((info.get(SCORE_KEY, 0.0), info.get(ENTROPY_KEY, 0.0), image_id))
+    return ranked
+
+
 class Uncertainty(Strategy):
     """The unlabelled photograph with the highest uncertainty (ties: the higher mean entropy).
 
@@ -187,16 +207,7 @@ class Uncertainty(Strategy):
         unlabelled = datastore.get_unlabeled_images()
         if not unlabelled:
             return None
-        stale = self.scoring.stale(datastore, unlabelled)
-        if stale:
-            logger.info(f"uncertainty: scoring {len(stale)} image(s) without an up-to-date score first")
-            self.scoring.score(datastore, stale)
-        version = self.scoring.estimator.current()[2]
-        ranked = []
-        for image_id in unlabelled:
-            info = datastore.get_image_info(image_id)
-            if info.get(VERSION_KEY) == version:
-                ranked.append((info.get(SCORE_KEY, 0.0), info.get(ENTROPY_KEY, 0.0), image_id))
+        ranked = up_to_date_scores(self.scoring, datastore, unlabelled)
         if not ranked:  # nothing could be scored (unreadable images): still offer something to label
             return {"id": unlabelled[0]}
         score, entropy, image_id = max(ranked)
