@@ -35,7 +35,8 @@ def test_a_short_simulation_writes_csv_and_png(studies: Path, tmp_path: Path) ->
         assert img.format == "PNG" and np.asarray(img.convert("L")).std() > 10
 
 
-def test_uncertainty_picks_the_images_the_model_disagrees_on(studies: Path, tmp_path: Path) -> None:
+def cached_pool(studies: Path, tmp_path: Path) -> tuple[list[dict[str, str]], torch.nn.Module]:
+    """The drawn studies cached at 64x64 as the simulation does, and a seeded untrained U-Net."""
     items = simulate.cache_items(
         [
             {"id": p.stem, "image": str(p), "label": str(studies / "masks" / f"{p.stem}.png")}
@@ -45,7 +46,11 @@ def test_uncertainty_picks_the_images_the_model_disagrees_on(studies: Path, tmp_
         tmp_path,
     )
     torch.manual_seed(0)
-    network = build_network("unet")
+    return items, build_network("unet")
+
+
+def test_uncertainty_picks_the_images_the_model_disagrees_on(studies: Path, tmp_path: Path) -> None:
+    items, network = cached_pool(studies, tmp_path)
     scores = simulate.uncertainty_ranking(network, items, samples=4, roi=64)
     picked = simulate.pick("uncertainty", network, items, 2, random.Random(0), 4, 64)
     expected = sorted(range(len(items)), key=lambda i: -scores[i])[:2]
@@ -61,16 +66,7 @@ def test_too_small_a_pool_is_refused(studies: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("strategy", ["power", "diverse"])
 def test_batch_strategies_pick_distinct_unlabelled_images(studies: Path, tmp_path: Path, strategy: str) -> None:
-    items = simulate.cache_items(
-        [
-            {"id": p.stem, "image": str(p), "label": str(studies / "masks" / f"{p.stem}.png")}
-            for p in sorted((studies / "images").iterdir())
-        ],
-        64,
-        tmp_path,
-    )
-    torch.manual_seed(0)
-    network = build_network("unet")
+    items, network = cached_pool(studies, tmp_path)
     scores, embeddings = simulate.uncertainty_and_embeddings(network, items, samples=4, roi=64)
     assert scores == simulate.uncertainty_ranking(network, items, samples=4, roi=64)
     assert embeddings.shape == (len(items), 256) and np.isfinite(embeddings).all()  # the bottleneck's channels
