@@ -349,13 +349,13 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         label_dir = Path(self._datastore.label_path(DefaultLabelTag.FINAL))
         label_dir.mkdir(parents=True, exist_ok=True)
         for image_id, (study, seg_series) in segs.items():
-            self.get_image_uri(image_id)
+            image_path = self.get_image_uri(image_id)
             obj = self._datastore.objects[image_id]
             current = obj.labels.get(DefaultLabelTag.FINAL)
             if current and current.info.get("SeriesInstanceUID") == seg_series:
                 continue
             instances = self._client.retrieve_series(study, seg_series)
-            rows, columns = v.image_size(self.get_image_uri(image_id))
+            rows, columns = v.image_size(image_path)
             try:
                 mask = seg_to_mask(instances[0], rows, columns)
             except ValueError as e:

@@ -189,12 +189,8 @@ def upright_to_stored(mask: np.ndarray, orientation: int) -> np.ndarray:
     return _transposed(mask, _TO_STORED.get(orientation))
 
 
-def itk_geometry(path: str | os.PathLike) -> tuple[list[float], list[float], np.ndarray]:
-    """Spacing, origin and direction of the first two axes of an image as ITK (and so 3D Slicer) reads it.
-
-    Only the header is read. ITK takes the spacing of a JPEG from its JFIF density (300 dpi: 0.0847 mm);
-    PNG and headerless JPEGs get unit spacing; origin is zero and direction the identity for photographs.
-    """
+def itk_header(path: str | os.PathLike) -> Any:
+    """ITK's image IO for a file with only its header read (sizes, components, spacing, direction)."""
     import itk
 
     io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
@@ -202,6 +198,16 @@ def itk_geometry(path: str | os.PathLike) -> tuple[list[float], list[float], np.
         raise ValueError(f"no ITK reader recognises {Path(path).name}")
     io.SetFileName(str(path))
     io.ReadImageInformation()
+    return io
+
+
+def itk_geometry(path: str | os.PathLike) -> tuple[list[float], list[float], np.ndarray]:
+    """Spacing, origin and direction of the first two axes of an image as ITK (and so 3D Slicer) reads it.
+
+    Only the header is read. ITK takes the spacing of a JPEG from its JFIF density (300 dpi: 0.0847 mm);
+    PNG and headerless JPEGs get unit spacing; origin is zero and direction the identity for photographs.
+    """
+    io = itk_header(path)
     n = min(2, int(io.GetNumberOfDimensions()))
     spacing = [float(io.GetSpacing(i)) for i in range(n)] + [1.0] * (2 - n)
     origin = [float(io.GetOrigin(i)) for i in range(n)] + [0.0] * (2 - n)
@@ -215,13 +221,7 @@ def itk_geometry(path: str | os.PathLike) -> tuple[list[float], list[float], np.
 
 def _itk_plane_size(path: str | os.PathLike) -> tuple[int, int]:
     """(H, W) of a one-slice ITK image from its header."""
-    import itk
-
-    io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
-    if io is None:
-        raise ValueError(f"no ITK reader recognises {Path(path).name}")
-    io.SetFileName(str(path))
-    io.ReadImageInformation()
+    io = itk_header(path)
     dims = [int(io.GetDimensions(i)) for i in range(int(io.GetNumberOfDimensions()))]
     if len(dims) < 2 or any(d != 1 for d in dims[2:]):
         raise ValueError(f"{'x'.join(map(str, dims))} is not one 2D slice")
@@ -307,11 +307,7 @@ def _label_array_itk(path: str | os.PathLike, max_pixels: int, image: str | os.P
     import itk
 
     try:
-        io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
-        if io is None:
-            raise ValueError("no ITK reader recognises it")
-        io.SetFileName(str(path))
-        io.ReadImageInformation()
+        io = itk_header(path)
         ndim = int(io.GetNumberOfDimensions())
         dims = [int(io.GetDimensions(i)) for i in range(ndim)]
         components = int(io.GetNumberOfComponents())
