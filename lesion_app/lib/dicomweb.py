@@ -123,7 +123,8 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         """Series UID -> QIDO answer, for every series of the photographs' modality."""
 
         def query() -> dict[str, dict[str, Any]]:
-            found = self._client.search_for_series(search_filters={"Modality": self.modality})
+            # every page: servers that cap a QIDO answer (a PACS, a cloud store) would hide photographs otherwise
+            found = self._client.search_for_series(search_filters={"Modality": self.modality}, get_remaining=True)
             return {_value(s, SERIES_UID): s for s in found if _value(s, SERIES_UID)}
 
         return self._cached("series", query)
@@ -135,7 +136,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         def query() -> dict[str, tuple[str, str]]:
             images = self._series()
             found: dict[str, tuple[str, str, str]] = {}
-            for seg in self._client.search_for_series(search_filters={"Modality": "SEG"}):
+            for seg in self._client.search_for_series(search_filters={"Modality": "SEG"}, get_remaining=True):
                 study, series = _value(seg, STUDY_UID), _value(seg, SERIES_UID)
                 meta = self._client.retrieve_series_metadata(study, series)
                 if not meta:
