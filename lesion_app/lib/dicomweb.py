@@ -301,12 +301,8 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         if self.writes_refused:
             raise HTTPException(status_code=403, detail="the datastore is read-only (--conf read_only true)")
         v.check_tag(label_tag)
-        ext = v.label_extension(os.path.basename(label_filename))
-        v.check_upload_size(label_filename, self.max_upload_bytes, "label")
         image_path = self.get_image_uri(image_id)
-        label = v.read_label(label_filename, ext, self.max_image_pixels, image=image_path)
-        v.check_label_size(label.shape, v.image_size(image_path), image_id)
-        mask = v.check_label_values(label)
+        _, mask = v.checked_label(label_filename, image_path, image_id, self.max_upload_bytes, self.max_image_pixels)
         info = dict(label_info or {})
         if label_tag == DefaultLabelTag.FINAL:
             info.update(self._store_seg(image_id, mask, info))

@@ -396,6 +396,18 @@ def check_label_size(label_hw: tuple[int, int], image_hw: tuple[int, int], image
         )
 
 
+def checked_label(
+    label_filename: str, image_path: str, image_id: str, max_bytes: int, max_pixels: int
+) -> tuple[str, np.ndarray]:
+    """An uploaded label's extension and its 0/1 mask, upright, checked against its photograph (4xx if bad):
+    what every datastore does before it stores a label."""
+    ext = label_extension(os.path.basename(label_filename))
+    check_upload_size(label_filename, max_bytes, "label")
+    label = read_label(label_filename, ext, max_pixels, image=image_path)
+    check_label_size(label.shape, image_size(image_path), image_id)
+    return ext, check_label_values(label)
+
+
 def atomic_write(dest: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Writes ``dest`` through :func:`lesion_app.lib.models.atomic_write` (temporary file, fsync, rename).
 
