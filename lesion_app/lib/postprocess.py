@@ -16,7 +16,7 @@ _FILL_HOLES = FillHoles(applied_labels=[1], connectivity=1)
 
 def clean_mask(mask: np.ndarray | torch.Tensor) -> np.ndarray:
     """The largest 8-connected lesion region of a (H, W) 0/1 mask, with its holes filled; uint8 0/1."""
-    arr = torch.as_tensor(np.asarray(mask, dtype=np.uint8))[None]
+    arr = torch.tensor(np.asarray(mask, dtype=np.uint8))[None]  # a copy: MONAI's transforms work in place
     if not bool(arr.any()):
         return arr[0].numpy().astype(np.uint8)
     arr = _FILL_HOLES(_KEEP_LARGEST(arr))
