@@ -7,12 +7,14 @@ Examples::
         sample-data/lesion_004.jpg sample-data/lesion_006.jpg
     lesion-figures metrics isic.json ph2.json --rows unet unet_noatt --out docs/metrics.png
     lesion-figures curves runs/unet.jsonl runs/deeplabv3.jsonl --out docs/training_curves.png
+    lesion-figures simulation runs/a/simulation.csv runs/b/simulation.csv --out docs/simulation.png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
+from apps.simulate import merge, plot, read_csv
 from lesion_app.lib.inference import Predictor
 from lesion_app.lib.transforms import read_mask, to_rgb
 
@@ -149,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("curves", help="training curves from lesion-train --log files")
     c.add_argument("logs", nargs="+")
     c.add_argument("--out", required=True)
+    sim = sub.add_parser("simulation", help="one active-learning curve from lesion-simulate CSVs of alike runs")
+    sim.add_argument("csvs", nargs="+")
+    sim.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.what == "overlays":
         if args.truths and len(args.truths) != len(args.images):
@@ -156,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         overlays_figure(args.model, args.images, args.out, args.truths, args.tta, args.postprocess)
     elif args.what == "metrics":
         metrics_figure(args.summaries, args.out, args.rows)
+    elif args.what == "simulation":
+        try:
+            results = merge([read_csv(c) for c in args.csvs])
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        plot(Path(args.out), results.rows, results.full_iou, results.pool_size, results.start_iou)
     else:
         curves_figure(args.logs, args.out)
     print(args.out)

@@ -27,15 +27,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from monai.data import DataLoader, Dataset
 from monai.transforms import Compose
 from PIL import Image
 
 from lesion_app.lib.activelearning.selection import diverse_sample, power_sample
 from lesion_app.lib.data import find_pairs, split
-from lesion_app.lib.engine import FitConfig, fit
-from lesion_app.lib.models import build_network, load_model
-from lesion_app.lib.transforms import load_transforms, preprocess_transforms
-from lesion_app.lib.uncertainty import image_scores, sample_probabilities
+from lesion_app.lib.engine import FitConfig, fit, validate
+from lesion_app.lib.models import build_network, load_model, read_checkpoint
+from lesion_app.lib.transforms import load_transforms, preprocess_transforms, val_transforms
+from lesion_app.lib.uncertainty import METHODS, image_scores, sample_probabilities
 
 Item = dict[str, str]
 
@@ -83,10 +84,11 @@ def embedding_layer(network: torch.nn.Module) -> torch.nn.Module:
 
 
 def uncertainty_and_embeddings(
-    network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int
+    network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int, method: str = "dropout"
 ) -> tuple[list[float], np.ndarray]:
-    """Per image, the server's uncertainty score (mask disagreement of Monte Carlo dropout samples) and the
-    network's deepest features averaged over the image (a cheap embedding the model already computes)."""
+    """Per image, the server's uncertainty score (mask disagreement of the ``method``'s samples: Monte Carlo
+    dropout or the four flips, as ``--conf uncertainty_method``) and the network's deepest features averaged
+    over the image (a cheap embedding the model already computes)."""
     load = Compose(load_transforms(label_key=None) + preprocess_transforms((roi, roi), label_key=None))
     layer = embedding_layer(network)
     seen: list[torch.Tensor] = []
@@ -101,7 +103,7 @@ def uncertainty_and_embeddings(
         for item in items:
             seen.clear()
             image = torch.as_tensor(load({"image": item["image"]})["image"])
-            probs = sample_probabilities(network, image, "dropout", samples).numpy()
+            probs = sample_probabilities(network, image, method, samples).numpy()
             scores.append(image_scores(probs)["disagreement"])
             embeddings.append(seen[0].numpy())
     finally:
@@ -109,9 +111,11 @@ def uncertainty_and_embeddings(
     return scores, np.stack(embeddings) if embeddings else np.zeros((0, 0), np.float32)
 
 
-def uncertainty_ranking(network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int) -> list[float]:
-    """Mask disagreement of Monte Carlo dropout samples per image (the server's uncertainty score)."""
-    return uncertainty_and_embeddings(network, items, samples, roi)[0]
+def uncertainty_ranking(
+    network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int, method: str = "dropout"
+) -> list[float]:
+    """Mask disagreement of the samples per image (the server's uncertainty score)."""
+    return uncertainty_and_embeddings(network, items, samples, roi, method)[0]
 
 
 STRATEGIES = ("random", "uncertainty", "power", "diverse")
@@ -126,6 +130,7 @@ def pick(
     samples: int,
     roi: int,
     beta: float = 1.0,
+    method: str = "dropout",
 ) -> list[Item]:
     """The next ``k`` images: ``random``; ``uncertainty`` (top-k scores); ``power`` (drawn with probability
     proportional to score ** beta); ``diverse`` (one typical image per region of the embedding space,
@@ -133,11 +138,11 @@ def pick(
     if strategy == "random":
         return rng.sample(unlabelled, min(k, len(unlabelled)))
     if strategy == "uncertainty":
-        scores = uncertainty_ranking(network, unlabelled, samples, roi)
+        scores = uncertainty_ranking(network, unlabelled, samples, roi, method)
         order = sorted(range(len(unlabelled)), key=lambda i: -scores[i])
         return [unlabelled[i] for i in order[:k]]
     if strategy in ("power", "diverse"):
-        scores, embeddings = uncertainty_and_embeddings(network, unlabelled, samples, roi)
+        scores, embeddings = uncertainty_and_embeddings(network, unlabelled, samples, roi, method)
         generator = np.random.default_rng(rng.getrandbits(64))
         if strategy == "power":
             chosen = power_sample(scores, k, generator, beta)
@@ -155,20 +160,40 @@ def train_round(
     cfg: FitConfig,
     work: Path,
     epoch_size: int = 0,
+    baseline: dict[str, float] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, float]]:
     """Fine-tunes on the labels so far and continues from the best epoch, as the server serves it.
 
     With ``epoch_size``, a small labelled set is repeated (differently augmented) to that many images per
     epoch, so that 20 labels get as many optimisation steps as 200 would and rounds differ only in data.
+    With ``baseline`` (the incoming network's validation scores), the server's gate: when no epoch beats
+    it, the incoming network stays.
     """
     out = work / "model.pt"
     out.unlink(missing_ok=True)
     repeats = max(1, math.ceil(epoch_size / len(labelled)))
     items = (labelled * repeats)[: max(epoch_size, len(labelled))]
-    history = fit(network, arch, {}, items, val, out, cfg, baseline_iou=-1.0)
+    incoming = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    history = fit(network, arch, {}, items, val, out, cfg, baseline_iou=baseline["iou"] if baseline else -1.0)
+    if not out.exists():
+        network.load_state_dict(incoming)
+        return network.float().train(), dict(baseline or {})
     best = max(history, key=lambda h: h.val["iou"])
     network, _ = load_model(out)
     return network.float().train(), best.val
+
+
+def starting_network(arch: str, init: Path | None, seed: int) -> torch.nn.Module:
+    """A seeded fresh network, or the model file a server would be serving before any label arrives."""
+    torch.manual_seed(seed)
+    if init is None:
+        return build_network(arch)
+    return load_model(init)[0].float().train()
+
+
+def validation_scores(network: torch.nn.Module, val: list[Item], roi: int) -> dict[str, float]:
+    loader = DataLoader(Dataset(val, val_transforms((roi, roi))), batch_size=8)
+    return validate(network.eval(), loader)
 
 
 def simulate(
@@ -186,18 +211,24 @@ def simulate(
     report: Callable[[Round], None] = lambda r: None,
     epoch_size: int = 0,
     beta: float = 1.0,
+    init: Path | None = None,
+    method: str = "dropout",
 ) -> list[Round]:
+    """Every strategy's rounds, for every seed. From ``init`` (a served model), rounds fine-tune it and
+    keep a round's model only when validation IoU did not drop, as the server's gate does."""
     rows = []
+    start = validation_scores(starting_network(arch, init, 0), val, cfg.roi_size[0]) if init else None
     for seed in seeds:
         seed_set = random.Random(seed).sample(pool, seed_labels)
         for strategy in strategies:
-            torch.manual_seed(seed)
-            network = build_network(arch)
+            network = starting_network(arch, init, seed)
+            val_scores = start
             labelled = list(seed_set)
             rng = random.Random(seed + 1)
             for r in range(rounds + 1):
                 t0 = time.monotonic()
-                network, val_scores = train_round(network, arch, labelled, val, cfg, work, epoch_size)
+                gate = val_scores if init else None
+                network, val_scores = train_round(network, arch, labelled, val, cfg, work, epoch_size, gate)
                 row = Round(
                     strategy,
                     seed,
@@ -213,11 +244,13 @@ def simulate(
                 if r < rounds:
                     chosen = {i["id"] for i in labelled}
                     unlabelled = [i for i in pool if i["id"] not in chosen]
-                    labelled += pick(strategy, network, unlabelled, step, rng, samples, cfg.roi_size[0], beta)
+                    roi = cfg.roi_size[0]
+                    labelled += pick(strategy, network, unlabelled, step, rng, samples, roi, beta, method)
     return rows
 
 
-def write_csv(path: Path, rows: Sequence[Round], full_iou: float) -> None:
+def write_csv(path: Path, rows: Sequence[Round], full_iou: float, start_iou: float | None = None) -> None:
+    """One row per round, then ``full`` (all labels) and, from a served model, ``start`` (no label yet)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["strategy", "seed", "round", "labels", "fraction", "val_iou", "val_dice", "seconds"])
@@ -225,9 +258,56 @@ def write_csv(path: Path, rows: Sequence[Round], full_iou: float) -> None:
             fields = [r.strategy, r.seed, r.round, r.labels, f"{r.fraction:.4f}", f"{r.val_iou:.4f}"]
             writer.writerow([*fields, f"{r.val_dice:.4f}", f"{r.seconds:.1f}"])
         writer.writerow(["full", "", "", "", "1.0000", f"{full_iou:.4f}", "", ""])
+        if start_iou is not None:
+            writer.writerow(["start", "", "", "0", "0.0000", f"{start_iou:.4f}", "", ""])
 
 
-def plot(path: Path, rows: Sequence[Round], full_iou: float, pool_size: int) -> None:
+@dataclass
+class Results:
+    """What ``simulation.csv`` holds: the rounds, the all-labels reference and (from a served model) the start."""
+
+    rows: list[Round]
+    full_iou: float
+    pool_size: int
+    start_iou: float | None = None
+
+
+def read_csv(path: str | Path) -> Results:
+    """A ``simulation.csv`` back as rows, so runs made separately (other strategies, seeds) plot together."""
+    with open(path, newline="") as f:
+        records = list(csv.DictReader(f))
+    rows = [
+        Round(
+            r["strategy"],
+            int(r["seed"]),
+            int(r["round"]),
+            int(r["labels"]),
+            float(r["fraction"]),
+            float(r["val_iou"]),
+            float(r["val_dice"]),
+            float(r["seconds"]),
+        )
+        for r in records
+        if r["strategy"] not in ("full", "start")
+    ]
+    full = [float(r["val_iou"]) for r in records if r["strategy"] == "full"]
+    start = [float(r["val_iou"]) for r in records if r["strategy"] == "start"]
+    if not rows or len(full) != 1:
+        raise ValueError(f"{path}: not a lesion-simulate CSV (rounds and one 'full' row)")
+    return Results(rows, full[0], round(rows[0].labels / rows[0].fraction), start[0] if start else None)
+
+
+def merge(results: Sequence[Results]) -> Results:
+    """Runs of the same pool, validation set and starting model side by side (their references must agree)."""
+    first = results[0]
+    for other in results[1:]:
+        same = (other.full_iou, other.pool_size, other.start_iou) == (first.full_iou, first.pool_size, first.start_iou)
+        if not same:
+            raise ValueError("these simulations differ in pool, reference or starting model; run them alike")
+    return Results([r for res in results for r in res.rows], first.full_iou, first.pool_size, first.start_iou)
+
+
+def plot(path: Path, rows: Sequence[Round], full_iou: float, pool_size: int, start_iou: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,6 +328,8 @@ def plot(path: Path, rows: Sequence[Round], full_iou: float, pool_size: int) -> 
             ax.fill_between(xs, lo, hi, alpha=0.15)
     ax.axhline(full_iou, color="k", lw=1, label=f"all {pool_size} labels: {full_iou:.3f}")
     ax.axhline(0.95 * full_iou, color="k", lw=1, ls="--", label="95% of that")
+    if start_iou is not None:
+        ax.axhline(start_iou, color="tab:red", lw=1, ls="-.", label=f"served model, no label: {start_iou:.3f}")
     ax.axvline(0.25 * pool_size, color="grey", lw=1, ls=":", label="25% of the pool")
     ax.set(xlabel="labelled images", ylabel="validation IoU", title="active learning, simulated annotator")
     ax.grid(alpha=0.3)
@@ -263,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for simulation.csv and simulation.png")
     p.add_argument("--pool", type=int, default=400, help="images the annotator could label (from the train split)")
     p.add_argument("--val", type=int, default=100, help="validation images (from the val split)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="the split's validation share")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="start every strategy from this model file (e.g. a shipped model on a new clinic's photographs), "
+        "as the server fine-tunes the model it serves; default: a fresh network of --arch",
+    )
     p.add_argument("--seed-labels", type=int, default=20)
     p.add_argument("--step", type=int, default=20, help="images labelled per round")
     p.add_argument("--rounds", type=int, default=5)
@@ -278,10 +367,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per round")
     p.add_argument("--epoch-size", type=int, default=240, help="images per epoch (small label sets repeat)")
     p.add_argument("--full-epochs", type=int, default=30, help="epochs of the all-labels reference")
-    p.add_argument("--arch", default="unet")
+    p.add_argument("--arch", default="unet", help="the network to train from scratch (ignored with --init)")
     p.add_argument("--roi-size", type=int, default=128, help="smaller than the app's 256 to keep rounds cheap")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument(
+        "--uncertainty-method",
+        choices=METHODS,
+        default="dropout",
+        help="the server's --conf uncertainty_method: Monte Carlo dropout or the four flips",
+    )
     p.add_argument("--samples", type=int, default=8, help="Monte Carlo dropout samples per image")
     p.add_argument(
         "--beta", type=float, default=1.0, help="power and diverse: weight score ** beta (0: random, large: top-k)"
@@ -294,8 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        train, val = split(find_pairs(args.data), 0.2, seed=0)
-    except (FileNotFoundError, ValueError) as e:
+        train, val = split(find_pairs(args.data), args.val_fraction, seed=0)
+        arch = read_checkpoint(args.init)["network"]["arch"] if args.init else args.arch
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     pool, val = train[: args.pool], val[: args.val]
@@ -311,8 +407,11 @@ def main(argv: list[str] | None = None) -> int:
         pool, val = cache_items(pool, args.roi_size, work / "pool"), cache_items(val, args.roi_size, work / "val")
         t0 = time.monotonic()
         full_cfg = FitConfig(max_epochs=args.full_epochs, batch_size=args.batch_size, lr=args.lr, roi_size=roi)
-        torch.manual_seed(0)
-        _, full = train_round(build_network(args.arch), args.arch, pool, val, full_cfg, work)
+        start = validation_scores(starting_network(arch, args.init, 0), val, args.roi_size) if args.init else None
+        start_iou = start["iou"] if start else None
+        if start:
+            print(f"{args.init} before any label: val IoU {start['iou']:.4f}", flush=True)
+        _, full = train_round(starting_network(arch, args.init, 0), arch, pool, val, full_cfg, work, 0, start)
         print(f"all {len(pool)} labels: val IoU {full['iou']:.4f} ({time.monotonic() - t0:.0f}s)", flush=True)
 
         def report(r: Round) -> None:
@@ -331,15 +430,17 @@ def main(argv: list[str] | None = None) -> int:
             args.step,
             args.rounds,
             cfg,
-            args.arch,
+            arch,
             work,
             args.samples,
             report,
             args.epoch_size,
             args.beta,
+            args.init,
+            args.uncertainty_method,
         )
-    write_csv(out / "simulation.csv", rows, full["iou"])
-    plot(out / "simulation.png", rows, full["iou"], len(pool))
+    write_csv(out / "simulation.csv", rows, full["iou"], start_iou)
+    plot(out / "simulation.png", rows, full["iou"], len(pool), start_iou)
     print(f"{out / 'simulation.csv'}\n{out / 'simulation.png'}")
     return 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from apps import figures
+from apps import figures, simulate
 
 
 def summary(path: Path, data: str, ious: dict[str, float]) -> str:
@@ -38,3 +38,34 @@ def test_metrics_chart_draws_one_bar_per_row_and_data_set(tmp_path: Path) -> Non
 
     assert share((31, 119, 180)) > 0.01 and share((255, 127, 14)) > 0.01
     assert share((44, 160, 44)) < 0.001
+
+
+def simulation_csv(path: Path, strategy: str, ious: list[float], full: float = 0.88, start: float = 0.81) -> str:
+    rows = [
+        simulate.Round(strategy, 0, r, 8 * (r + 1), 8 * (r + 1) / 96, iou, iou + 0.05, 40.0)
+        for r, iou in enumerate(ious)
+    ]
+    simulate.write_csv(path, rows, full, start)
+    return str(path)
+
+
+def test_simulation_runs_made_apart_draw_one_curve(tmp_path: Path) -> None:
+    a = simulation_csv(tmp_path / "a.csv", "random", [0.86, 0.87, 0.88])
+    b = simulation_csv(tmp_path / "b.csv", "power", [0.86, 0.88, 0.89])
+    merged = simulate.merge([simulate.read_csv(a), simulate.read_csv(b)])
+    assert [(r.strategy, r.labels, r.val_iou) for r in merged.rows][2:4] == [("random", 24, 0.88), ("power", 8, 0.86)]
+    assert (merged.full_iou, merged.pool_size, merged.start_iou) == (0.88, 96, 0.81)
+    out = tmp_path / "simulation.png"
+    assert figures.main(["simulation", a, b, "--out", str(out)]) == 0
+    with Image.open(out) as img:
+        assert img.format == "PNG" and np.asarray(img.convert("L")).std() > 10
+
+
+def test_simulations_that_were_not_run_alike_are_refused(tmp_path: Path) -> None:
+    a = simulation_csv(tmp_path / "a.csv", "random", [0.86, 0.87])
+    other_start = simulation_csv(tmp_path / "b.csv", "power", [0.86, 0.88], start=0.70)
+    garbage = tmp_path / "c.csv"
+    garbage.write_text("strategy,seed\nrandom,0\n")
+    for bad in (other_start, str(garbage), str(tmp_path / "missing.csv")):
+        assert figures.main(["simulation", a, bad, "--out", str(tmp_path / "x.png")]) == 2
+    assert not (tmp_path / "x.png").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import random
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 
 from apps import simulate
-from lesion_app.lib.models import build_network
+from lesion_app.lib.models import build_network, save_model
 
 
 def test_a_short_simulation_writes_csv_and_png(studies: Path, tmp_path: Path) -> None:
@@ -46,13 +47,22 @@ def cached_pool(studies: Path, tmp_path: Path) -> tuple[list[dict[str, str]], to
         tmp_path,
     )
     torch.manual_seed(0)
-    return items, build_network("unet")
+    network = build_network("unet").eval()
+    last = network.head.deconv  # the output layer
+    with torch.no_grad():  # centre the untrained network's logits on 0, where its samples' masks differ
+        image = torch.as_tensor(np.asarray(Image.open(items[0]["image"]).convert("RGB")), dtype=torch.float32)
+        last.bias -= network(image.permute(2, 0, 1)[None] / 255.0).median()
+    return items, network
 
 
-def test_uncertainty_picks_the_images_the_model_disagrees_on(studies: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["dropout", "tta"])
+def test_uncertainty_picks_the_images_the_model_disagrees_on(studies: Path, tmp_path: Path, method: str) -> None:
     items, network = cached_pool(studies, tmp_path)
-    scores = simulate.uncertainty_ranking(network, items, samples=4, roi=64)
-    picked = simulate.pick("uncertainty", network, items, 2, random.Random(0), 4, 64)
+    torch.manual_seed(1)  # the same dropout draws for the ranking and the pick
+    scores = simulate.uncertainty_ranking(network, items, samples=4, roi=64, method=method)
+    assert len(set(scores)) > 1  # the untrained network's samples disagree more on some photographs
+    torch.manual_seed(1)
+    picked = simulate.pick("uncertainty", network, items, 2, random.Random(0), 4, 64, method=method)
     expected = sorted(range(len(items)), key=lambda i: -scores[i])[:2]
     assert [p["id"] for p in picked] == [items[i]["id"] for i in expected]
     assert len({p["id"] for p in simulate.pick("random", network, items, 3, random.Random(0), 4, 64)}) == 3
@@ -67,7 +77,9 @@ def test_too_small_a_pool_is_refused(studies: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("strategy", ["power", "diverse"])
 def test_batch_strategies_pick_distinct_unlabelled_images(studies: Path, tmp_path: Path, strategy: str) -> None:
     items, network = cached_pool(studies, tmp_path)
+    torch.manual_seed(1)
     scores, embeddings = simulate.uncertainty_and_embeddings(network, items, samples=4, roi=64)
+    torch.manual_seed(1)
     assert scores == simulate.uncertainty_ranking(network, items, samples=4, roi=64)
     assert embeddings.shape == (len(items), 256) and np.isfinite(embeddings).all()  # the bottleneck's channels
     assert len(np.unique(embeddings, axis=0)) == len(items)  # one embedding per photograph, all different
@@ -76,7 +88,9 @@ def test_batch_strategies_pick_distinct_unlabelled_images(studies: Path, tmp_pat
         picked = simulate.pick(strategy, network, unlabelled, 3, random.Random(seed), 4, 64, beta=1.0)
         ids = [p["id"] for p in picked]
         assert len(ids) == 3 == len(set(ids)) and items[0]["id"] not in ids
+    torch.manual_seed(2)
     again = simulate.pick(strategy, network, unlabelled, 3, random.Random(0), 4, 64, beta=1.0)
+    torch.manual_seed(2)
     first = simulate.pick(strategy, network, unlabelled, 3, random.Random(0), 4, 64, beta=1.0)
     assert [p["id"] for p in again] == [p["id"] for p in first]  # the run's seed decides, as for random
     everything = simulate.pick(strategy, network, unlabelled, 10, random.Random(0), 4, 64, beta=1.0)
@@ -116,3 +130,30 @@ def test_simulation_options_are_checked_before_any_work(studies: Path, tmp_path:
     assert not (tmp_path / "sim").exists()
     with pytest.raises(SystemExit):
         simulate.main([*args, "--strategies", "smallest"])
+
+
+def test_from_a_served_model_rounds_keep_a_model_only_when_validation_did_not_drop(
+    studies: Path, tmp_path: Path
+) -> None:
+    """--init: every strategy starts from the model file, and each round passes the server's gate."""
+    torch.manual_seed(3)
+    init = tmp_path / "served.pt"
+    save_model(init, build_network("deeplabv3"), "deeplabv3", {}, {})
+    out = tmp_path / "sim"
+    args = [str(studies), "--out", str(out), "--pool", "5", "--val", "2", "--val-fraction", "0.3", "--init", str(init)]
+    args += ["--seed-labels", "2", "--step", "1", "--rounds", "2", "--epochs", "2", "--epoch-size", "4"]
+    assert simulate.main([*args, "--full-epochs", "1", "--roi-size", "64", "--batch-size", "2", "--samples", "3"]) == 0
+    with open(out / "simulation.csv") as f:
+        rows = list(csv.DictReader(f))
+    (start,) = [float(r["val_iou"]) for r in rows if r["strategy"] == "start"]
+    assert float(next(r for r in rows if r["strategy"] == "full")["val_iou"]) >= start
+    for strategy in ("random", "uncertainty"):
+        curve = [float(r["val_iou"]) for r in rows if r["strategy"] == strategy]
+        assert len(curve) == 3 and curve[0] >= start
+        assert all(b >= a for a, b in itertools.pairwise(curve))  # a worse round never replaces the model
+
+
+def test_a_missing_init_model_is_an_error(studies: Path, tmp_path: Path) -> None:
+    args = [str(studies), "--out", str(tmp_path / "sim"), "--pool", "5", "--seed-labels", "2", "--step", "1"]
+    assert simulate.main([*args, "--init", str(tmp_path / "nothing.pt")]) == 2
+    assert not (tmp_path / "sim").exists()
