@@ -30,10 +30,12 @@ import torch
 from monai.data import DataLoader, Dataset
 from monai.transforms import Compose
 from PIL import Image
+from scipy.stats import spearmanr
 
 from lesion_app.lib.activelearning.selection import diverse_sample, power_sample
 from lesion_app.lib.data import find_pairs, split
 from lesion_app.lib.engine import FitConfig, fit, validate
+from lesion_app.lib.metrics import score
 from lesion_app.lib.models import build_network, load_model, read_checkpoint
 from lesion_app.lib.transforms import load_transforms, preprocess_transforms, val_transforms
 from lesion_app.lib.uncertainty import METHODS, image_scores, sample_probabilities
@@ -116,6 +118,22 @@ def uncertainty_ranking(
 ) -> list[float]:
     """Mask disagreement of the samples per image (the server's uncertainty score)."""
     return uncertainty_and_embeddings(network, items, samples, roi, method)[0]
+
+
+def score_tracks_error(network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int) -> dict[str, float]:
+    """Rank correlation (Spearman) between each method's uncertainty score and the network's per-image error
+    (1 - IoU) over labelled items: how well the score finds the photographs the model gets wrong."""
+    load = Compose(load_transforms() + preprocess_transforms((roi, roi)))
+    errors = []
+    for item in items:
+        d = load({"image": item["image"], "label": item["label"]})
+        with torch.inference_mode():
+            pred = network.eval()(torch.as_tensor(d["image"])[None].float())[0, 0] > 0
+        errors.append(1.0 - score(pred.numpy(), np.asarray(d["label"])[0] > 0.5).iou)
+    return {
+        method: float(spearmanr(uncertainty_ranking(network, items, samples, roi, method), errors).statistic)
+        for method in METHODS
+    }
 
 
 STRATEGIES = ("random", "uncertainty", "power", "diverse")
@@ -379,12 +397,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--samples", type=int, default=8, help="Monte Carlo dropout samples per image")
     p.add_argument(
+        "--score-check",
+        action="store_true",
+        help="only print how well each uncertainty method's score tracks the --init model's error on the pool",
+    )
+    p.add_argument(
         "--beta", type=float, default=1.0, help="power and diverse: weight score ** beta (0: random, large: top-k)"
     )
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
     if args.beta < 0:
         print(f"error: --beta must be >= 0, not {args.beta}", file=sys.stderr)
+        return 2
+    if args.score_check and not args.init:
+        print("error: --score-check needs the model to check (--init)", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -411,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
         start_iou = start["iou"] if start else None
         if start:
             print(f"{args.init} before any label: val IoU {start['iou']:.4f}", flush=True)
+            rho = score_tracks_error(starting_network(arch, args.init, 0), pool, args.samples, args.roi_size)
+            tracking = ", ".join(f"{m} {r:+.2f}" for m, r in rho.items())
+            print(f"uncertainty score vs the model's error on the pool (Spearman): {tracking}", flush=True)
+            if args.score_check:
+                return 0
         _, full = train_round(starting_network(arch, args.init, 0), arch, pool, val, full_cfg, work, 0, start)
         print(f"all {len(pool)} labels: val IoU {full['iou']:.4f} ({time.monotonic() - t0:.0f}s)", flush=True)
 

@@ -133,7 +133,7 @@ def test_simulation_options_are_checked_before_any_work(studies: Path, tmp_path:
 
 
 def test_from_a_served_model_rounds_keep_a_model_only_when_validation_did_not_drop(
-    studies: Path, tmp_path: Path
+    studies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--init: every strategy starts from the model file, and each round passes the server's gate."""
     torch.manual_seed(3)
@@ -143,6 +143,7 @@ def test_from_a_served_model_rounds_keep_a_model_only_when_validation_did_not_dr
     args = [str(studies), "--out", str(out), "--pool", "5", "--val", "2", "--val-fraction", "0.3", "--init", str(init)]
     args += ["--seed-labels", "2", "--step", "1", "--rounds", "2", "--epochs", "2", "--epoch-size", "4"]
     assert simulate.main([*args, "--full-epochs", "1", "--roi-size", "64", "--batch-size", "2", "--samples", "3"]) == 0
+    assert "uncertainty score vs the model's error on the pool (Spearman): dropout " in capsys.readouterr().out
     with open(out / "simulation.csv") as f:
         rows = list(csv.DictReader(f))
     (start,) = [float(r["val_iou"]) for r in rows if r["strategy"] == "start"]
@@ -157,3 +158,24 @@ def test_a_missing_init_model_is_an_error(studies: Path, tmp_path: Path) -> None
     args = [str(studies), "--out", str(tmp_path / "sim"), "--pool", "5", "--seed-labels", "2", "--step", "1"]
     assert simulate.main([*args, "--init", str(tmp_path / "nothing.pt")]) == 2
     assert not (tmp_path / "sim").exists()
+
+
+def test_how_well_each_uncertainty_method_tracks_the_error(studies: Path, tmp_path: Path) -> None:
+    items, network = cached_pool(studies, tmp_path)
+    torch.manual_seed(0)
+    rho = simulate.score_tracks_error(network, items, samples=4, roi=64)
+    assert set(rho) == {"dropout", "tta"}
+    assert all(-1.0 <= r <= 1.0 for r in rho.values())
+
+
+def test_score_check_prints_the_tracking_and_trains_nothing(
+    studies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    init = tmp_path / "served.pt"
+    save_model(init, build_network("unet"), "unet", {}, {})
+    args = [str(studies), "--out", str(tmp_path / "sim"), "--pool", "5", "--seed-labels", "2", "--step", "1"]
+    assert simulate.main([*args, "--roi-size", "64", "--samples", "3", "--score-check", "--init", str(init)]) == 0
+    printed = capsys.readouterr().out
+    assert "(Spearman): dropout " in printed and ", tta " in printed and "all 5 labels" not in printed
+    assert not (tmp_path / "sim" / "simulation.csv").exists()
+    assert simulate.main([*args, "--score-check"]) == 2
