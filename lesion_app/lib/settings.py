@@ -72,7 +72,7 @@ class LesionSettings:
     retrain_daily_at: str = ""
     retrain_models: tuple[str, ...] = ()
     retrain_poll_seconds: float = 10.0
-    uncertainty_method: str = "dropout"
+    uncertainty_method: str = "tta"
     uncertainty_samples: int = 8
     power_beta: float = 1.0
     max_image_pixels: int = 40_000_000
