@@ -32,7 +32,7 @@ from monai.transforms import Compose
 from PIL import Image
 from scipy.stats import spearmanr
 
-from lesion_app.lib.activelearning.selection import diverse_sample, power_sample
+from lesion_app.lib.activelearning.selection import density_weighted_top, diverse_sample, power_sample
 from lesion_app.lib.data import find_pairs, split
 from lesion_app.lib.engine import FitConfig, fit, validate
 from lesion_app.lib.metrics import score
@@ -136,7 +136,7 @@ def score_tracks_error(network: torch.nn.Module, items: Sequence[Item], samples:
     }
 
 
-STRATEGIES = ("random", "uncertainty", "power", "diverse")
+STRATEGIES = ("random", "uncertainty", "power", "diverse", "density")
 
 
 def pick(
@@ -152,15 +152,18 @@ def pick(
 ) -> list[Item]:
     """The next ``k`` images: ``random``; ``uncertainty`` (top-k scores); ``power`` (drawn with probability
     proportional to score ** beta); ``diverse`` (one typical image per region of the embedding space,
-    regions weighted by score ** beta). See ``lesion_app.lib.activelearning.selection``."""
+    regions weighted by score ** beta); ``density`` (top-k of score * information density ** beta). See
+    ``lesion_app.lib.activelearning.selection``."""
     if strategy == "random":
         return rng.sample(unlabelled, min(k, len(unlabelled)))
     if strategy == "uncertainty":
         scores = uncertainty_ranking(network, unlabelled, samples, roi, method)
         order = sorted(range(len(unlabelled)), key=lambda i: -scores[i])
         return [unlabelled[i] for i in order[:k]]
-    if strategy in ("power", "diverse"):
+    if strategy in ("power", "diverse", "density"):
         scores, embeddings = uncertainty_and_embeddings(network, unlabelled, samples, roi, method)
+        if strategy == "density":
+            return [unlabelled[i] for i in density_weighted_top(scores, embeddings, k, beta)]
         generator = np.random.default_rng(rng.getrandbits(64))
         if strategy == "power":
             chosen = power_sample(scores, k, generator, beta)
@@ -379,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         default=["random", "uncertainty"],
         choices=STRATEGIES,
         help="random; uncertainty (the top --step scores); power (drawn with probability proportional to "
-        "score ** --beta); diverse (one typical image per weighted k-means cluster of the network's features)",
+        "score ** --beta); diverse (one typical image per weighted k-means cluster of the network's features); "
+        "density (the top --step of score * information density ** --beta: uncertain and typical)",
     )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per round")

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from lesion_app.lib.activelearning.selection import (
+    density_weighted_top,
     diverse_sample,
+    information_density,
     power_sample,
     selection_probabilities,
     weighted_kmeans,
@@ -163,3 +165,29 @@ def test_diverse_sample_never_picks_labelled_images() -> None:
     # identical embeddings leave clusters empty: the rest of the batch is filled, still distinct
     same = diverse_sample(scores, np.zeros((40, 3)), 5, np.random.default_rng(0), exclude=labelled)
     assert len(same) == 5 == len(set(same)) and not set(same) & labelled
+
+
+def test_information_density_is_high_in_the_crowd_and_low_for_outliers() -> None:
+    rng = np.random.default_rng(9)
+    x = blobs(rng, CENTRES[:1], 30, spread=1.0)
+    x[0] = [6.0, 6.0, 6.0, 6.0]
+    density = information_density(x)
+    assert density.shape == (30,) and np.all((density > 0) & (density <= 1))
+    assert density.argmin() == 0
+    assert np.allclose(information_density(x * 1000.0), density)  # the features' scale does not matter
+    assert np.array_equal(information_density(np.zeros((1, 4))), [1.0])
+
+
+def test_density_weighted_top_prefers_uncertain_typical_images_to_uncertain_outliers() -> None:
+    rng = np.random.default_rng(10)
+    x = blobs(rng, CENTRES[:1], 30, spread=1.0)
+    x[0] = [6.0, 6.0, 6.0, 6.0]  # the most uncertain image, far from the rest
+    scores = np.full(30, 0.1)
+    scores[0], scores[5] = 0.5, 0.3
+    assert density_weighted_top(scores, x, 1, beta=0.0) == [0]  # beta 0: plain top-K
+    assert density_weighted_top(scores, x, 1, beta=1.0) == [5]
+    picked = density_weighted_top(scores, x, 4, beta=1.0, exclude={5})
+    assert len(picked) == 4 == len(set(picked)) and 5 not in picked
+    assert density_weighted_top(scores, x, 0) == [] and len(density_weighted_top(scores, x, 99)) == 30
+    with pytest.raises(ValueError):
+        density_weighted_top(scores, x, 1, beta=-1.0)

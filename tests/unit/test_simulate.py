@@ -74,7 +74,7 @@ def test_too_small_a_pool_is_refused(studies: Path, tmp_path: Path) -> None:
     assert simulate.main([str(studies), "--out", str(tmp_path), "--pool", "3", "--seed-labels", "3"]) == 2
 
 
-@pytest.mark.parametrize("strategy", ["power", "diverse"])
+@pytest.mark.parametrize("strategy", ["power", "diverse", "density"])
 def test_batch_strategies_pick_distinct_unlabelled_images(studies: Path, tmp_path: Path, strategy: str) -> None:
     items, network = cached_pool(studies, tmp_path)
     torch.manual_seed(1)

@@ -156,3 +156,43 @@ def diverse_sample(
     if len(picked) < k:
         picked += power_sample(s, k - len(picked), rng, beta, exclude={*exclude, *picked})
     return picked
+
+
+def information_density(embeddings: np.ndarray) -> np.ndarray:
+    """How typical each row is of the set: its mean Gaussian-kernel similarity to every row, in (0, 1].
+
+    The bandwidth is the median distance between rows, so the density does not depend on the features'
+    scale; an outlier (far from most rows) gets a small density, a photograph like many others a large one.
+    """
+    x = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
+    if len(x) < 2:
+        return np.ones(len(x))
+    sq = (x**2).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    off = d2[~np.eye(len(x), dtype=bool)]
+    h2 = float(np.median(off)) or float(off.max()) or 1.0
+    return np.exp(-d2 / h2).mean(1)
+
+
+def density_weighted_top(
+    scores: Sequence[float] | np.ndarray,
+    embeddings: np.ndarray,
+    k: int,
+    beta: float = 1.0,
+    exclude: Collection[int] = (),
+) -> list[int]:
+    """The ``k`` highest ``score * density ** beta`` (Settles and Craven, 2008, information density):
+    uncertain photographs that are also typical of the unlabelled pool, not its uncertain outliers.
+
+    The density is measured among the candidates (every row not in ``exclude``); ``beta = 0`` is top-K.
+    """
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, not {beta}")
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    cand = _candidates(len(s), exclude)
+    if k <= 0 or cand.size == 0:
+        return []
+    density = information_density(np.asarray(embeddings, dtype=np.float64).reshape(len(s), -1)[cand])
+    value = np.maximum(s[cand], 0.0) * density**beta
+    order = np.argsort(-value, kind="stable")[:k]
+    return [int(cand[i]) for i in order]
