@@ -123,8 +123,8 @@ def test_killed_mid_training_restarts_with_the_last_good_model_and_every_label(t
     assert digests(final) == labels
     # nothing cleans temp files at start; they are only ever renamed onto a target once complete
     assert temp_files(tmp_path) == leftovers
-    # the dead run's stats say it was RUNNING: the train status (MONAI Label's task list) starts empty
-    assert stats["state"] in ("RUNNING", "STARTING")
+    # the dead run's file says RUNNING, but its training process is gone: /info shows it failed
+    assert stats["state"] == "FAILED" and "ended without finishing" in stats["error"]
 
 
 def test_killed_mid_model_publish_never_leaves_a_truncated_model(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -59,3 +62,36 @@ def test_from_scratch_publishes(tmp_path: Path, sample_data: Path) -> None:
     assert result["last_decision"] == "published" and result["baseline_iou"] is None
     meta = read_checkpoint(tmp_path / "models" / "unet.pt")["meta"]
     assert meta["val"]["iou"] == result["new_iou"] and meta["epoch"] == 1
+
+
+def test_a_run_that_raises_is_failed_with_its_error(tmp_path: Path, sample_data: Path) -> None:
+    task, datastore = trainer(tmp_path, sample_data, train_epochs="1")
+    task({}, datastore)
+    decided = task.stats()["last_decision"]
+    with pytest.raises(FileNotFoundError):
+        task({}, BrokenDatastore())
+    stats = task.stats()
+    assert stats["state"] == "FAILED" and "FileNotFoundError: the studies folder is gone" in stats["error"]
+    assert stats["last_decision"] == decided  # the previous run's decision is still shown
+
+
+def test_a_run_whose_process_died_reads_as_failed(tmp_path: Path, sample_data: Path) -> None:
+    task, _ = trainer(tmp_path, sample_data)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for state, pid, shown in (
+        ("RUNNING", dead.pid, "FAILED"),
+        ("STARTING", dead.pid, "FAILED"),
+        ("RUNNING", os.getpid(), "RUNNING"),  # alive: still under way
+        ("DONE", dead.pid, "DONE"),  # finished runs stay as they ended
+    ):
+        task._write_stats({"model": "unet", "state": state, "pid": pid, "started_at": 1.0})
+        stats = task.stats()
+        assert stats["state"] == shown
+        assert ("error" in stats) == (shown == "FAILED")
+    assert task.read_stats()["state"] == "DONE"  # reading never rewrites the file
+
+
+class BrokenDatastore:
+    def datalist(self) -> list:
+        raise FileNotFoundError("the studies folder is gone")

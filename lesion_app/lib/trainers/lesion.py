@@ -31,6 +31,28 @@ MIN_LABELS_FOR_SPLIT = 5
 #: Keys of the last run's gate decision, kept in the stats while the next run is under way.
 DECISION_KEYS = ("last_decision", "baseline_iou", "new_iou", "decided_at", "kept_aside")
 
+#: States a run writes while it is under way; a run whose process is gone in one of them has died.
+UNDER_WAY = ("STARTING", "RUNNING")
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        return True
+    return True
+
+
+def with_dead_run_failed(stats: dict[str, Any]) -> dict[str, Any]:
+    """The stats as a reader should see them: a run still marked under way whose training process has ended
+    (killed, out of memory) is ``FAILED``, not ``RUNNING`` until the next run overwrites it."""
+    pid = stats.get("pid")
+    if stats.get("state") in UNDER_WAY and isinstance(pid, int) and not process_alive(pid):
+        return {**stats, "state": "FAILED", "error": f"the training process (pid {pid}) ended without finishing"}
+    return stats
+
 
 def decide(new_iou: float | None, baseline_iou: float | None) -> str:
     """The no-regression gate: publish unless the new model validates worse than the served one.
@@ -94,7 +116,7 @@ class LesionTrainTask(TrainTask):
 
     def stats(self) -> dict[str, Any]:
         """The last run's stats from disk, plus the retrain schedule when the server runs one (for /info)."""
-        stats = self.read_stats()
+        stats = with_dead_run_failed(self.read_stats())
         if self.schedule_status is not None:
             try:
                 stats.update(self.schedule_status())
@@ -118,11 +140,19 @@ class LesionTrainTask(TrainTask):
         return float(scores["iou"])
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        conf = {**self.config(), **{k: v for k, v in request.items() if k in self.config()}}
         started_at = time.time()
         previous = {k: v for k, v in self.read_stats().items() if k in DECISION_KEYS}
+        common = {"model": self.name, "started_at": started_at, "pid": os.getpid(), **previous}
         # written before reading the labels, so the scheduler counts labels from here on as new
-        self._write_stats({"model": self.name, "state": "STARTING", "started_at": started_at, **previous})
+        self._write_stats({**common, "state": "STARTING"})
+        try:
+            return self._train(request, datastore, common)
+        except BaseException as e:
+            self._write_stats({**self.read_stats(), **common, "state": "FAILED", "error": f"{type(e).__name__}: {e}"})
+            raise
+
+    def _train(self, request: dict[str, Any], datastore: Datastore, common: dict[str, Any]) -> dict[str, Any]:
+        conf = {**self.config(), **{k: v for k, v in request.items() if k in self.config()}}
         items = [{"image": d["image"], "label": d["label"], "id": Path(d["image"]).name} for d in datastore.datalist()]
         if not items:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, "no final labels to train on: save a label first")
@@ -153,7 +183,7 @@ class LesionTrainTask(TrainTask):
         baseline = self.baseline_iou(network, val_items, cfg) if checkpoint else None
         print(f"served model {Path(start).name if start else None}: val_iou {baseline}", flush=True)
         history: list[dict[str, Any]] = []
-        common = {"model": self.name, "started_at": started_at, "labels": len(items), **previous}
+        common = {**common, "labels": len(items)}
 
         def report(stats: EpochStats) -> None:
             print(stats.line(), flush=True)  # its " *": the best epoch so far, written to the candidate
