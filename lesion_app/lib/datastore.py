@@ -56,10 +56,7 @@ class LesionDatastore(LocalDatastore):
     # -- writes ------------------------------------------------------------------------------------------
 
     def _refuse_if_read_only(self, action: str) -> None:
-        if self.writes_refused:
-            raise HTTPException(
-                status_code=403, detail=f"the datastore is read-only (--conf read_only true): cannot {action}"
-            )
+        v.refuse_if_read_only(self.writes_refused, action)
 
     def _inside(self, path: str) -> str:
         """The real path of a destination, which must lie inside the studies folder (belt and braces)."""

@@ -257,8 +257,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         """An uploaded photograph goes to the DICOMweb server as DICOM (as ``lesion-dicom-import`` does); its id
         is the new SeriesInstanceUID. The upload's id (or file name) keys the UIDs: the same id, the same UIDs."""
-        if self.writes_refused:
-            raise HTTPException(status_code=403, detail="the datastore is read-only (--conf read_only true)")
+        v.refuse_if_read_only(self.writes_refused, f"add image {image_id or os.path.basename(image_filename)!r}")
         ext = v.image_extension(os.path.basename(image_filename))
         key = image_id or os.path.basename(image_filename)[: -len(ext)]
         v.check_image_id(key)
@@ -298,8 +297,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], label_id: str = ""
     ) -> str:
         """A checked 0/1 label; the final one goes to the DICOMweb server as a DICOM SEG first."""
-        if self.writes_refused:
-            raise HTTPException(status_code=403, detail="the datastore is read-only (--conf read_only true)")
+        v.refuse_if_read_only(self.writes_refused, f"save a label for {image_id!r}")
         v.check_tag(label_tag)
         image_path = self.get_image_uri(image_id)
         _, mask = v.checked_label(label_filename, image_path, image_id, self.max_upload_bytes, self.max_image_pixels)

@@ -446,3 +446,10 @@ def unreadable_image(path: Any, e: BaseException) -> HTTPException:
     """422 for an image in the studies folder (or an infer upload) that cannot be decoded: not a server fault."""
     name = Path(path).name if isinstance(path, str | os.PathLike) else "the image"
     return HTTPException(status_code=422, detail=f"cannot read image {name}: {_cause(e)}")
+
+
+def refuse_if_read_only(read_only: bool, action: str) -> None:
+    """403 naming what was refused, for both datastores under ``--conf read_only true``."""
+    if read_only:
+        detail = f"the datastore is read-only (--conf read_only true): cannot {action}"
+        raise HTTPException(status_code=403, detail=detail)
