@@ -37,6 +37,7 @@ from lesion_app.lib.data import find_pairs, split
 from lesion_app.lib.engine import FitConfig, fit, validate
 from lesion_app.lib.metrics import score
 from lesion_app.lib.models import build_network, load_model, read_checkpoint
+from lesion_app.lib.settings import LesionSettings
 from lesion_app.lib.transforms import load_transforms, preprocess_transforms, val_transforms
 from lesion_app.lib.uncertainty import METHODS, image_scores, sample_probabilities
 
@@ -396,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--uncertainty-method",
         choices=METHODS,
-        default="dropout",
-        help="the server's --conf uncertainty_method: Monte Carlo dropout or the four flips",
+        default=LesionSettings.uncertainty_method,
+        help="the server's --conf uncertainty_method (and its default): Monte Carlo dropout or the four flips",
     )
     p.add_argument("--samples", type=int, default=8, help="Monte Carlo dropout samples per image")
     p.add_argument(

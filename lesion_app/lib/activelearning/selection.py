@@ -16,6 +16,10 @@ functions of numbers so that the server and ``lesion-simulate`` share them:
   centre (without its pre-filter to the top few K, which would keep only the small-lesion tail). One pick
   per cluster keeps the batch diverse, nearest-to-centre keeps it typical rather than outlying, and the
   weights pull the centres toward where the model is unsure.
+- :func:`density_weighted_top` (Settles and Craven, 2008, *An Analysis of Active Learning Strategies for
+  Sequence Labeling Tasks*, information density): the K highest ``score * density ** beta``, where the
+  density is how typical an image's embedding is of the pool, so an uncertain outlier ranks below an
+  uncertain photograph like many others.
 """
 
 from __future__ import annotations
