@@ -235,11 +235,14 @@ def simulate(
     beta: float = 1.0,
     init: Path | None = None,
     method: str = "dropout",
+    start: dict[str, float] | None = None,
 ) -> list[Round]:
-    """Every strategy's rounds, for every seed. From ``init`` (a served model), rounds fine-tune it and
-    keep a round's model only when validation IoU did not drop, as the server's gate does."""
+    """Every strategy's rounds, for every seed. From ``init`` (a served model, whose validation scores are
+    ``start`` when the caller has them), rounds fine-tune it and keep a round's model only when validation
+    IoU did not drop, as the server's gate does."""
     rows = []
-    start = validation_scores(starting_network(arch, init, 0), val, cfg.roi_size[0]) if init else None
+    if init and start is None:
+        start = validation_scores(starting_network(arch, init, 0), val, cfg.roi_size[0])
     for seed in seeds:
         seed_set = random.Random(seed).sample(pool, seed_labels)
         for strategy in strategies:
@@ -474,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             args.beta,
             args.init,
             args.uncertainty_method,
+            start,
         )
     write_csv(out / "simulation.csv", rows, full["iou"], start_iou)
     plot(out / "simulation.png", rows, full["iou"], len(pool), start_iou)

@@ -41,7 +41,7 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, under another user
-        return True
+        pass
     return True
 
 
