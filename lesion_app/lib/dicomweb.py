@@ -72,6 +72,14 @@ def _answers_503(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def seg_reference(ds: Dataset) -> tuple[str, str]:
+    """The image series a SEG's metadata refers to, and the SEG's date and time (the newest SEG wins)."""
+    refs = ds.get("ReferencedSeriesSequence") or []
+    image = str(refs[0].SeriesInstanceUID) if refs else ""
+    stamp = f"{ds.get('SeriesDate', '')}{ds.get('SeriesTime', '')}{ds.get('ContentDate', '')}"
+    return image, stamp + str(ds.get("ContentTime", ""))
+
+
 def _value(item: dict[str, Any], tag: str) -> str:
     values = item.get(tag, {}).get("Value") or [""]
     return str(values[0])
@@ -97,6 +105,9 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         self.writes_refused = bool(read_only)
         self._listing: dict[str, tuple[float, Any]] = {}
         self._listing_lock = threading.Lock()
+        #: SEG series UID -> (referenced image series UID, time stamp): a stored SEG never changes, so its
+        #: metadata is fetched once, not at every listing refresh
+        self._seg_refs: dict[str, tuple[str, str]] = {}
         # dicomweb-client retries a failed request five times over half a minute; a viewer waits for us
         client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=100)
         super().__init__(client, {"Modality": modality}, cache_path, fetch_by_frame=False, convert_to_nifti=True)
@@ -138,16 +149,14 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
             found: dict[str, tuple[str, str, str]] = {}
             for seg in self._client.search_for_series(search_filters={"Modality": "SEG"}, get_remaining=True):
                 study, series = _value(seg, STUDY_UID), _value(seg, SERIES_UID)
-                meta = self._client.retrieve_series_metadata(study, series)
-                if not meta:
-                    continue
-                ds = Dataset.from_json(meta[0])
-                refs = ds.get("ReferencedSeriesSequence") or []
-                image = str(refs[0].SeriesInstanceUID) if refs else ""
+                if series not in self._seg_refs:
+                    meta = self._client.retrieve_series_metadata(study, series)
+                    if not meta:
+                        continue
+                    self._seg_refs[series] = seg_reference(Dataset.from_json(meta[0]))
+                image, stamp = self._seg_refs[series]
                 if image not in images:
                     continue
-                stamp = f"{ds.get('SeriesDate', '')}{ds.get('SeriesTime', '')}{ds.get('ContentDate', '')}"
-                stamp += str(ds.get("ContentTime", ""))
                 if image not in found or stamp > found[image][2]:
                     found[image] = (study, series, stamp)
             return {image: (study, series) for image, (study, series, _) in found.items()}
