@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
-from apps.simulate import merge, plot, read_csv
+from apps.simulation_results import markdown, merge, plot, read_csv, verdicts
 from lesion_app.lib.inference import Predictor
 from lesion_app.lib.transforms import read_mask, to_rgb
 
@@ -152,7 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("curves", help="training curves from lesion-train --log files")
     c.add_argument("logs", nargs="+")
     c.add_argument("--out", required=True)
-    sim = sub.add_parser("simulation", help="one active-learning curve from lesion-simulate CSVs of alike runs")
+    sim = sub.add_parser(
+        "simulation",
+        help="one active-learning curve from lesion-simulate CSVs of alike runs; prints each strategy against "
+        "random, seed by seed",
+    )
     sim.add_argument("csvs", nargs="+")
     sim.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -168,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        plot(Path(args.out), results.rows, results.full_iou, results.pool_size, results.start_iou)
+        plot(Path(args.out), results)
+        print(markdown(results), *verdicts(results), sep="\n")
     else:
         curves_figure(args.logs, args.out)
     print(args.out)

@@ -15,14 +15,12 @@ Example::
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import random
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +30,13 @@ from monai.transforms import Compose
 from PIL import Image
 from scipy.stats import spearmanr
 
-from lesion_app.lib.activelearning.selection import density_weighted_top, diverse_sample, power_sample
+from apps.simulation_results import Results, Round, markdown, plot, verdicts, write_csv
+from lesion_app.lib.activelearning.selection import (
+    density_weighted_top,
+    diverse_sample,
+    power_sample,
+    typical_sample,
+)
 from lesion_app.lib.data import find_pairs, split
 from lesion_app.lib.engine import FitConfig, fit, validate
 from lesion_app.lib.metrics import score
@@ -43,17 +47,8 @@ from lesion_app.lib.uncertainty import METHODS, image_scores, sample_probabiliti
 
 Item = dict[str, str]
 
-
-@dataclass
-class Round:
-    strategy: str
-    seed: int
-    round: int
-    labels: int
-    fraction: float
-    val_iou: float
-    val_dice: float
-    seconds: float
+#: How uncertainty is sampled unless told otherwise: as the server does by default.
+SERVER_METHOD = LesionSettings.uncertainty_method
 
 
 def cache_items(items: Sequence[Item], roi: int, folder: Path) -> list[Item]:
@@ -87,7 +82,7 @@ def embedding_layer(network: torch.nn.Module) -> torch.nn.Module:
 
 
 def uncertainty_and_embeddings(
-    network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int, method: str = "dropout"
+    network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int, method: str = SERVER_METHOD
 ) -> tuple[list[float], np.ndarray]:
     """Per image, the server's uncertainty score (mask disagreement of the ``method``'s samples: Monte Carlo
     dropout or the four flips, as ``--conf uncertainty_method``) and the network's deepest features averaged
@@ -115,7 +110,7 @@ def uncertainty_and_embeddings(
 
 
 def uncertainty_ranking(
-    network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int, method: str = "dropout"
+    network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int, method: str = SERVER_METHOD
 ) -> list[float]:
     """Mask disagreement of the samples per image (the server's uncertainty score)."""
     return uncertainty_and_embeddings(network, items, samples, roi, method)[0]
@@ -137,7 +132,7 @@ def score_tracks_error(network: torch.nn.Module, items: Sequence[Item], samples:
     }
 
 
-STRATEGIES = ("random", "uncertainty", "power", "diverse", "density")
+STRATEGIES = ("random", "uncertainty", "power", "diverse", "density", "typical", "typical-uncertain")
 
 
 def pick(
@@ -149,14 +144,23 @@ def pick(
     samples: int,
     roi: int,
     beta: float = 1.0,
-    method: str = "dropout",
+    method: str = SERVER_METHOD,
+    labelled: Sequence[Item] = (),
 ) -> list[Item]:
     """The next ``k`` images: ``random``; ``uncertainty`` (top-k scores); ``power`` (drawn with probability
     proportional to score ** beta); ``diverse`` (one typical image per region of the embedding space,
-    regions weighted by score ** beta); ``density`` (top-k of score * information density ** beta). See
+    regions weighted by score ** beta); ``density`` (top-k of score * information density ** beta);
+    ``typical`` (TypiClust: the most typical image of each region the ``labelled`` ones do not cover yet);
+    ``typical-uncertain`` (the same regions, their most uncertain image). See
     ``lesion_app.lib.activelearning.selection``."""
     if strategy == "random":
         return rng.sample(unlabelled, min(k, len(unlabelled)))
+    if strategy in ("typical", "typical-uncertain"):
+        scores, embeddings = uncertainty_and_embeddings(network, [*labelled, *unlabelled], samples, roi, method)
+        generator = np.random.default_rng(rng.getrandbits(64))
+        known = range(len(labelled))
+        chosen = typical_sample(embeddings, k, generator, known, scores if strategy == "typical-uncertain" else None)
+        return [unlabelled[i - len(labelled)] for i in chosen]
     if strategy == "uncertainty":
         scores = uncertainty_ranking(network, unlabelled, samples, roi, method)
         order = sorted(range(len(unlabelled)), key=lambda i: -scores[i])
@@ -234,7 +238,7 @@ def simulate(
     epoch_size: int = 0,
     beta: float = 1.0,
     init: Path | None = None,
-    method: str = "dropout",
+    method: str = SERVER_METHOD,
     start: dict[str, float] | None = None,
 ) -> list[Round]:
     """Every strategy's rounds, for every seed. From ``init`` (a served model, whose validation scores are
@@ -270,98 +274,8 @@ def simulate(
                     chosen = {i["id"] for i in labelled}
                     unlabelled = [i for i in pool if i["id"] not in chosen]
                     roi = cfg.roi_size[0]
-                    labelled += pick(strategy, network, unlabelled, step, rng, samples, roi, beta, method)
+                    labelled += pick(strategy, network, unlabelled, step, rng, samples, roi, beta, method, labelled)
     return rows
-
-
-def write_csv(path: Path, rows: Sequence[Round], full_iou: float, start_iou: float | None = None) -> None:
-    """One row per round, then ``full`` (all labels) and, from a served model, ``start`` (no label yet)."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["strategy", "seed", "round", "labels", "fraction", "val_iou", "val_dice", "seconds"])
-        for r in rows:
-            fields = [r.strategy, r.seed, r.round, r.labels, f"{r.fraction:.4f}", f"{r.val_iou:.4f}"]
-            writer.writerow([*fields, f"{r.val_dice:.4f}", f"{r.seconds:.1f}"])
-        writer.writerow(["full", "", "", "", "1.0000", f"{full_iou:.4f}", "", ""])
-        if start_iou is not None:
-            writer.writerow(["start", "", "", "0", "0.0000", f"{start_iou:.4f}", "", ""])
-
-
-@dataclass
-class Results:
-    """What ``simulation.csv`` holds: the rounds, the all-labels reference and (from a served model) the start."""
-
-    rows: list[Round]
-    full_iou: float
-    pool_size: int
-    start_iou: float | None = None
-
-
-def read_csv(path: str | Path) -> Results:
-    """A ``simulation.csv`` back as rows, so runs made separately (other strategies, seeds) plot together."""
-    with open(path, newline="") as f:
-        records = list(csv.DictReader(f))
-    rows = [
-        Round(
-            r["strategy"],
-            int(r["seed"]),
-            int(r["round"]),
-            int(r["labels"]),
-            float(r["fraction"]),
-            float(r["val_iou"]),
-            float(r["val_dice"]),
-            float(r["seconds"]),
-        )
-        for r in records
-        if r["strategy"] not in ("full", "start")
-    ]
-    full = [float(r["val_iou"]) for r in records if r["strategy"] == "full"]
-    start = [float(r["val_iou"]) for r in records if r["strategy"] == "start"]
-    if not rows or len(full) != 1:
-        raise ValueError(f"{path}: not a lesion-simulate CSV (rounds and one 'full' row)")
-    return Results(rows, full[0], round(rows[0].labels / rows[0].fraction), start[0] if start else None)
-
-
-def merge(results: Sequence[Results]) -> Results:
-    """Runs of the same pool, validation set and starting model side by side (their references must agree)."""
-    first = results[0]
-    for other in results[1:]:
-        same = (other.full_iou, other.pool_size, other.start_iou) == (first.full_iou, first.pool_size, first.start_iou)
-        if not same:
-            raise ValueError("these simulations differ in pool, reference or starting model; run them alike")
-    return Results([r for res in results for r in res.rows], first.full_iou, first.pool_size, first.start_iou)
-
-
-def plot(path: Path, rows: Sequence[Round], full_iou: float, pool_size: int, start_iou: float | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for strategy in dict.fromkeys(r.strategy for r in rows):
-        by_labels: dict[int, list[float]] = {}
-        for r in rows:
-            if r.strategy == strategy:
-                by_labels.setdefault(r.labels, []).append(r.val_iou)
-        xs = sorted(by_labels)
-        means = [float(np.mean(by_labels[x])) for x in xs]
-        ax.plot(xs, means, marker="o", label=f"{strategy} (mean of {len(by_labels[xs[0]])} seeds)")
-        if len(by_labels[xs[0]]) > 1:
-            lo = [min(by_labels[x]) for x in xs]
-            hi = [max(by_labels[x]) for x in xs]
-            ax.fill_between(xs, lo, hi, alpha=0.15)
-    ax.axhline(full_iou, color="k", lw=1, label=f"all {pool_size} labels: {full_iou:.3f}")
-    ax.axhline(0.95 * full_iou, color="k", lw=1, ls="--", label="95% of that")
-    if start_iou is not None:
-        ax.axhline(start_iou, color="tab:red", lw=1, ls="-.", label=f"served model, no label: {start_iou:.3f}")
-    ax.axvline(0.25 * pool_size, color="grey", lw=1, ls=":", label="25% of the pool")
-    ax.set(xlabel="labelled images", ylabel="validation IoU", title="active learning, simulated annotator")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=STRATEGIES,
         help="random; uncertainty (the top --step scores); power (drawn with probability proportional to "
         "score ** --beta); diverse (one typical image per weighted k-means cluster of the network's features); "
-        "density (the top --step of score * information density ** --beta: uncertain and typical)",
+        "density (the top --step of score * information density ** --beta: uncertain and typical); typical "
+        "(TypiClust: the most typical image of each feature cluster the labels do not cover yet); "
+        "typical-uncertain (the same clusters, their most uncertain image)",
     )
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per round")
@@ -400,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--uncertainty-method",
         choices=METHODS,
-        default=LesionSettings.uncertainty_method,
+        default=SERVER_METHOD,
         help="the server's --conf uncertainty_method (and its default): Monte Carlo dropout or the four flips",
     )
     p.add_argument("--samples", type=int, default=8, help="Monte Carlo dropout samples per image")
@@ -480,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             start,
         )
     write_csv(out / "simulation.csv", rows, full["iou"], start_iou)
-    plot(out / "simulation.png", rows, full["iou"], len(pool), start_iou)
+    results = Results(rows, full["iou"], len(pool), start_iou)
+    plot(out / "simulation.png", results)
+    print(markdown(results), *verdicts(results), sep="\n")
     print(f"{out / 'simulation.csv'}\n{out / 'simulation.png'}")
     return 0
 

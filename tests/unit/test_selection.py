@@ -1,4 +1,4 @@
-"""Batch selection from uncertainty scores: power sampling and diverse (weighted k-means) selection."""
+"""Batch selection: power sampling, diverse (weighted k-means), information density and TypiClust."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from lesion_app.lib.activelearning.selection import (
     information_density,
     power_sample,
     selection_probabilities,
+    typical_sample,
+    typicality,
     weighted_kmeans,
 )
 
@@ -191,3 +193,54 @@ def test_density_weighted_top_prefers_uncertain_typical_images_to_uncertain_outl
     assert density_weighted_top(scores, x, 0) == [] and len(density_weighted_top(scores, x, 99)) == 30
     with pytest.raises(ValueError):
         density_weighted_top(scores, x, 1, beta=-1.0)
+
+
+def test_typicality_is_high_in_the_crowd_and_low_for_outliers() -> None:
+    rng = np.random.default_rng(11)
+    x = blobs(rng, CENTRES[:1], 30, spread=1.0)
+    x[0] = [6.0, 6.0, 6.0, 6.0]
+    t = typicality(x, neighbours=5)
+    assert t.shape == (30,) and np.all(t > 0)
+    assert t.argmin() == 0
+    assert np.allclose(typicality(x * 10.0, neighbours=5), t / 10.0)  # inverse distance: scales with the features
+    assert np.array_equal(typicality(np.zeros((1, 4))), [1.0])
+
+
+def test_typical_sample_covers_the_clusters_the_labels_miss() -> None:
+    rng = np.random.default_rng(12)
+    x = blobs(rng, CENTRES, 20)
+    blob = np.repeat(np.arange(4), 20)
+    labelled = {0, 20}  # blobs 0 and 1 already have a label: 2 + 2 centres, one per blob
+    for seed in range(10):
+        picked = typical_sample(x, 2, np.random.default_rng(seed), labelled=labelled)
+        assert len(picked) == 2 == len(set(picked)) and not set(picked) & labelled
+        assert sorted(blob[picked].tolist()) == [2, 3]  # the two uncovered blobs, one each
+        # each pick is the most typical image of its blob, not any member of it
+        for i in picked:
+            members = np.flatnonzero(blob == blob[i])
+            assert i == members[typicality(x)[members].argmax()]
+
+
+def test_typical_sample_with_scores_takes_the_most_uncertain_of_an_uncovered_cluster() -> None:
+    rng = np.random.default_rng(13)
+    x = blobs(rng, CENTRES, 10)
+    blob = np.repeat(np.arange(4), 10)
+    scores = np.full(40, 0.1)
+    scores[3], scores[15] = 0.9, 0.4  # the most uncertain image is in a blob already labelled
+    labelled = {0}  # blob 0 has a label: 1 + 3 centres, one per blob
+    picked = typical_sample(x, 3, np.random.default_rng(0), labelled=labelled, scores=scores)
+    assert sorted(blob[picked].tolist()) == [1, 2, 3] and 15 in picked and 3 not in picked
+
+
+def test_typical_sample_edges() -> None:
+    x = blobs(np.random.default_rng(14), CENTRES, 5)
+    assert typical_sample(x, 0, np.random.default_rng(0)) == []
+    assert typical_sample(x, 3, np.random.default_rng(0), labelled=range(20)) == []
+    assert sorted(typical_sample(x, 50, np.random.default_rng(0), labelled=range(15))) == list(range(15, 20))
+    assert typical_sample(x, 4, np.random.default_rng(3)) == typical_sample(x, 4, np.random.default_rng(3))
+    same = typical_sample(np.zeros((20, 4)), 6, np.random.default_rng(0), labelled={1, 2})  # one point, many times
+    assert len(same) == 6 == len(set(same)) and not set(same) & {1, 2}
+    with pytest.raises(ValueError):
+        typical_sample(x, 2, np.random.default_rng(0), scores=[0.1, 0.2])
+    with pytest.raises(ValueError):
+        typical_sample(x, 2, np.random.default_rng(0), labelled={25})

@@ -16,7 +16,9 @@ from apps import simulate
 from lesion_app.lib.models import build_network, save_model
 
 
-def test_a_short_simulation_writes_csv_and_png(studies: Path, tmp_path: Path) -> None:
+def test_a_short_simulation_writes_csv_and_png(
+    studies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "sim"
     args = [str(studies), "--out", str(out), "--pool", "5", "--val", "1", "--seed-labels", "2", "--step", "1"]
     args += ["--rounds", "1", "--epochs", "1", "--epoch-size", "4", "--full-epochs", "1", "--roi-size", "64"]
@@ -34,6 +36,11 @@ def test_a_short_simulation_writes_csv_and_png(studies: Path, tmp_path: Path) ->
     assert runs[0]["val_iou"] == runs[2]["val_iou"]  # same seed set and initialisation for every strategy
     with Image.open(out / "simulation.png") as img:
         assert img.format == "PNG" and np.asarray(img.convert("L")).std() > 10
+    printed = capsys.readouterr().out.splitlines()  # the table and the verdicts, from the same rows
+    assert "| labels (of 5) | 2 (40%) | 3 (60%) |" in printed
+    (line,) = [p for p in printed if p.startswith("| `uncertainty`, 1 seed | ")]
+    assert f"| {float(runs[3]['val_iou']):.3f} ({float(runs[3]['val_iou']) - float(runs[1]['val_iou']):+.3f}; " in line
+    assert any(p.startswith("uncertainty: ") and "against random: " in p for p in printed)
 
 
 def cached_pool(studies: Path, tmp_path: Path) -> tuple[list[dict[str, str]], torch.nn.Module]:
@@ -74,7 +81,7 @@ def test_too_small_a_pool_is_refused(studies: Path, tmp_path: Path) -> None:
     assert simulate.main([str(studies), "--out", str(tmp_path), "--pool", "3", "--seed-labels", "3"]) == 2
 
 
-@pytest.mark.parametrize("strategy", ["power", "diverse", "density"])
+@pytest.mark.parametrize("strategy", ["power", "diverse", "density", "typical", "typical-uncertain"])
 def test_batch_strategies_pick_distinct_unlabelled_images(studies: Path, tmp_path: Path, strategy: str) -> None:
     items, network = cached_pool(studies, tmp_path)
     torch.manual_seed(1)
@@ -83,22 +90,22 @@ def test_batch_strategies_pick_distinct_unlabelled_images(studies: Path, tmp_pat
     assert scores == simulate.uncertainty_ranking(network, items, samples=4, roi=64)
     assert embeddings.shape == (len(items), 256) and np.isfinite(embeddings).all()  # the bottleneck's channels
     assert len(np.unique(embeddings, axis=0)) == len(items)  # one embedding per photograph, all different
-    unlabelled = items[1:]
+    labelled, unlabelled = items[:1], items[1:]
     for seed in range(3):
-        picked = simulate.pick(strategy, network, unlabelled, 3, random.Random(seed), 4, 64, beta=1.0)
+        picked = simulate.pick(strategy, network, unlabelled, 3, random.Random(seed), 4, 64, 1.0, "dropout", labelled)
         ids = [p["id"] for p in picked]
         assert len(ids) == 3 == len(set(ids)) and items[0]["id"] not in ids
     torch.manual_seed(2)
-    again = simulate.pick(strategy, network, unlabelled, 3, random.Random(0), 4, 64, beta=1.0)
+    again = simulate.pick(strategy, network, unlabelled, 3, random.Random(0), 4, 64, labelled=labelled)
     torch.manual_seed(2)
-    first = simulate.pick(strategy, network, unlabelled, 3, random.Random(0), 4, 64, beta=1.0)
+    first = simulate.pick(strategy, network, unlabelled, 3, random.Random(0), 4, 64, labelled=labelled)
     assert [p["id"] for p in again] == [p["id"] for p in first]  # the run's seed decides, as for random
-    everything = simulate.pick(strategy, network, unlabelled, 10, random.Random(0), 4, 64, beta=1.0)
+    everything = simulate.pick(strategy, network, unlabelled, 10, random.Random(0), 4, 64, labelled=labelled)
     assert sorted(p["id"] for p in everything) == sorted(i["id"] for i in unlabelled)
 
 
 def test_the_new_strategies_run_in_the_loop(studies: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The loop with power and diverse; training is skipped (the short simulation above covers it)."""
+    """The loop with power, diverse and typical; training is skipped (the short simulation above covers it)."""
     items = simulate.cache_items(
         [
             {"id": p.stem, "image": str(p), "label": str(studies / "masks" / f"{p.stem}.png")}
@@ -116,12 +123,13 @@ def test_the_new_strategies_run_in_the_loop(studies: Path, tmp_path: Path, monke
     monkeypatch.setattr(simulate, "train_round", no_training)
     cfg = simulate.FitConfig(max_epochs=1, batch_size=2, roi_size=(64, 64))
     pool, val = items[:5], items[5:]
-    rows = simulate.simulate(pool, val, ["power", "diverse"], [0], 1, 2, 2, cfg, "unet", tmp_path, 3, beta=2.0)
-    assert [(r.strategy, r.labels) for r in rows] == [(s, n) for s in ("power", "diverse") for n in (1, 3, 5)]
+    strategies = ("power", "diverse", "typical")
+    rows = simulate.simulate(pool, val, strategies, [0], 1, 2, 2, cfg, "unet", tmp_path, 3, beta=2.0)
+    assert [(r.strategy, r.labels) for r in rows] == [(s, n) for s in strategies for n in (1, 3, 5)]
     for labelled in trained:
         assert len(labelled) == len(set(labelled)) and set(labelled) <= {i["id"] for i in pool}
-    assert trained[0] == trained[3]  # the same seed set for every strategy
-    assert sorted(trained[2]) == sorted(trained[5]) == sorted(i["id"] for i in pool)
+    assert trained[0] == trained[3] == trained[6]  # the same seed set for every strategy
+    assert sorted(trained[2]) == sorted(trained[5]) == sorted(trained[8]) == sorted(i["id"] for i in pool)
 
 
 def test_simulation_options_are_checked_before_any_work(studies: Path, tmp_path: Path) -> None:

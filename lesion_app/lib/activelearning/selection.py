@@ -20,6 +20,11 @@ functions of numbers so that the server and ``lesion-simulate`` share them:
   Sequence Labeling Tasks*, information density): the K highest ``score * density ** beta``, where the
   density is how typical an image's embedding is of the pool, so an uncertain outlier ranks below an
   uncertain photograph like many others.
+- :func:`typical_sample` (Hacohen, Dekel and Weinshall, 2022, *Active Learning on a Budget: Opposite
+  Strategies Suit High and Low Budgets*, TypiClust): with few labels, the images that teach most are the
+  typical ones of regions the labels do not yet cover. k-means over every image (labelled too) with
+  ``labelled + K`` centres; each pick comes from the cluster with the fewest labels (the largest first),
+  and is its most typical image, or with scores its most uncertain one.
 """
 
 from __future__ import annotations
@@ -200,3 +205,59 @@ def density_weighted_top(
     value = np.maximum(s[cand], 0.0) * density**beta
     order = np.argsort(-value, kind="stable")[:k]
     return [int(cand[i]) for i in order]
+
+
+def typicality(embeddings: np.ndarray, neighbours: int = 20) -> np.ndarray:
+    """How typical each row is: the inverse of its mean distance to its ``neighbours`` nearest rows
+    (TypiClust's measure; a row in a dense region scores high, an outlier low)."""
+    x = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
+    if len(x) < 2:
+        return np.ones(len(x))
+    sq = (x**2).sum(1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0))
+    np.fill_diagonal(d, np.inf)
+    m = min(neighbours, len(x) - 1)
+    return 1.0 / (np.sort(d, axis=1)[:, :m].mean(1) + 1e-12)
+
+
+def typical_sample(
+    embeddings: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    labelled: Collection[int] = (),
+    scores: Sequence[float] | np.ndarray | None = None,
+    neighbours: int = 20,
+) -> list[int]:
+    """``min(k, available)`` distinct indices, never one in ``labelled``: TypiClust (Hacohen et al., 2022).
+
+    ``embeddings`` has a row for every image of the pool, labelled ones included, so that the clusters
+    they already cover are known. k-means with ``len(labelled) + k`` centres; then ``k`` times: among the
+    clusters with an unlabelled member, the one with the fewest labels (of those, the largest), and from it
+    the unlabelled member with the highest typicality over the whole pool (clusters here hold a handful
+    of photographs, too few for a neighbour count of their own), or with ``scores`` the highest score.
+    Each pick counts as a label for the next.
+    """
+    e = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
+    n = len(e)
+    if scores is not None and len(scores) != n:
+        raise ValueError(f"{len(scores)} scores for {n} embeddings")
+    cand = _candidates(n, labelled)
+    if k <= 0 or cand.size == 0:
+        return []
+    if k >= cand.size:
+        return [int(i) for i in cand]
+    taken = np.ones(n, bool)
+    taken[cand] = False
+    _, assign = weighted_kmeans(e, np.ones(n), min(n, int(taken.sum()) + k), rng)
+    value = typicality(e, neighbours) if scores is None else np.asarray(scores, dtype=np.float64).reshape(-1)
+    picked: list[int] = []
+    for _ in range(k):
+        open_clusters = np.unique(assign[~taken])
+        labels = np.array([taken[assign == c].sum() for c in open_clusters])
+        sizes = np.array([(assign == c).sum() for c in open_clusters])
+        cluster = open_clusters[np.lexsort((-sizes, labels))[0]]
+        members = np.flatnonzero((assign == cluster) & ~taken)
+        best = int(members[np.argmax(value[members])])
+        picked.append(best)
+        taken[best] = True
+    return picked
