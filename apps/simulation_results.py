@@ -9,6 +9,7 @@ on how many seeds the strategy was ahead. The issue's two criteria are checked f
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 
 @dataclass
 class Round:
+    """One round of one strategy on one seed: the labels so far and the validation scores they gave."""
+
     strategy: str
     seed: int
     round: int
@@ -77,13 +80,19 @@ def read_csv(path: str | Path) -> Results:
 
 
 def merge(results: Sequence[Results]) -> Results:
-    """Runs of the same pool, validation set and starting model side by side (their references must agree)."""
+    """Runs of the same pool, validation set and starting model side by side (their references must agree,
+    and no strategy may have run the same seed in two of them: which of the two would count?)."""
     first = results[0]
     for other in results[1:]:
         same = (other.full_iou, other.pool_size, other.start_iou) == (first.full_iou, first.pool_size, first.start_iou)
         if not same:
             raise ValueError("these simulations differ in pool, reference or starting model; run them alike")
-    return Results([r for res in results for r in res.rows], first.full_iou, first.pool_size, first.start_iou)
+    rows = [r for res in results for r in res.rows]
+    counts = Counter((r.strategy, r.seed, r.labels) for r in rows)
+    twice = sorted({f"{strategy} seed {seed}" for (strategy, seed, _), n in counts.items() if n > 1})
+    if twice:
+        raise ValueError(f"these simulations both ran {', '.join(twice)}; give each strategy and seed once")
+    return Results(rows, first.full_iou, first.pool_size, first.start_iou)
 
 
 @dataclass(frozen=True)

@@ -65,3 +65,10 @@ def test_results_survive_the_csv_and_merge(tmp_path: Path) -> None:
     write_csv(tmp_path / "b.csv", ROWS[6:], 0.88, 0.81)
     merged = merge([read_csv(tmp_path / "a.csv"), read_csv(tmp_path / "b.csv")])
     assert markdown(merged) == markdown(Results(ROWS, 0.88, 96, 0.81))
+
+
+def test_a_strategy_and_seed_run_twice_cannot_be_merged(tmp_path: Path) -> None:
+    write_csv(tmp_path / "a.csv", ROWS[:6], 0.88, 0.81)
+    write_csv(tmp_path / "b.csv", ROWS[3:9], 0.88, 0.81)  # random seed 1 in both
+    with pytest.raises(ValueError, match="random seed 1"):
+        merge([read_csv(tmp_path / "a.csv"), read_csv(tmp_path / "b.csv")])
