@@ -167,6 +167,13 @@ def diverse_sample(
     return picked
 
 
+def _squared_distances(x: np.ndarray) -> np.ndarray:
+    """``(n, n)`` squared Euclidean distances between the rows, by one matrix product (clipped at 0, which
+    rounding can undershoot)."""
+    sq = (x**2).sum(1)
+    return np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+
+
 def information_density(embeddings: np.ndarray) -> np.ndarray:
     """How typical each row is of the set: its mean Gaussian-kernel similarity to every row, in (0, 1].
 
@@ -176,8 +183,7 @@ def information_density(embeddings: np.ndarray) -> np.ndarray:
     x = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
     if len(x) < 2:
         return np.ones(len(x))
-    sq = (x**2).sum(1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    d2 = _squared_distances(x)
     off = d2[~np.eye(len(x), dtype=bool)]
     h2 = float(np.median(off)) or float(off.max()) or 1.0
     return np.exp(-d2 / h2).mean(1)
@@ -213,8 +219,7 @@ def typicality(embeddings: np.ndarray, neighbours: int = 20) -> np.ndarray:
     x = np.asarray(embeddings, dtype=np.float64).reshape(len(embeddings), -1)
     if len(x) < 2:
         return np.ones(len(x))
-    sq = (x**2).sum(1)
-    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0))
+    d = np.sqrt(_squared_distances(x))
     np.fill_diagonal(d, np.inf)
     m = min(neighbours, len(x) - 1)
     return 1.0 / (np.sort(d, axis=1)[:, :m].mean(1) + 1e-12)
