@@ -45,6 +45,7 @@ FAULT_MATCH_ENV = "LESION_FAULT_MATCH"
 def _fault_pause(path: Path) -> None:
     seconds = float(os.environ.get(FAULT_SLEEP_ENV) or 0)
     if seconds > 0 and fnmatch.fnmatch(path.name, os.environ.get(FAULT_MATCH_ENV) or "*"):
+        logger.warning("%s: holding %s for %gs, its temp file complete, unrenamed", FAULT_SLEEP_ENV, path, seconds)
         time.sleep(seconds)
 
 

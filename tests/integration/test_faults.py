@@ -134,7 +134,7 @@ def test_killed_mid_model_publish_never_leaves_a_truncated_model(tmp_path: Path)
     models = tmp_path / "models"
     with server_process(tmp_path, CONF, env=env) as server:
         train(server, epochs=1)
-        wait_for(lambda: list(models.glob("*.candidate_unet.pt.*.tmp")), 120, "the candidate's temp file")
+        wait_for(lambda: f"holding {models / '.candidate_unet.pt'}" in server.log_text(), 120, "the held candidate")
         server.kill()
     assert not (models / "unet.pt").exists(), "nothing was published"
     assert not (models / ".candidate_unet.pt").exists()
@@ -205,9 +205,8 @@ def test_killed_between_a_label_write_and_its_rename_keeps_the_old_label(tmp_pat
         saver = threading.Thread(target=lambda: _ignore_errors(put_label, server.url, "lesion_008", new), daemon=True)
         saver.start()
         deadline = time.monotonic() + 10
-        while not list(final.glob(".lesion_008.png.*")) and saver.is_alive() and time.monotonic() < deadline:
+        while not (held := f"holding {final / 'lesion_008.png'}" in server.log_text()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        held = bool(list(final.glob(".lesion_008.png.*")))
         server.kill()
         saver.join(10)
     if not held:
