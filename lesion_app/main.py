@@ -24,7 +24,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
 from monailabel.tasks.activelearning.random import Random
 
-from lesion_app.lib import auth
+from lesion_app.lib import auth, upload_limit
 from lesion_app.lib.activelearning import (
     DiceScoring,
     PowerUncertainty,
@@ -87,6 +87,7 @@ class LesionApp(MONAILabelApp):
     def on_init_complete(self) -> None:
         """Runs in the server process only (train subprocesses build the app too), so the schedule starts once."""
         super().on_init_complete()
+        upload_limit.install(upload_limit.body_limit_bytes(self.settings.max_upload_mb))
         self.scheduler = start_scheduler(self.settings, self._trainers, self.datastore())
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:

@@ -38,7 +38,8 @@ FIELDS_DOC = {
     "power_beta": "the `power` strategy draws an image with probability proportional to uncertainty ** power_beta",
     "uncertainty_samples": "Monte Carlo dropout passes per image for the uncertainty score and map (at least 2)",
     "max_image_pixels": "largest image or label accepted on upload, in pixels (width x height); larger: HTTP 413",
-    "max_upload_mb": "largest image or label file accepted on upload, in MB; larger: HTTP 413",
+    "max_upload_mb": "largest image or label file accepted on upload, in MB; larger: HTTP 413 (a request body over "
+    "twice this, plus 1 MB, is refused as it arrives, before anything is stored)",
     "read_only": "refuse every datastore write (add image, save label, delete) with HTTP 403; infer and listing work",
     "dicomweb_modality": "with a DICOMweb `--studies` URL: the modality whose series are the images (XC: photographs)",
     "dicomweb_cache_seconds": "with a DICOMweb `--studies` URL: how long series and SEG listings are reused (s)",

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -233,3 +235,24 @@ def test_infer_on_an_uploaded_photograph_still_works(url: str) -> None:
     )
     assert response.status_code == 200, response.text
     assert response.json()["image_size"] == [48, 64]
+
+
+def test_an_upload_declaring_a_huge_body_is_413_before_any_of_it_is_sent(url: str, unchanged: None) -> None:
+    """10 GB declared and not a byte sent: the answer comes from the headers alone, so nothing is spooled."""
+    parsed = urlsplit(url)
+    head = (
+        f"PUT /datastore/?image=huge HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+        "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 10737418240\r\n\r\n"
+    )
+    with socket.create_connection((parsed.hostname, parsed.port), timeout=30) as s:
+        s.sendall(head.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.split()[1] == b"413", answer
+    detail = json.loads(rest.partition(b"\r\n\r\n")[2])["detail"]
+    assert "declares 10240.0 MB" in detail and "max_upload_mb" in detail
