@@ -82,11 +82,17 @@ def embedding_layer(network: torch.nn.Module) -> torch.nn.Module:
 
 
 def uncertainty_and_embeddings(
-    network: torch.nn.Module, items: Sequence[Item], samples: int, roi: int, method: str = SERVER_METHOD
+    network: torch.nn.Module,
+    items: Sequence[Item],
+    samples: int,
+    roi: int,
+    method: str = SERVER_METHOD,
+    with_scores: bool = True,
 ) -> tuple[list[float], np.ndarray]:
     """Per image, the server's uncertainty score (mask disagreement of the ``method``'s samples: Monte Carlo
     dropout or the four flips, as ``--conf uncertainty_method``) and the network's deepest features averaged
-    over the image (a cheap embedding the model already computes)."""
+    over the image (a cheap embedding the model already computes). ``with_scores=False``: the embeddings
+    alone, from one plain forward pass per image, and no scores."""
     load = Compose(load_transforms(label_key=None) + preprocess_transforms((roi, roi), label_key=None))
     layer = embedding_layer(network)
     seen: list[torch.Tensor] = []
@@ -101,8 +107,12 @@ def uncertainty_and_embeddings(
         for item in items:
             seen.clear()
             image = torch.as_tensor(load({"image": item["image"]})["image"])
-            probs = sample_probabilities(network, image, method, samples).numpy()
-            scores.append(image_scores(probs)["disagreement"])
+            if with_scores:
+                probs = sample_probabilities(network, image, method, samples).numpy()
+                scores.append(image_scores(probs)["disagreement"])
+            else:
+                with torch.inference_mode():
+                    network.eval()(image[None].float())
             embeddings.append(seen[0].numpy())
     finally:
         handle.remove()
@@ -156,10 +166,12 @@ def pick(
     if strategy == "random":
         return rng.sample(unlabelled, min(k, len(unlabelled)))
     if strategy in ("typical", "typical-uncertain"):
-        scores, embeddings = uncertainty_and_embeddings(network, [*labelled, *unlabelled], samples, roi, method)
+        uncertain = strategy == "typical-uncertain"
+        everything = [*labelled, *unlabelled]
+        scores, embeddings = uncertainty_and_embeddings(network, everything, samples, roi, method, uncertain)
         generator = np.random.default_rng(rng.getrandbits(64))
         known = range(len(labelled))
-        chosen = typical_sample(embeddings, k, generator, known, scores if strategy == "typical-uncertain" else None)
+        chosen = typical_sample(embeddings, k, generator, known, scores if uncertain else None)
         return [unlabelled[i - len(labelled)] for i in chosen]
     if strategy == "uncertainty":
         scores = uncertainty_ranking(network, unlabelled, samples, roi, method)

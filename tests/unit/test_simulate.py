@@ -90,6 +90,8 @@ def test_batch_strategies_pick_distinct_unlabelled_images(studies: Path, tmp_pat
     assert scores == simulate.uncertainty_ranking(network, items, samples=4, roi=64)
     assert embeddings.shape == (len(items), 256) and np.isfinite(embeddings).all()  # the bottleneck's channels
     assert len(np.unique(embeddings, axis=0)) == len(items)  # one embedding per photograph, all different
+    alone = simulate.uncertainty_and_embeddings(network, items, samples=4, roi=64, with_scores=False)
+    assert alone[0] == [] and np.allclose(alone[1], embeddings, atol=1e-5)  # typical needs no sampling
     labelled, unlabelled = items[:1], items[1:]
     for seed in range(3):
         picked = simulate.pick(strategy, network, unlabelled, 3, random.Random(seed), 4, 64, 1.0, "dropout", labelled)
