@@ -55,9 +55,6 @@ class LesionDatastore(LocalDatastore):
 
     # -- writes ------------------------------------------------------------------------------------------
 
-    def _refuse_if_read_only(self, action: str) -> None:
-        v.refuse_if_read_only(self.writes_refused, action)
-
     def _inside(self, path: str) -> str:
         """The real path of a destination, which must lie inside the studies folder (belt and braces)."""
         real = os.path.realpath(path)
@@ -67,7 +64,7 @@ class LesionDatastore(LocalDatastore):
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         """Adds a photograph that decodes completely; 409 if the id exists (its labels would no longer fit)."""
-        self._refuse_if_read_only(f"add image {image_id!r}")
+        v.refuse_if_read_only(self.writes_refused, f"add image {image_id!r}")
         ext = v.image_extension(os.path.basename(image_filename))
         if not image_id:
             image_id = os.path.basename(image_filename)[: -len(ext)]
@@ -101,7 +98,7 @@ class LesionDatastore(LocalDatastore):
         PNG uploads are stored byte for byte; TIFF, BMP, NRRD and NIfTI are stored as 0/1 PNG, which the
         trainer reads. Any failure leaves the previous label as it was.
         """
-        self._refuse_if_read_only(f"save a label for {image_id!r}")
+        v.refuse_if_read_only(self.writes_refused, f"save a label for {image_id!r}")
         v.check_tag(label_tag)
         obj = self._known(image_id)
         image_path = self.get_image_uri(image_id)
@@ -127,12 +124,12 @@ class LesionDatastore(LocalDatastore):
         return image_id
 
     def remove_image(self, image_id: str) -> None:
-        self._refuse_if_read_only(f"remove image {image_id!r}")
+        v.refuse_if_read_only(self.writes_refused, f"remove image {image_id!r}")
         self._known(image_id)
         super().remove_image(image_id)
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
-        self._refuse_if_read_only(f"remove the {label_tag!r} label of {label_id!r}")
+        v.refuse_if_read_only(self.writes_refused, f"remove the {label_tag!r} label of {label_id!r}")
         v.check_reference(label_tag, "label tag")
         if not self._known(label_id).labels.get(label_tag):
             raise HTTPException(status_code=404, detail=f"image {label_id!r} has no {label_tag!r} label")
