@@ -145,12 +145,20 @@ def budgets(results: Results, baseline: str = "random") -> list[Budget]:
     return out
 
 
+def by_strategy(results: Results, baseline: str = "random") -> dict[str, list[Budget]]:
+    """:func:`budgets` grouped per strategy, in the order they ran, each by increasing labels."""
+    grouped: dict[str, list[Budget]] = {}
+    for b in budgets(results, baseline):
+        grouped.setdefault(b.strategy, []).append(b)
+    return grouped
+
+
 def markdown(results: Results, baseline: str = "random") -> str:
     """A table: one row per strategy, one column per budget; each cell the mean IoU and, against the
     baseline, the mean paired difference and the seeds ahead; the starting model and the all-labels one
     as rows of their own."""
-    rows = budgets(results, baseline)
-    labels = sorted({b.labels for b in rows})
+    grouped = by_strategy(results, baseline)
+    labels = sorted({b.labels for mine in grouped.values() for b in mine})
     head = [f"{n} ({n / results.pool_size:.0%})" for n in labels]
     lines = [
         f"| labels (of {results.pool_size}) | " + " | ".join(head) + " |",
@@ -159,8 +167,8 @@ def markdown(results: Results, baseline: str = "random") -> str:
     empty = " |" * len(labels)
     if results.start_iou is not None:
         lines.append(f"| no label yet (the starting model): {results.start_iou:.3f} |{empty}")
-    for strategy in dict.fromkeys(b.strategy for b in rows):
-        cells = {b.labels: b for b in rows if b.strategy == strategy}
+    for strategy, mine in grouped.items():
+        cells = {b.labels: b for b in mine}
         seeds = max(b.seeds for b in cells.values())
         text = []
         for n in labels:
@@ -180,11 +188,9 @@ def verdicts(results: Results, baseline: str = "random", share: float = 0.95, bu
     """Per strategy, the issue's two criteria: the first budget whose mean reaches ``share`` of the
     all-labels IoU (and whether that is within ``budget`` of the pool), and whether its mean is ahead of the
     baseline's at every budget after the seed set (where every strategy has the same labels)."""
-    rows = budgets(results, baseline)
     target = share * results.full_iou
     out = []
-    for strategy in dict.fromkeys(b.strategy for b in rows):
-        mine = sorted((b for b in rows if b.strategy == strategy), key=lambda b: b.labels)
+    for strategy, mine in by_strategy(results, baseline).items():
         reached = next((b.labels for b in mine if b.mean_iou >= target), None)
         if reached is None:
             line = f"{strategy}: never reaches {share:.0%} of all labels ({target:.3f})"
@@ -210,14 +216,13 @@ def plot(path: Path, results: Results, baseline: str = "random") -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = budgets(results, baseline)
-    strategies = list(dict.fromkeys(b.strategy for b in rows))
-    compared = [s for s in strategies if s != baseline and any(b.strategy == s and b.paired for b in rows)]
+    grouped = by_strategy(results, baseline)
+    strategies = list(grouped)
+    compared = [s for s in strategies if s != baseline and any(b.paired for b in grouped[s])]
     fig, axes = plt.subplots(1, 2 if compared else 1, figsize=(12, 4.4) if compared else (7, 4.2), squeeze=False)
     ax = axes[0, 0]
     colours = {s: f"C{i}" for i, s in enumerate(strategies)}
-    for strategy in strategies:
-        mine = [b for b in rows if b.strategy == strategy]
+    for strategy, mine in grouped.items():
         xs = [b.labels for b in mine]
         label = f"{strategy} ({mine[0].seeds} seeds)"
         ax.plot(xs, [b.mean_iou for b in mine], marker="o", color=colours[strategy], label=label)
@@ -235,9 +240,10 @@ def plot(path: Path, results: Results, baseline: str = "random") -> None:
     ax.legend(fontsize=8)
     if compared:
         ax = axes[0, 1]
-        width = 0.8 * min(np.diff(sorted({b.labels for b in rows})), default=1.0) / (len(compared) + 1)
+        every = sorted({b.labels for mine in grouped.values() for b in mine})
+        width = 0.8 * min(np.diff(every), default=1.0) / (len(compared) + 1)
         for i, strategy in enumerate(compared):
-            mine = [b for b in rows if b.strategy == strategy and b.paired]
+            mine = [b for b in grouped[strategy] if b.paired]
             xs = np.array([b.labels for b in mine]) + (i - (len(compared) - 1) / 2) * width
             means = np.array([b.difference for b in mine])
             low = means - np.array([min(b.differences) for b in mine])
