@@ -167,11 +167,13 @@ def pick(
         return rng.sample(unlabelled, min(k, len(unlabelled)))
     if strategy in ("typical", "typical-uncertain"):
         uncertain = strategy == "typical-uncertain"
-        everything = [*labelled, *unlabelled]
-        scores, embeddings = uncertainty_and_embeddings(network, everything, samples, roi, method, uncertain)
+        scores, embeddings = uncertainty_and_embeddings(network, unlabelled, samples, roi, method, uncertain)
+        if labelled:  # they shape the clusters but are never picked: their embeddings alone
+            known = uncertainty_and_embeddings(network, labelled, samples, roi, method, with_scores=False)[1]
+            embeddings = np.concatenate([known, embeddings])
         generator = np.random.default_rng(rng.getrandbits(64))
-        known = range(len(labelled))
-        chosen = typical_sample(embeddings, k, generator, known, scores if uncertain else None)
+        everything_scores = [0.0] * len(labelled) + scores if uncertain else None
+        chosen = typical_sample(embeddings, k, generator, range(len(labelled)), everything_scores)
         return [unlabelled[i - len(labelled)] for i in chosen]
     if strategy == "uncertainty":
         scores = uncertainty_ranking(network, unlabelled, samples, roi, method)
