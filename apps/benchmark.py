@@ -6,7 +6,7 @@ in an order that rotates from one repetition to the next, and the report gives m
 of each median to both baselines. Three things are measured:
 
 - ``forward_ms``: the network alone, one 256x256 image, in ``torch.inference_mode()``;
-- ``pipeline_ms``: a JPEG file to a mask PNG on disk (:class:`~lesion_app.lib.inference.Predictor` for
+- ``pipeline_ms``: a JPEG file to a mask PNG on disk (:class:`~lesion_app.core.predictor.Predictor` for
   our models, the identical transforms around the baselines), i.e. the in-process part of a server request;
 - ``train_img_per_s``: training throughput, batch 8 at 256x256, AdamW with the hybrid loss, train mode.
 
@@ -40,14 +40,13 @@ from monai.networks.nets import AttentionUnet, UNet
 from PIL import Image
 from torch import nn
 
-import lesion_app
 from apps.make_sample_data import draw_study
-from lesion_app.lib.inference import AveragingNetwork, Predictor, make_inferer
-from lesion_app.lib.losses import HybridLoss
-from lesion_app.lib.models import load_model
-from lesion_app.lib.transforms import infer_transforms
+from lesion_app.core.checkpoint import load_model
+from lesion_app.core.losses import HybridLoss
+from lesion_app.core.predictor import Predictor, prepare
+from lesion_app.lib.settings import SHIPPED_MODEL_DIR
 
-MODEL_DIR = Path(lesion_app.__file__).resolve().parent / "model"
+MODEL_DIR = SHIPPED_MODEL_DIR
 OURS = ("unet", "deeplabv3")
 BASELINES = ("monai_attentionunet", "monai_unet")
 ALL_MODELS = OURS + BASELINES
@@ -100,25 +99,6 @@ def load_candidates(models: Sequence[str], model_dir: Path) -> list[Candidate]:
         else:
             out.append(Candidate(name, baseline_network(name).eval()))
     return out
-
-
-class NetworkPredictor(Predictor):
-    """:class:`Predictor`'s exact pipeline around an in-memory network (the baselines have no model file)."""
-
-    def __init__(
-        self,
-        network: nn.Module,
-        tta: bool = False,
-        postprocess: bool = False,
-        roi_size: Sequence[int] = (256, 256),
-        threshold: float = 0.5,
-    ) -> None:
-        # Deliberately not Predictor.__init__, which loads files; the attributes mirror it one for one.
-        self.network = AveragingNetwork([network]).eval()
-        self.metas: list[dict[str, Any]] = []
-        self.tta, self.postprocess, self.threshold = tta, postprocess, threshold
-        self.inferer = make_inferer(tta)
-        self.transforms = infer_transforms(tuple(roi_size))
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
@@ -187,7 +167,7 @@ def benchmark_image(image: Path | None, folder: Path, seed: int = 0) -> Path:
 
 def preprocessed(image: Path, size: int) -> torch.Tensor:
     """The (1, 3, size, size) network input the pipeline makes of ``image``: realistic calibration/check data."""
-    return torch.as_tensor(infer_transforms((size, size))({"image": str(image)})["image"])[None].float()
+    return prepare(image, (size, size)).batch
 
 
 def _channels_last(network: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -290,13 +270,10 @@ def time_forward(
 
 def time_pipeline(candidates: list[Candidate], image: Path, out_dir: Path, args: argparse.Namespace) -> dict:
     """JPEG file to mask PNG on disk, as a server request does it minus HTTP."""
-    roi = (args.size, args.size)
+    size = (args.size, args.size)
     calls: dict[str, Callable[[], Any]] = {}
     for cand in candidates:
-        if cand.model_path is not None:
-            predictor: Predictor = Predictor([cand.model_path], args.tta, args.postprocess, roi)
-        else:
-            predictor = NetworkPredictor(cand.network, args.tta, args.postprocess, roi)
+        predictor = Predictor([cand.network], size, tta=args.tta, postprocess=args.postprocess)
 
         def call(p: Predictor = predictor, out: Path = out_dir / f"{cand.name}.png") -> None:
             Image.fromarray(p.mask(image)).save(out)
@@ -396,7 +373,8 @@ def targets(report: dict[str, Any]) -> list[str]:
         if pipe:
             out.append(
                 f"{name}: in-process pipeline median {pipe['median']:.1f} ms; the target is < "
-                f"{TARGET_SERVER_PIPELINE_MS:.0f} ms for the whole server request (python -m apps.benchmark_server)"
+                f"{TARGET_SERVER_PIPELINE_MS:.0f} ms for the whole server request "
+                "(python -m apps.research.benchmark_server)"
             )
     return out
 

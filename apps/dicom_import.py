@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lesion_app.lib.dicom import MODALITY, UNKNOWN_SPACING_MM, PhotoUids, photo_to_dicom
-from lesion_app.lib.validation import IMAGE_EXTENSIONS
+from lesion_app.io.dicom import MODALITY, UNKNOWN_SPACING_MM, PhotoUids, photo_to_dicom
+from lesion_app.server.checks import IMAGE_EXTENSIONS
 
 
 @dataclass

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lesion_app.lib.data import find_pairs, split
-from lesion_app.lib.inference import make_inferer
-from lesion_app.lib.metrics import bootstrap_ci, paired_difference, score
-from lesion_app.lib.models import load_model
-from lesion_app.lib.postprocess import clean_mask
-from lesion_app.lib.transforms import ORIGINAL_SIZE_KEY, infer_transforms, read_mask, restore_size
+from lesion_app.core.checkpoint import load_model
+from lesion_app.core.data import split
+from lesion_app.core.metrics import bootstrap_ci, paired_difference, score
+from lesion_app.core.predictor import DEFAULT_SPATIAL_SIZE, Predictor
+from lesion_app.io.images import read_mask
+from lesion_app.io.layout import find_pairs
 
 COLUMNS = ("iou", "dice", "accuracy", "sensitivity", "specificity", "thresholded_iou")
 OPTIONS = {"plain": (False, False), "tta": (True, False), "post": (False, True), "tta+post": (True, True)}
@@ -69,31 +69,26 @@ def score_images(
     networks: list[nn.Module],
     rows: list[Candidate],
     pairs: list[dict[str, str]],
-    roi_size: tuple[int, int] = (256, 256),
+    spatial_size: tuple[int, int] = DEFAULT_SPATIAL_SIZE,
     threshold: float = 0.5,
     progress: bool = True,
 ) -> dict[str, list[dict[str, Any]]]:
     """Per-image scores of every row, decoding each photograph once and running each network once per option.
 
-    An ensemble averages its members' probabilities, exactly as the server's ensemble task does.
+    The rows share one :class:`~lesion_app.core.predictor.Predictor` over every network; an ensemble row averages
+    its members' probabilities exactly as the server's ensemble task does.
     """
-    transforms = infer_transforms(roi_size)
-    inferers = {tta: make_inferer(tta) for tta in {r.tta for r in rows}}
+    predictor = Predictor(networks, spatial_size, threshold=threshold)
+    options = sorted({r.tta for r in rows})
     results: dict[str, list[dict[str, Any]]] = {r.name: [] for r in rows}
     t0 = time.monotonic()
     for k, pair in enumerate(pairs, 1):
-        data = transforms({"image": pair["image"]})
-        x = torch.as_tensor(data["image"])[None].float()
+        prepared = predictor.prepare(pair["image"])
         truth = read_mask(pair["label"])
-        low_res: dict[tuple[int, bool], torch.Tensor] = {}
+        members = {tta: predictor.member_probabilities(prepared.batch, tta) for tta in options}
         for row in rows:
-            for m in row.members:
-                if (m, row.tta) not in low_res:
-                    low_res[m, row.tta] = torch.sigmoid(inferers[row.tta](x, networks[m])[0])
-            probs = torch.stack([low_res[m, row.tta] for m in row.members]).mean(0)
-            mask = (restore_size(probs, data[ORIGINAL_SIZE_KEY])[0] > threshold).numpy().astype(np.uint8)
-            if row.postprocess:
-                mask = clean_mask(mask)
+            probs = torch.stack([members[row.tta][m][0] for m in row.members]).mean(0)
+            mask = predictor.mask_from(predictor.restore(probs, prepared.original_size), postprocess=row.postprocess)
             if mask.shape != truth.shape:
                 raise ValueError(f"{pair['label']}: mask size {truth.shape} differs from image size {mask.shape}")
             results[row.name].append({"id": pair["id"], **score(mask, truth).as_dict()})

@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 from skimage.segmentation import find_boundaries
 
-from apps.simulation_results import markdown, merge, plot, read_csv, verdicts
-from lesion_app.lib.inference import Predictor
-from lesion_app.lib.transforms import read_mask, to_rgb
+from apps.research.simulation_results import markdown, merge, plot, read_csv, verdicts
+from lesion_app.core.predictor import Predictor
+from lesion_app.io.images import read_mask, to_rgb
 
 PRED_COLOUR = np.array([255, 40, 40], float)
 TRUTH_COLOUR = np.array([40, 255, 80], float)
@@ -53,7 +53,7 @@ def overlays_figure(
     postprocess: bool = False,
 ) -> None:
     """One row per photograph: input, predicted mask, overlay (with the truth's contour and IoU when known)."""
-    predictor = Predictor(model_paths, tta=tta, postprocess=postprocess)
+    predictor = Predictor.from_files(model_paths, tta=tta, postprocess=postprocess)
     truths = truths or [None] * len(images)
     fig, axes = plt.subplots(len(images), 3, figsize=(10, 2.9 * len(images)), squeeze=False)
     for row, (path, truth_path) in enumerate(zip(images, truths)):

@@ -27,17 +27,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lesion_app.lib.importers import (
+from lesion_app.io.importers import (
     DEFAULT_IGNORE_LABELS,
     FOLDER_MASK_TAILS,
     ISIC_IGNORE_TAILS,
     ISIC_MASK_TAILS,
     Report,
-    discover_pairs,
     import_items,
     labelme_items,
     pair_items,
 )
+from lesion_app.io.layout import discover_pairs
 
 PROG = "lesion-import"
 
@@ -146,7 +146,9 @@ def run(args: argparse.Namespace) -> Report:
             tails, ignore = ISIC_MASK_TAILS, ISIC_IGNORE_TAILS
         else:
             tails, ignore = FOLDER_MASK_TAILS, ()
-        items = pair_items(discover_pairs(source, masks, tails, ignore, report), report)
+        pairs, problems = discover_pairs(source, masks, tails, ignore)
+        report.errors.extend(problems)
+        items = pair_items(pairs, report)
     if not items and not report.errors:
         raise UsageError(f"nothing to import from {source}")
     if not args.quiet:

@@ -1,7 +1,7 @@
 """Segment dermoscopic photographs from the command line and write one lesion mask per photograph.
 
 By default the two shipped models are averaged (an ensemble) and the mask is cleaned up (largest region,
-holes filled), exactly as :class:`lesion_app.lib.inference.Predictor` does. ``--format png`` writes the
+holes filled), exactly as :class:`lesion_app.core.predictor.Predictor` does. ``--format png`` writes the
 app's own masks (``<id>.png``, 0/1); ``--format isic`` writes an ISIC 2018 Task 1 submission
 (``<id>_segmentation.png``, 0/255), which the official scorer ``isic-challenge-scoring`` reads: it counts
 only values above 128 as lesion, so a 0/1 mask would score as empty there.
@@ -24,19 +24,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-import lesion_app
-from lesion_app.lib.data import IMAGE_SUFFIXES
-from lesion_app.lib.inference import Predictor
-from lesion_app.lib.models import atomic_write, load_model
-from lesion_app.lib.transforms import to_rgb
+from lesion_app.core.checkpoint import load_model
+from lesion_app.core.predictor import Predictor
+from lesion_app.io.files import atomic_write
+from lesion_app.io.images import to_rgb
+from lesion_app.io.layout import IMAGE_SUFFIXES, MASK_TAILS, is_image_file
+from lesion_app.lib.settings import shipped_models
 
 #: The shipped models, averaged when no --model is given.
-DEFAULT_MODELS: tuple[Path, ...] = tuple(
-    Path(lesion_app.__file__).parent / "model" / f"pretrained_{arch}.pt" for arch in ("unet", "deeplabv3")
-)
-#: Stems that name masks rather than photographs (as in lesion_app.lib.data), so a folder of ISIC
-#: images with their ground truth beside them is not segmented twice.
-MASK_TAILS = ("_segmentation", "_mask", "_lesion")
+DEFAULT_MODELS: tuple[Path, ...] = tuple(shipped_models("ensemble"))
 #: Output name and the value written for lesion pixels, per --format.
 FORMATS: dict[str, tuple[str, int]] = {"png": ("{id}.png", 1), "isic": ("{id}_segmentation.png", 255)}
 PROG = "lesion-predict"
@@ -54,14 +50,8 @@ def find_images(source: Path) -> list[Path]:
         return [source]
     if not source.is_dir():
         raise UsageError(f"input {source} does not exist")
-    images = sorted(
-        p
-        for p in source.iterdir()
-        if p.is_file()
-        and p.suffix.lower() in IMAGE_SUFFIXES
-        and not p.name.startswith(".")
-        and not p.stem.endswith(MASK_TAILS)
-    )
+    # masks (ISIC's ground truth beside its images) are not photographs: not segmented twice
+    images = sorted(p for p in source.iterdir() if is_image_file(p) and not p.stem.endswith(MASK_TAILS))
     if not images:
         raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {source}")
     return images
@@ -164,7 +154,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        predictor = Predictor(model_paths, tta=args.tta, postprocess=not args.no_postprocess, threshold=args.threshold)
+        predictor = Predictor.from_files(
+            model_paths, tta=args.tta, postprocess=not args.no_postprocess, threshold=args.threshold
+        )
     except Exception as e:  # a file that is not a model: torch, pickle and key errors alike
         raise UsageError(f"cannot load model {_failing_model(model_paths)}: {_one_line(e)}") from e
     args.output.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,12 @@ from typing import TextIO
 
 import torch
 
-from lesion_app.lib.data import find_pairs, split
-from lesion_app.lib.engine import EpochStats, FitConfig, destroy_distributed, fit, init_distributed, torchrun_env
-from lesion_app.lib.models import ARCHITECTURES, build_network, read_checkpoint
+from lesion_app.core.checkpoint import network_from, network_spec, read_checkpoint
+from lesion_app.core.data import split
+from lesion_app.core.networks import ARCHITECTURES, build_network
+from lesion_app.core.training.distributed import destroy_distributed, init_distributed, torchrun_env
+from lesion_app.core.training.loop import EpochStats, FitConfig, Hooks, TrainingRun, fit
+from lesion_app.io.layout import find_pairs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", choices=sorted(ARCHITECTURES), default="unet")
     p.add_argument("--no-attention", action="store_true", help="the paper's baseline (Table I) without attention")
     p.add_argument("--out", required=True, help="model file to publish the best epoch to")
-    p.add_argument("--init", help="start from the weights of this model file (fine-tuning)")
+    p.add_argument(
+        "--init", help="start from this model file (fine-tuning): its network as the file describes it, its weights"
+    )
     p.add_argument("--checkpoint", help="full training state, written every epoch; resumed from if it exists")
     p.add_argument(
         "--log",
@@ -53,7 +58,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="images per step per process (under torchrun: per GPU)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the initialisation and augmentation (the split is fixed)"
+    )
     p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (smoke tests)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument(
@@ -62,13 +69,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cpu, cuda, cuda:1 ... (auto: the GPU if there is one; under torchrun a GPU run uses cuda:LOCAL_RANK)",
     )
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (augmentation runs there)")
-    p.add_argument("--roi-size", type=int, default=256, help="side of the square training crops (a multiple of 32)")
+    p.add_argument(
+        "--spatial-size", type=int, default=256, help="side of the square network input images are resized to"
+    )
     p.add_argument(
         "--progress", action="store_true", help="show batches done and images/s on stderr (default: on a terminal)"
     )
     args = p.parse_args(argv)
-    if args.roi_size < 32 or args.roi_size % 32:
-        p.error(f"--roi-size must be a positive multiple of 32, got {args.roi_size}")
+    if args.spatial_size < 32 or args.spatial_size % 32:
+        p.error(f"--spatial-size must be a positive multiple of 32, got {args.spatial_size}")
     return args
 
 
@@ -128,11 +137,13 @@ def train(args: argparse.Namespace, device: str | None = None) -> int:
         if rank == 0:
             print(f"error: need at least 2 image/mask pairs in {args.data}, found {len(pairs)}", file=sys.stderr)
         return 2
-    train_items, val_items = split(pairs, args.val_fraction, args.seed)
-    kwargs = {"attention": not args.no_attention}
-    network = build_network(args.arch, **kwargs)
-    if args.init:
-        network.load_state_dict(read_checkpoint(args.init)["model"])
+    train_items, val_items = split(pairs, args.val_fraction)
+    if args.init:  # the file rebuilds the network it describes, whatever --arch says
+        checkpoint = read_checkpoint(args.init)
+        network, spec = network_from(checkpoint), checkpoint["network"]
+    else:
+        spec = network_spec(args.arch, {"attention": not args.no_attention})
+        network = build_network(spec["arch"], **spec["kwargs"])
     cfg = FitConfig(
         max_epochs=args.epochs,
         batch_size=args.batch_size,
@@ -141,12 +152,10 @@ def train(args: argparse.Namespace, device: str | None = None) -> int:
         max_minutes=args.minutes,
         num_workers=args.workers,
         device=device or args.device,
-        roi_size=(args.roi_size, args.roi_size),
+        spatial_size=(args.spatial_size, args.spatial_size),
     )
     if rank == 0:
-        print(
-            f"{args.arch} attention={kwargs['attention']}: {len(train_items)} train, {len(val_items)} val", flush=True
-        )
+        print(f"{spec['arch']} {spec['kwargs']}: {len(train_items)} train, {len(val_items)} val", flush=True)
         if device is not None:
             print(
                 f"distributed: world size {world} on {device.split(':')[0]}, {args.batch_size} images per step "
@@ -162,19 +171,8 @@ def train(args: argparse.Namespace, device: str | None = None) -> int:
 
     on_batch = BatchProgress(sys.stderr) if rank == 0 and (args.progress or sys.stderr.isatty()) else None
     meta = {"data": str(Path(args.data).resolve().name), "train_pairs": len(train_items), "val_pairs": len(val_items)}
-    history = fit(
-        network,
-        args.arch,
-        kwargs,
-        train_items,
-        val_items,
-        args.out,
-        cfg,
-        report,
-        args.checkpoint,
-        meta,
-        on_batch=on_batch,
-    )
+    run = TrainingRun(network, spec, train_items, val_items, args.out, args.checkpoint, meta)
+    history = fit(run, cfg, Hooks(on_epoch=report, on_batch=on_batch))
     best = max(history, key=lambda h: h.val["iou"]) if history else None
     if best and rank == 0:
         print(f"best val IoU {best.val['iou']:.4f} at epoch {best.epoch}; model: {args.out}")

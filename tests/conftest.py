@@ -1,19 +1,18 @@
-"""Shared fixtures: where the repository, the real data and the shipped models are."""
+"""Shared fixtures: where the repository, the real data and the shipped models are; drawn studies."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-MODEL_DIR = REPO / "lesion_app" / "model"
+from tests.support.images import draw_studies
+from tests.support.paths import MODEL_DIR, REPO, SAMPLE_DATA, SHARED_DATA
 
 torch.set_num_threads(2)
+
+__all__ = ["MODEL_DIR", "REPO", "SHARED_DATA"]
 
 
 @pytest.fixture(scope="session")
@@ -31,21 +30,7 @@ def isic() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
-    return REPO / "sample-data"
-
-
-def draw_studies(root: Path, count: int, seed: int) -> Path:
-    """``count`` drawn photographs with exact masks in the images/ + masks/ layout under ``root``."""
-    from apps.make_sample_data import draw_study
-
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        img, mask = draw_study(rng, (96, 128))
-        Image.fromarray(img).save(root / "images" / f"s{i}.jpg", quality=95)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / f"s{i}.png")
-    return root
+    return SAMPLE_DATA
 
 
 @pytest.fixture(scope="session")

@@ -16,12 +16,27 @@ from pathlib import Path
 ALL_MODELS = ("unet", "deeplabv3", "ensemble")
 #: The models with a train task (the ensemble learns through its members).
 TRAINABLE_MODELS = ("unet", "deeplabv3")
+#: The models the ensemble averages, each in its newest version.
+ENSEMBLE_MEMBERS = ("unet", "deeplabv3")
+#: Where the shipped weights ``pretrained_<model>.pt`` live (the default ``--conf pretrained_dir``).
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "model"
+
+
+def shipped_model(name: str) -> Path:
+    """The shipped weights of a model (``unet``, ``deeplabv3``): ``lesion_app/model/pretrained_<name>.pt``."""
+    return SHIPPED_MODEL_DIR / f"pretrained_{name}.pt"
+
+
+def shipped_models(name: str) -> list[Path]:
+    """The shipped files a served model reads: its own, or each member's for the ensemble."""
+    return [shipped_model(m) for m in (ENSEMBLE_MEMBERS if name == "ensemble" else (name,))]
+
 
 FIELDS_DOC = {
     "models": "comma-separated models to serve: `unet`, `deeplabv3`, `ensemble` (the average of both) or `all`",
     "model_dir": "folder for models trained by the server (default: the app's `model/`)",
     "pretrained_dir": "folder of the shipped weights `pretrained_<model>.pt` (default: the app's `model/`)",
-    "roi_size": "side of the square network input, in pixels",
+    "spatial_size": "side of the square network input photographs are resized to, in pixels (a multiple of 32)",
     "threads": "torch CPU threads for inference (0: all cores)",
     "infer_tta": "average the four flips of each image by default (a request's `tta` overrides it)",
     "infer_postprocess": "keep the largest lesion region and fill its holes by default (request: `postprocess`)",
@@ -46,6 +61,10 @@ FIELDS_DOC = {
 }
 
 
+#: Options that were renamed: a server started with the old name stops and says the new one.
+RENAMED = {"roi_size": "spatial_size"}
+
+
 def _to_bool(value: str) -> bool:
     v = value.strip().lower()
     if v in ("1", "true", "yes", "on"):
@@ -60,7 +79,7 @@ class LesionSettings:
     models: tuple[str, ...] = ALL_MODELS
     model_dir: str = ""
     pretrained_dir: str = ""
-    roi_size: int = 256
+    spatial_size: int = 256
     threads: int = 0
     infer_tta: bool = False
     infer_postprocess: bool = True
@@ -84,7 +103,14 @@ class LesionSettings:
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str], app_dir: str | os.PathLike) -> LesionSettings:
-        """Parses the ``--conf`` pairs that are ours; other keys belong to MONAI Label and are ignored."""
+        """Parses the ``--conf`` pairs that are ours; other keys belong to MONAI Label and are ignored.
+
+        Raises:
+            ValueError: a value of ours does not parse or is out of range (the message names the option).
+        """
+        for old, new in RENAMED.items():
+            if old in conf:
+                raise ValueError(f"--conf {old} was renamed {new} (MONAI's name for a resize target): use --conf {new}")
         default_dir = str(Path(app_dir) / "model")
         values: dict[str, object] = {"model_dir": default_dir, "pretrained_dir": default_dir}
         for f in fields(cls):
@@ -116,8 +142,8 @@ class LesionSettings:
             except ValueError as e:
                 raise ValueError(f"--conf {f.name} {raw!r}: {e}") from None
         settings = cls(**values)  # type: ignore[arg-type]
-        if settings.roi_size % 32:
-            raise ValueError(f"--conf roi_size must be a multiple of 32, got {settings.roi_size}")
+        if settings.spatial_size % 32 or settings.spatial_size < 32:
+            raise ValueError(f"--conf spatial_size must be a positive multiple of 32, got {settings.spatial_size}")
         if not 0.0 < settings.val_fraction < 1.0:
             raise ValueError(f"--conf val_fraction must lie in (0, 1), got {settings.val_fraction}")
         if settings.retrain_after_labels < 0:
@@ -146,8 +172,9 @@ class LesionSettings:
         return settings
 
     @property
-    def roi(self) -> tuple[int, int]:
-        return (self.roi_size, self.roi_size)
+    def spatial(self) -> tuple[int, int]:
+        """The network input (h, w) photographs are resized to."""
+        return (self.spatial_size, self.spatial_size)
 
     def pretrained_path(self, name: str) -> str:
         return str(Path(self.pretrained_dir) / f"pretrained_{name}.pt")

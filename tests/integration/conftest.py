@@ -7,21 +7,13 @@ Orthanc and Chromium are system packages. Where they are missing these tests ski
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from apps.orthanc import Orthanc, OrthancMissing, dicomweb_plugin, orthanc_binary, running_orthanc
-from apps.server import free_port
-
-REQUIRE_VIEWERS = os.environ.get("LESION_REQUIRE_VIEWERS") == "1"
-
-
-def need(reason: str) -> None:
-    if REQUIRE_VIEWERS:
-        pytest.fail(f"{reason} (LESION_REQUIRE_VIEWERS=1)")
-    pytest.skip(reason)
+from apps.research.local_server import free_port
+from tests.support.viewers import need
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +33,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Orthanc]:
 def dicom_studies(orthanc: Orthanc, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, str]]:
     """sample-data's photographs uploaded with lesion-dicom-import: file name -> its mapping row (UIDs)."""
     from apps import dicom_import
-    from tests.conftest import REPO
+    from tests.support.paths import REPO
 
     mapping = tmp_path_factory.mktemp("dicom_import") / "uids.csv"
     code = dicom_import.main([str(REPO / "sample-data"), "--stow", orthanc.dicomweb, "--mapping", str(mapping)])

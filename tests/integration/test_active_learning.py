@@ -17,8 +17,10 @@ import pytest
 from monailabel.client import MONAILabelClient
 from PIL import Image
 
-from apps.server import running_server
-from lesion_app.lib.activelearning.dice import DICE_KEY, dice, read_mask
+from apps.research.local_server import running_server
+from lesion_app.core.metrics import dice
+from lesion_app.io.images import read_mask
+from lesion_app.lib.scoring.dice import DICE_KEY
 
 pytestmark = pytest.mark.server
 

@@ -27,9 +27,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import HTTPException
 from PIL import Image
 
-import apps.server
-from apps.realm import Realm, serving_realm
-from apps.server import free_port, running_server
+import apps.research.local_server
+from apps.research.local_server import free_port, running_server
+from apps.research.realm import Realm, serving_realm
 
 USER, REVIEWER, ANNOTATOR, ADMIN = "monailabel-user", "monailabel-reviewer", "monailabel-annotator", "monailabel-admin"
 ANNOTATOR_ROLES = [USER, ANNOTATOR]
@@ -63,7 +63,9 @@ def url(workdir: Path, realm: Realm, realm_uri: str) -> Iterator[str]:
         mp.setenv("MONAI_LABEL_AUTO_UPDATE_SCORING", "false")  # start-up scoring would only compete for the CPU
         # running_server waits for GET /info/ to answer 200, which with auth on needs a token
         probe = bearer(realm.token("probe", [USER]))
-        mp.setattr(apps.server, "httpx", SimpleNamespace(HTTPError=httpx.HTTPError, get=with_headers(probe)))
+        mp.setattr(
+            apps.research.local_server, "httpx", SimpleNamespace(HTTPError=httpx.HTTPError, get=with_headers(probe))
+        )
         with running_server(workdir, {"models": "unet"}) as base:
             mp.undo()
             yield base
@@ -77,7 +79,7 @@ def with_headers(headers: dict[str, str]) -> Any:
         if r.status_code == 401:
             raise AssertionError(
                 "the server refuses a valid token: MONAI Label 0.8.5 cannot check tokens under PyJWT 2 "
-                "unless lesion_app.lib.auth.install() runs in the server (lesion_app/main.py)"
+                "unless lesion_app.server.auth.install() runs in the server (lesion_app/main.py)"
             )
         return r
 
@@ -237,7 +239,7 @@ def test_realm_jwks_verifies_its_tokens(realm: Realm, realm_uri: str) -> None:
 def test_an_unreachable_realm_answers_503_not_500(monkeypatch: pytest.MonkeyPatch, realm: Realm) -> None:
     from monailabel.config import settings
 
-    from lesion_app.lib import auth
+    from lesion_app.server import auth
 
     monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_ENABLE", True)
     monkeypatch.setattr(settings, "MONAI_LABEL_AUTH_TIMEOUT", 2)

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps.server import REPO, running_server
-from tests.unit.test_validation import encode, odd_images, png_header_only, rgb
+from apps.research.local_server import running_server
+from tests.support.images import encode, odd_images, png_header_only, rgb
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.server
 

@@ -22,11 +22,11 @@ from dicomweb_client import DICOMwebClient
 from PIL import Image
 
 from apps.orthanc import Orthanc
-from apps.server import Server, server_process
-from lesion_app.lib.dicom import mask_to_seg, seg_to_mask
-from lesion_app.lib.dicomweb import LesionDicomWebDatastore
-from lesion_app.lib.transforms import read_mask
-from tests.conftest import REPO
+from apps.research.local_server import Server, server_process
+from lesion_app.io.dicom import mask_to_seg, seg_to_mask
+from lesion_app.io.images import read_mask
+from lesion_app.server.dicomweb import LesionDicomWebDatastore
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.server
 
@@ -252,7 +252,7 @@ def test_an_uploaded_photograph_goes_to_orthanc_and_deletes_are_refused(
 
 def test_a_dicomweb_server_that_goes_down_gives_503_and_the_app_recovers(tmp_path: Path) -> None:
     from apps.orthanc import start_orthanc
-    from apps.server import free_port
+    from apps.research.local_server import free_port
 
     storage, port = tmp_path / "orthanc", free_port()
     orthanc = start_orthanc(storage, port)

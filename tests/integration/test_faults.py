@@ -2,7 +2,7 @@
 then restarted on the same workdir: what was good before the crash is still there and still served.
 
 Every server here runs with ``--conf models unet`` and without the start-up uncertainty scoring, to keep the
-test short on two cores. ``LESION_FAULT_SLEEP_BEFORE_RENAME`` (``lesion_app.lib.models.atomic_write``) holds a
+test short on two cores. ``LESION_FAULT_SLEEP_BEFORE_RENAME`` (``lesion_app.io.files.atomic_write``) holds a
 write between its temp file and its rename, so a kill lands exactly there.
 """
 
@@ -25,8 +25,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps.server import REPO, Server, server_process
-from lesion_app.lib.models import FAULT_MATCH_ENV, FAULT_SLEEP_ENV, atomic_write, load_model, read_checkpoint
+from apps.research.local_server import Server, server_process
+from lesion_app.core.checkpoint import load_model, read_checkpoint
+from lesion_app.io.files import FAULT_MATCH_ENV, FAULT_SLEEP_ENV, atomic_write
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.server
 
@@ -195,7 +197,7 @@ def test_killed_at_random_times_while_saving_labels_every_label_is_old_or_new(tm
 
 def test_killed_between_a_label_write_and_its_rename_keeps_the_old_label(tmp_path: Path) -> None:
     """Deterministic: the save is held between temp file and rename, then killed. Needs the datastore to save
-    labels through ``lesion_app.lib.models.atomic_write`` (where the hook is); skipped otherwise."""
+    labels through ``lesion_app.io.files.atomic_write`` (where the hook is); skipped otherwise."""
     env = {**ENV, FAULT_SLEEP_ENV: "30", FAULT_MATCH_ENV: "lesion_008*"}
     final = tmp_path / "studies" / "labels" / "final"
     old, new = png_bytes(np.eye(384, 512)), png_bytes(1 - np.eye(384, 512))

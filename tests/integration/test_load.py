@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from apps.load import LoadResult, main, run_load, server_env
-from apps.server import server_process
+from apps.research.load import LoadResult, main, run_load, server_env
+from apps.research.local_server import server_process
 
 pytestmark = pytest.mark.server
 
@@ -28,7 +28,7 @@ def test_load_during_training_has_no_failures_and_bounded_memory(tmp_path: Path)
 
 def test_cli_exits_1_when_a_request_failed(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     """The exit status follows the errors; the table lists the first ones (no server needed)."""
-    import apps.load
+    import apps.research.load
 
     def fake(url: str, **kwargs: object) -> LoadResult:
         errors = 1 if "bad" in url else 0
@@ -48,7 +48,7 @@ def test_cli_exits_1_when_a_request_failed(monkeypatch: pytest.MonkeyPatch, caps
             first_errors=["unet lesion_000: HTTP 500 boom"] * errors,
         )
 
-    monkeypatch.setattr(apps.load, "run_load", fake)
+    monkeypatch.setattr(apps.research.load, "run_load", fake)
     assert main(["--url", "http://127.0.0.1:1/bad"]) == 1
     assert "HTTP 500 boom" in capsys.readouterr().out
     assert main(["--url", "http://127.0.0.1:1/good", "--json", "-"]) == 0

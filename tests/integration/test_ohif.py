@@ -18,10 +18,10 @@ from PIL import Image
 
 from apps import ohif
 from apps.orthanc import Orthanc
-from apps.server import Server, server_process
-from lesion_app.lib.transforms import read_mask, to_rgb
-from tests.conftest import REPO
-from tests.integration.conftest import need
+from apps.research.local_server import Server, server_process
+from lesion_app.io.images import read_mask, to_rgb
+from tests.support.paths import REPO
+from tests.support.viewers import need
 
 pytestmark = pytest.mark.server
 

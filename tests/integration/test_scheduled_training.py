@@ -12,8 +12,8 @@ import pytest
 from monailabel.client import MONAILabelClient
 from PIL import Image
 
-from apps.server import running_server
-from lesion_app.lib.models import read_checkpoint
+from apps.research.local_server import running_server
+from lesion_app.core.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.server
 

@@ -12,7 +12,7 @@ from monailabel.client import MONAILabelClient
 from PIL import Image
 
 from apps.make_sample_data import draw_study
-from apps.server import running_server
+from apps.research.local_server import running_server
 
 pytestmark = pytest.mark.server
 

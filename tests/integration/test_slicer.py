@@ -23,7 +23,7 @@ from monailabel.client.client import MONAILabelClientException
 from PIL import Image
 
 from apps.make_sample_data import draw_study
-from apps.server import running_server
+from apps.research.local_server import running_server
 
 pytestmark = pytest.mark.server
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from apps.server import REPO, running_server
+from apps.research.local_server import running_server
+from tests.support.paths import REPO
 
 pytestmark = pytest.mark.server
 

@@ -11,17 +11,16 @@ from monailabel.datastore.local import LocalDatastore
 from PIL import Image
 
 from apps.make_sample_data import draw_study
-from lesion_app.lib.activelearning import (
-    DiceScoring,
-    PowerUncertainty,
-    Uncertainty,
-    UncertaintyEstimator,
-    UncertaintyScoring,
-)
-from lesion_app.lib.activelearning.dice import DICE_KEY, dice, read_mask
-from lesion_app.lib.activelearning.uncertainty import SCORE_KEY, VERSION_KEY
-from lesion_app.lib.datastore import IMAGE_PATTERNS
-from lesion_app.lib.models import build_network, save_model
+from lesion_app.core.checkpoint import network_spec, save_model
+from lesion_app.core.metrics import dice
+from lesion_app.core.networks import build_network
+from lesion_app.core.uncertainty import SCORE_KEY, VERSION_KEY, UncertaintyEstimator
+from lesion_app.io.images import read_mask
+from lesion_app.lib.activelearning.power import PowerUncertainty
+from lesion_app.lib.activelearning.uncertainty import Uncertainty
+from lesion_app.lib.scoring.dice import DICE_KEY, DiceScoring
+from lesion_app.lib.scoring.uncertainty import UncertaintyScoring
+from lesion_app.server.datastore import IMAGE_PATTERNS
 
 
 def save_png(path: Path, mask: np.ndarray) -> Path:
@@ -38,7 +37,7 @@ def test_dice_of_hand_made_masks() -> None:
     assert dice(a, a) == 1.0
     assert dice(a, ~a) == 0.0
     assert dice(np.zeros((3, 3), bool), np.zeros((3, 3), bool)) == 1.0
-    with pytest.raises(ValueError, match="differ in size"):
+    with pytest.raises(ValueError, match="differ in shape"):
         dice(a, np.zeros((5, 5), bool))
 
 
@@ -80,7 +79,7 @@ def test_dice_scoring_stores_original_vs_final(store: LocalDatastore) -> None:
 def model_file(tmp_path: Path) -> Path:
     path = tmp_path / "models" / "unet.pt"
     net = build_network("unet", channels=(8, 16, 32), dropout=0.3)
-    save_model(path, net, "unet", {"channels": [8, 16, 32], "dropout": 0.3}, {"epoch": 1})
+    save_model(path, net, network_spec("unet", {"channels": [8, 16, 32], "dropout": 0.3}), {"epoch": 1})
     return path
 
 

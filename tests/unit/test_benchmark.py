@@ -11,7 +11,7 @@ import torch
 
 from apps import benchmark
 from apps.benchmark import ALL_MODELS, BASELINES, METRICS, OURS
-from lesion_app.lib.models import build_network
+from lesion_app.core.networks import build_network
 
 
 def test_benchmark_all_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

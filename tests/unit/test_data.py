@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from lesion_app.lib.data import find_pairs, split
+from lesion_app.core.data import split
+from lesion_app.io.layout import find_pairs
 
 
 def touch(path: Path) -> None:

@@ -12,7 +12,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from apps.make_sample_data import draw_study
-from lesion_app.lib.dicom import (
+from lesion_app.core.transforms import infer_transforms, load_transforms
+from lesion_app.io.dicom import (
     SECONDARY_CAPTURE,
     FrameGeometry,
     PhotoUids,
@@ -22,8 +23,8 @@ from lesion_app.lib.dicom import (
     seg_to_mask,
     write_photo_nrrd,
 )
-from lesion_app.lib.transforms import infer_transforms, load_transforms, read_itk_slice, read_mask, to_rgb
-from lesion_app.lib.validation import image_size, itk_geometry
+from lesion_app.io.images import itk_geometry, read_itk_slice, read_mask, to_rgb
+from lesion_app.server.checks import image_size
 
 SHAPE = (90, 140)  # (H, W): not square, so a transposed array cannot pass
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from apps import dicom_import
-from lesion_app.lib.transforms import to_rgb
+from lesion_app.io.images import to_rgb
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
-from lesion_app.lib.dicomweb import SERIES_UID, STUDY_UID, LesionDicomWebDatastore, seg_reference
+from lesion_app.server.dicomweb import SERIES_UID, STUDY_UID, LesionDicomWebDatastore, seg_reference
 
 
 def seg_metadata(image: str, date: str, time: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun: two CPU processes on gloo, the same ``engine.fit`` as the server.
+"""Data-parallel training under torchrun: two CPU processes on gloo, the same ``loop.fit`` as the server.
 
 Run as a module (``torchrun -m tests.unit.test_distributed DATA OUT``) this file is also the probe that
 ``test_ranks_stay_in_lockstep`` launches: each rank calls ``fit`` with its own skewed clock and records what
@@ -18,9 +18,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lesion_app.lib import engine
-from lesion_app.lib.models import build_network, load_model
-from tests.conftest import draw_studies
+from lesion_app.core.checkpoint import load_model, network_spec
+from lesion_app.core.networks import build_network
+from lesion_app.core.training import distributed, loop
+from tests.support.images import draw_studies
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 180
@@ -63,7 +64,7 @@ def test_torchrun_trains_publishes_once_and_resumes(drawn_studies: Path, tmp_pat
     out, log, ck = tmp_path / "m.pt", tmp_path / "log.jsonl", tmp_path / "state.pt"
     args = ["-m", "apps.train", str(drawn_studies), "--arch", "unet", "--batch-size", "2", "--limit", "8"]
     # --jsonl is --log: torchrun's own parser takes --log for an abbreviation of its --log-dir
-    args += ["--roi-size", "64", "--out", str(out), "--jsonl", str(log), "--checkpoint", str(ck)]
+    args += ["--spatial-size", "64", "--out", str(out), "--jsonl", str(log), "--checkpoint", str(ck)]
     run = torchrun([*args, "--epochs", "2", "--progress"], tmp_path / "tee1")
     assert run.returncode == 0, run.stderr[-3000:]
     rank0, rank1 = rank_lines(run.stdout, 0), rank_lines(run.stdout, 1)
@@ -79,7 +80,7 @@ def test_torchrun_trains_publishes_once_and_resumes(drawn_studies: Path, tmp_pat
     assert all(h["extra"] == {"world_size": 2} for h in lines)
     network, meta = load_model(out)
     assert meta["epoch"] == max(lines, key=lambda h: h["val"]["iou"])["epoch"]
-    assert meta["fit"]["roi_size"] == [64, 64]
+    assert meta["fit"]["spatial_size"] == [64, 64]
     assert sum(p.numel() for p in network.parameters()) > 0
     assert torch.load(ck, map_location="cpu", weights_only=False)["epoch"] == 2
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files are left behind"
@@ -109,7 +110,7 @@ def test_ranks_stay_in_lockstep(drawn_studies: Path, tmp_path: Path) -> None:
 
 def _probe(data: Path, out: Path) -> None:
     """One rank of ``test_ranks_stay_in_lockstep``: fit with a fake clock, then write what this rank saw."""
-    device = engine.init_distributed("cpu")
+    device = distributed.init_distributed("cpu")
     rank = torch.distributed.get_rank()
     # fit reads the clock at the start, at each epoch's start and end: rank 0 sees 0.2 min per read (a
     # 1-minute budget lasts two epochs), rank 1 ten minutes per read (alone, it would stop before epoch 1)
@@ -119,18 +120,19 @@ def _probe(data: Path, out: Path) -> None:
         clock[0] += step
         return clock[0]
 
-    engine.time = SimpleNamespace(monotonic=monotonic)  # type: ignore[assignment]
+    loop.time = SimpleNamespace(monotonic=monotonic)  # type: ignore[assignment]
     items = [{"image": str(p), "label": str(data / "masks" / f"{p.stem}.png")} for p in sorted(data.glob("images/*"))]
-    cfg = engine.FitConfig(max_epochs=10, max_minutes=1.0, batch_size=2, roi_size=(64, 64), device=device)
-    reported: list[engine.EpochStats] = []
+    cfg = loop.FitConfig(max_epochs=10, max_minutes=1.0, batch_size=2, spatial_size=(64, 64), device=device)
+    reported: list[loop.EpochStats] = []
     network = build_network("unet")
     try:
-        history = engine.fit(network, "unet", {}, items, items[:2], out / "model.pt", cfg, reported.append)
+        run = loop.TrainingRun(network, network_spec("unet"), items, items[:2], out / "model.pt")
+        history = loop.fit(run, cfg, loop.Hooks(on_epoch=reported.append))
         summary = {"history": [asdict(h) for h in history], "reported": len(reported)}
         (out / f"rank{rank}.json").write_text(json.dumps(summary))
         torch.save({k: p.detach() for k, p in network.named_parameters()}, out / f"rank{rank}.pt")
     finally:
-        engine.destroy_distributed()
+        distributed.destroy_distributed()
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ from PIL import Image
 from apps import evaluate as evaluate_app
 from apps import train as train_app
 from apps.make_sample_data import make_sample_data
-from lesion_app.lib.engine import FitConfig, fit, lr_factor, progress_of
-from lesion_app.lib.models import build_network, load_model, read_checkpoint
+from lesion_app.core.checkpoint import load_model, network_spec, read_checkpoint
+from lesion_app.core.networks import build_network
+from lesion_app.core.training.gate import KEPT_ASIDE, decide
+from lesion_app.core.training.loop import FitConfig, Hooks, TrainingRun, fit, lr_factor, progress_of
 
 
 def items(root: Path) -> list[dict[str, str]]:
@@ -23,9 +25,10 @@ def items(root: Path) -> list[dict[str, str]]:
 def test_fit_publishes_the_best_epoch_and_resumes(studies: Path, tmp_path: Path) -> None:
     data = items(studies)
     out, ck = tmp_path / "model.pt", tmp_path / "state.pt"
-    cfg = FitConfig(max_epochs=2, batch_size=2, roi_size=(64, 64))
+    cfg = FitConfig(max_epochs=2, batch_size=2, spatial_size=(64, 64))
     seen = []
-    history = fit(build_network("unet"), "unet", {}, data[:4], data[4:], out, cfg, seen.append, ck, {"run": "t"})
+    run = TrainingRun(build_network("unet"), network_spec("unet"), data[:4], data[4:], out, ck, {"run": "t"})
+    history = fit(run, cfg, Hooks(on_epoch=seen.append))
     assert [h.epoch for h in history] == [1, 2] and seen == history
     assert out.exists() and ck.exists()
     best = max(history, key=lambda h: h.val["iou"])
@@ -33,17 +36,20 @@ def test_fit_publishes_the_best_epoch_and_resumes(studies: Path, tmp_path: Path)
     assert meta["val"]["iou"] == pytest.approx(best.val["iou"]) and meta["run"] == "t"
     assert not list(tmp_path.glob(".*.tmp")), "no temporary files are left behind"
     # resuming: a run asked for 3 epochs picks up after epoch 2 and trains only the third
-    cfg3 = FitConfig(max_epochs=3, batch_size=2, roi_size=(64, 64))
-    more = fit(build_network("unet"), "unet", {}, data[:4], data[4:], out, cfg3, checkpoint_path=ck)
+    cfg3 = FitConfig(max_epochs=3, batch_size=2, spatial_size=(64, 64))
+    more = fit(TrainingRun(build_network("unet"), network_spec("unet"), data[:4], data[4:], out, ck), cfg3)
     assert [h.epoch for h in more] == [1, 2, 3]
 
 
-def test_fit_never_publishes_below_the_baseline(studies: Path, tmp_path: Path) -> None:
+def test_the_gate_never_publishes_below_the_served_model(studies: Path, tmp_path: Path) -> None:
+    """The loop writes its best epoch; the gate publishes it only when it is not below the served model."""
     data = items(studies)
-    out = tmp_path / "model.pt"
-    cfg = FitConfig(max_epochs=1, batch_size=2, roi_size=(64, 64))
-    history = fit(build_network("deeplabv3"), "deeplabv3", {}, data[:4], data[4:], out, cfg, baseline_iou=1.01)
-    assert len(history) == 1 and not history[0].published and not out.exists()
+    out = tmp_path / "candidate.pt"
+    cfg = FitConfig(max_epochs=1, batch_size=2, spatial_size=(64, 64))
+    history = fit(TrainingRun(build_network("deeplabv3"), network_spec("deeplabv3"), data[:4], data[4:], out), cfg)
+    new_iou = history[0].val["iou"]
+    assert len(history) == 1 and history[0].published and out.exists()
+    assert decide(new_iou, 1.01) == KEPT_ASIDE
 
 
 def test_learning_rate_schedule() -> None:

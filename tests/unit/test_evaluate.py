@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 
 from apps import evaluate as evaluate_app
-from lesion_app.lib.data import find_pairs, split
-from lesion_app.lib.inference import Predictor
-from lesion_app.lib.metrics import score
-from lesion_app.lib.transforms import read_mask
+from lesion_app.core.data import split
+from lesion_app.core.metrics import score
+from lesion_app.core.predictor import Predictor
+from lesion_app.io.images import read_mask
+from lesion_app.io.layout import find_pairs
+from lesion_app.lib.settings import shipped_models
 
-SHIPPED = [
-    str(Path(__file__).resolve().parents[2] / "lesion_app" / "model" / f"pretrained_{m}.pt")
-    for m in ("unet", "deeplabv3")
-]
+SHIPPED = [str(p) for p in shipped_models("ensemble")]
 N = 4
 
 
@@ -64,7 +63,7 @@ def test_evaluate_writes_table_csv_json_with_intervals(
 
     # the ensemble row scores what the Predictor (lesion-predict, and the server's ensemble task) would return
     _, val = split(find_pairs(isic))
-    predictor = Predictor(SHIPPED, tta=True, postprocess=True)
+    predictor = Predictor.from_files(SHIPPED, tta=True, postprocess=True)
     for pair, row in zip(val[:N], ensemble_rows):
         assert row["id"] == pair["id"]
         expected = score(predictor.mask(pair["image"]), read_mask(pair["label"])).iou

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from apps import figures
-from apps import simulation_results as results
+from apps.research import simulation_results as results
 
 
 def summary(path: Path, data: str, ious: dict[str, float]) -> str:

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 
 from apps.import_annotations import main
-from lesion_app.lib.data import find_pairs
-from lesion_app.lib.importers import AnnotationError, discover_pairs, labelme_mask
+from lesion_app.io.importers import AnnotationError, labelme_mask
+from lesion_app.io.layout import discover_pairs, find_pairs
+from tests.support.files import snapshot
 
 H, W = 12, 16  # not square, so a transposed mask would show
 
@@ -40,10 +41,6 @@ def write_png(path: Path, array: np.ndarray) -> Path:
 
 def photo(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
-
-
-def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
-    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
 def read_label(path: Path) -> np.ndarray:
@@ -173,8 +170,9 @@ def test_labelme_size_disagreement_is_an_error(tmp_path, capsys):
 
 @pytest.mark.data
 def test_isic_import_of_real_pairs(isic, tmp_path, capsys):
-    from lesion_app.lib.datastore import local_datastore
-    from lesion_app.lib.transforms import binarize
+    from lesion_app.io.images import binarize
+    from lesion_app.lib.settings import LesionSettings
+    from lesion_app.server.datastore import local_datastore
 
     ids = sorted(p.stem for p in (isic / "images").glob("ISIC_*.jpg"))[:3]
     download = tmp_path / "download"
@@ -200,7 +198,7 @@ def test_isic_import_of_real_pairs(isic, tmp_path, capsys):
         np.testing.assert_array_equal(label, truth)
     assert snapshot(download) == before
 
-    store = local_datastore(str(dest))
+    store = local_datastore(str(dest), LesionSettings())
     assert sorted(store.get_labeled_images()) == ids
     assert store.status()["completed"] == 3 and store.status()["total"] == 3
 
@@ -241,7 +239,7 @@ def test_folder_import_skips_a_wrong_sized_mask(tmp_path, capsys):
 
 
 def test_folder_pairs_agree_with_training_data(studies):
-    pairs = [(str(i), str(m)) for i, m in discover_pairs(studies)]
+    pairs = [(str(i), str(m)) for i, m in discover_pairs(studies)[0]]
     assert pairs == [(p["image"], p["label"]) for p in find_pairs(studies)]
 
 
@@ -258,10 +256,10 @@ def test_refusals(tmp_path, capsys):
 
 def test_unsafe_ids_are_errors(tmp_path, capsys):
     src = tmp_path / "src"
-    write_png(src / "a b.png", photo(0))
+    write_png(src / "-a.png", photo(0))  # ids start with a letter or digit (one rule with the server's)
     write_png(src / "x.jpg.png", photo(1))
     write_png(src / "ok.png", photo(2))
     assert main(["folder", str(src), str(tmp_path / "dest")]) == 1
     out, err = capsys.readouterr()
     assert "1 images, 0 labels imported, 0 skipped, 2 errors" in out
-    assert "'a b' is not a safe image id" in err and "'x.jpg' is not a safe image id" in err
+    assert "'-a' is not a safe image id" in err and "'x.jpg' is not a safe image id" in err

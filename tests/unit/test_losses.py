@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lesion_app.lib.losses import HybridLoss
+from lesion_app.core.losses import HybridLoss
 
 
 def _square(size: int = 32) -> torch.Tensor:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lesion_app.lib.metrics import ISIC_JACCARD_THRESHOLD, bootstrap_ci, mean_scores, paired_difference, score
+from lesion_app.core.metrics import ISIC_JACCARD_THRESHOLD, bootstrap_ci, mean_scores, paired_difference, score
 
 
 def test_hand_computed_case() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lesion_app.lib.postprocess import clean_mask
+from lesion_app.core.postprocess import clean_mask
 
 
 def ring_and_speck() -> np.ndarray:

@@ -1,7 +1,7 @@
 """lesion-predict: file formats, error handling, and agreement of our metrics with the official ISIC scorer.
 
 The official scorer is the ISIC challenge's own package (``isic-challenge-scoring``); scoring the same
-files with it and with :func:`lesion_app.lib.metrics.score` shows that the numbers ``lesion-evaluate``
+files with it and with :func:`lesion_app.core.metrics.score` shows that the numbers ``lesion-evaluate``
 reports are the challenge's numbers, conventions for empty masks included.
 """
 
@@ -15,8 +15,9 @@ import pytest
 from PIL import Image
 
 from apps.predict import main
-from lesion_app.lib.metrics import ISIC_JACCARD_THRESHOLD, Scores, mean_scores, score
-from lesion_app.lib.transforms import read_mask
+from lesion_app.core.metrics import ISIC_JACCARD_THRESHOLD, Scores, mean_scores, score
+from lesion_app.io.images import read_mask
+from tests.support.files import snapshot
 
 isic_scoring = pytest.importorskip("isic_challenge_scoring")
 from isic_challenge_scoring.load_image import iter_image_pairs  # noqa: E402
@@ -69,10 +70,6 @@ def assert_agree(truth_dir: Path, pred_dir: Path) -> dict[str, dict[str, float]]
 
 def write_isic_mask(path: Path, mask: np.ndarray) -> None:
     Image.fromarray(mask.astype(np.uint8) * np.uint8(255)).save(path)
-
-
-def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
-    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from lesion_app.lib.schedule import (
+from lesion_app.lib.settings import LesionSettings
+from lesion_app.server.schedule import (
     RetrainScheduler,
     ScheduleConfig,
     due_reason,
@@ -18,7 +19,6 @@ from lesion_app.lib.schedule import (
     next_due,
     parse_daily_at,
 )
-from lesion_app.lib.settings import LesionSettings
 
 START = datetime(2024, 3, 10, 9, 0)
 

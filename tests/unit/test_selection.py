@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lesion_app.lib.activelearning.selection import (
+from lesion_app.core.selection import (
     density_weighted_top,
     diverse_sample,
     information_density,

@@ -7,7 +7,7 @@ from lesion_app.lib.settings import ALL_MODELS, LesionSettings
 
 def test_defaults_and_paths(tmp_path) -> None:
     s = LesionSettings.from_conf({}, tmp_path)
-    assert s.models == ALL_MODELS and s.roi == (256, 256)
+    assert s.models == ALL_MODELS and s.spatial == (256, 256)
     assert s.pretrained_path("unet") == str(tmp_path / "model" / "pretrained_unet.pt")
     assert s.published_path("unet") == str(tmp_path / "model" / "unet.pt")
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from apps import simulate
-from lesion_app.lib.models import build_network, save_model
+from apps.research import simulate
+from lesion_app.core.checkpoint import network_spec, save_model
+from lesion_app.core.networks import build_network
 
 
 def test_a_short_simulation_writes_csv_and_png(
@@ -21,7 +22,7 @@ def test_a_short_simulation_writes_csv_and_png(
 ) -> None:
     out = tmp_path / "sim"
     args = [str(studies), "--out", str(out), "--pool", "5", "--val", "1", "--seed-labels", "2", "--step", "1"]
-    args += ["--rounds", "1", "--epochs", "1", "--epoch-size", "4", "--full-epochs", "1", "--roi-size", "64"]
+    args += ["--rounds", "1", "--epochs", "1", "--epoch-size", "4", "--full-epochs", "1", "--spatial-size", "64"]
     assert simulate.main([*args, "--batch-size", "2", "--samples", "3"]) == 0
     with open(out / "simulation.csv") as f:
         rows = list(csv.DictReader(f))
@@ -66,7 +67,7 @@ def cached_pool(studies: Path, tmp_path: Path) -> tuple[list[dict[str, str]], to
 def test_uncertainty_picks_the_images_the_model_disagrees_on(studies: Path, tmp_path: Path, method: str) -> None:
     items, network = cached_pool(studies, tmp_path)
     torch.manual_seed(1)  # the same dropout draws for the ranking and the pick
-    scores = simulate.uncertainty_ranking(network, items, samples=4, roi=64, method=method)
+    scores = simulate.uncertainty_ranking(network, items, samples=4, size=64, method=method)
     assert len(set(scores)) > 1  # the untrained network's samples disagree more on some photographs
     torch.manual_seed(1)
     picked = simulate.pick("uncertainty", network, items, 2, random.Random(0), 4, 64, method=method)
@@ -85,12 +86,12 @@ def test_too_small_a_pool_is_refused(studies: Path, tmp_path: Path) -> None:
 def test_batch_strategies_pick_distinct_unlabelled_images(studies: Path, tmp_path: Path, strategy: str) -> None:
     items, network = cached_pool(studies, tmp_path)
     torch.manual_seed(1)
-    scores, embeddings = simulate.uncertainty_and_embeddings(network, items, samples=4, roi=64)
+    scores, embeddings = simulate.uncertainty_and_embeddings(network, items, samples=4, size=64)
     torch.manual_seed(1)
-    assert scores == simulate.uncertainty_ranking(network, items, samples=4, roi=64)
+    assert scores == simulate.uncertainty_ranking(network, items, samples=4, size=64)
     assert embeddings.shape == (len(items), 256) and np.isfinite(embeddings).all()  # the bottleneck's channels
     assert len(np.unique(embeddings, axis=0)) == len(items)  # one embedding per photograph, all different
-    alone = simulate.uncertainty_and_embeddings(network, items, samples=4, roi=64, with_scores=False)
+    alone = simulate.uncertainty_and_embeddings(network, items, samples=4, size=64, with_scores=False)
     assert alone[0] == [] and np.allclose(alone[1], embeddings, atol=1e-5)  # typical needs no sampling
     labelled, unlabelled = items[:1], items[1:]
     for seed in range(3):
@@ -123,10 +124,11 @@ def test_the_new_strategies_run_in_the_loop(studies: Path, tmp_path: Path, monke
         return network.eval(), {"iou": 0.5, "dice": 0.6}
 
     monkeypatch.setattr(simulate, "train_round", no_training)
-    cfg = simulate.FitConfig(max_epochs=1, batch_size=2, roi_size=(64, 64))
+    cfg = simulate.FitConfig(max_epochs=1, batch_size=2, spatial_size=(64, 64))
     pool, val = items[:5], items[5:]
     strategies = ("power", "diverse", "typical")
-    rows = simulate.simulate(pool, val, strategies, [0], 1, 2, 2, cfg, "unet", tmp_path, 3, beta=2.0)
+    sim = simulate.Simulation(strategies, [0], 1, 2, 2, cfg, "unet", samples=3, beta=2.0)
+    rows = simulate.simulate(pool, val, sim, tmp_path)
     assert [(r.strategy, r.labels) for r in rows] == [(s, n) for s in strategies for n in (1, 3, 5)]
     for labelled in trained:
         assert len(labelled) == len(set(labelled)) and set(labelled) <= {i["id"] for i in pool}
@@ -148,11 +150,13 @@ def test_from_a_served_model_rounds_keep_a_model_only_when_validation_did_not_dr
     """--init: every strategy starts from the model file, and each round passes the server's gate."""
     torch.manual_seed(3)
     init = tmp_path / "served.pt"
-    save_model(init, build_network("deeplabv3"), "deeplabv3", {}, {})
+    save_model(init, build_network("deeplabv3"), network_spec("deeplabv3", {}), {})
     out = tmp_path / "sim"
     args = [str(studies), "--out", str(out), "--pool", "5", "--val", "2", "--val-fraction", "0.3", "--init", str(init)]
     args += ["--seed-labels", "2", "--step", "1", "--rounds", "2", "--epochs", "2", "--epoch-size", "4"]
-    assert simulate.main([*args, "--full-epochs", "1", "--roi-size", "64", "--batch-size", "2", "--samples", "3"]) == 0
+    assert (
+        simulate.main([*args, "--full-epochs", "1", "--spatial-size", "64", "--batch-size", "2", "--samples", "3"]) == 0
+    )
     assert "uncertainty score vs the model's error on the pool (Spearman): dropout " in capsys.readouterr().out
     with open(out / "simulation.csv") as f:
         rows = list(csv.DictReader(f))
@@ -173,7 +177,7 @@ def test_a_missing_init_model_is_an_error(studies: Path, tmp_path: Path) -> None
 def test_how_well_each_uncertainty_method_tracks_the_error(studies: Path, tmp_path: Path) -> None:
     items, network = cached_pool(studies, tmp_path)
     torch.manual_seed(0)
-    rho = simulate.score_tracks_error(network, items, samples=4, roi=64)
+    rho = simulate.score_tracks_error(network, items, samples=4, size=64)
     assert set(rho) == {"dropout", "tta"}
     assert all(-1.0 <= r <= 1.0 for r in rho.values())
 
@@ -182,9 +186,9 @@ def test_score_check_prints_the_tracking_and_trains_nothing(
     studies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     init = tmp_path / "served.pt"
-    save_model(init, build_network("unet"), "unet", {}, {})
+    save_model(init, build_network("unet"), network_spec("unet", {}), {})
     args = [str(studies), "--out", str(tmp_path / "sim"), "--pool", "5", "--seed-labels", "2", "--step", "1"]
-    assert simulate.main([*args, "--roi-size", "64", "--samples", "3", "--score-check", "--init", str(init)]) == 0
+    assert simulate.main([*args, "--spatial-size", "64", "--samples", "3", "--score-check", "--init", str(init)]) == 0
     printed = capsys.readouterr().out
     assert "(Spearman): dropout " in printed and ", tta " in printed and "all 5 labels" not in printed
     assert not (tmp_path / "sim" / "simulation.csv").exists()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from apps.simulation_results import Results, Round, budgets, markdown, merge, read_csv, verdicts, write_csv
+from apps.research.simulation_results import Results, Round, budgets, markdown, merge, read_csv, verdicts, write_csv
 
 
 def rounds(strategy: str, seed: int, ious: list[float], step: int = 8, pool: int = 96) -> list[Round]:

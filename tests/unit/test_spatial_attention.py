@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lesion_app.lib.networks import SpatialAttention
+from lesion_app.core.networks import SpatialAttention
 
 
 def test_map_is_in_unit_interval_and_multiplies_the_input() -> None:

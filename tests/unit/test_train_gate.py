@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from lesion_app.lib.datastore import local_datastore
-from lesion_app.lib.models import read_checkpoint
+from lesion_app.core.checkpoint import read_checkpoint
+from lesion_app.core.training.gate import decide
 from lesion_app.lib.settings import LesionSettings
-from lesion_app.lib.trainers.lesion import decide
-from lesion_app.lib.trainers.unet import UNetTrain
-from tests.conftest import MODEL_DIR
+from lesion_app.lib.trainers.segmentation import SegmentationTrain
+from lesion_app.server.datastore import local_datastore
+from tests.support.paths import MODEL_DIR
 
 
 @pytest.mark.parametrize(
@@ -32,11 +32,11 @@ def test_decide(new: float | None, baseline: float | None, decision: str) -> Non
     assert decide(new, baseline) == decision
 
 
-def trainer(tmp_path: Path, sample_data: Path, **conf: str) -> tuple[UNetTrain, object]:
+def trainer(tmp_path: Path, sample_data: Path, **conf: str) -> tuple[SegmentationTrain, object]:
     shutil.copytree(sample_data, tmp_path / "studies")
     defaults = {"model_dir": str(tmp_path / "models"), "pretrained_dir": str(MODEL_DIR)}
     settings = LesionSettings.from_conf({**defaults, "train_epochs": "1", **conf}, tmp_path)
-    return UNetTrain("unet", settings, ""), local_datastore(str(tmp_path / "studies"))
+    return SegmentationTrain("unet", settings, ""), local_datastore(str(tmp_path / "studies"), settings)
 
 
 def test_a_regression_is_kept_aside_and_the_served_model_stays(tmp_path: Path, sample_data: Path) -> None:
@@ -57,7 +57,7 @@ def test_a_regression_is_kept_aside_and_the_served_model_stays(tmp_path: Path, s
 
 
 def test_from_scratch_publishes(tmp_path: Path, sample_data: Path) -> None:
-    task, datastore = trainer(tmp_path, sample_data, pretrained_dir=str(tmp_path / "none"), roi_size="64")
+    task, datastore = trainer(tmp_path, sample_data, pretrained_dir=str(tmp_path / "none"), spatial_size="64")
     result = task({}, datastore)
     assert result["last_decision"] == "published" and result["baseline_iou"] is None
     meta = read_checkpoint(tmp_path / "models" / "unet.pt")["meta"]

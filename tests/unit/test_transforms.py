@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lesion_app.lib.transforms import (
+from lesion_app.core.transforms import (
     ORIGINAL_SIZE_KEY,
     RandColorJitterd,
     adjust_hue,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lesion_app.lib.models import build_network
-from lesion_app.lib.uncertainty import (
+from lesion_app.core.networks import build_network
+from lesion_app.core.uncertainty import (
     image_scores,
     mask_disagreement,
     pixel_entropy,

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, File, UploadFile
 
-from lesion_app.lib import upload_limit
-from lesion_app.lib.upload_limit import BodyLimit, body_limit_bytes
+from lesion_app.server import upload_limit
+from lesion_app.server.upload_limit import BodyLimit, body_limit_bytes
 
 LIMIT = 64 * 1024
 

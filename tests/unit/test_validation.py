@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import errno
-import hashlib
-import io
 import json
 import os
-import struct
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,53 +13,11 @@ import pytest
 from fastapi import HTTPException
 from PIL import Image
 
-from lesion_app.lib import validation as v
-from lesion_app.lib.datastore import LesionDatastore
 from lesion_app.lib.settings import LesionSettings
-
-
-def rgb(h: int = 48, w: int = 64) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    return rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-
-
-def encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kwargs)
-    return buf.getvalue()
-
-
-def exif_rotated_jpeg(h: int = 48, w: int = 64) -> bytes:
-    """A (h, w) JPEG whose EXIF orientation 6 says: show it rotated, as (w, h)."""
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    return encode(Image.fromarray(rgb(h, w)), "JPEG", exif=exif)
-
-
-def odd_images() -> dict[str, tuple[str, bytes, tuple[int, int]]]:
-    """Unusual but valid photographs: file extension, bytes and the upright (H, W) the app sees."""
-    base = Image.fromarray(rgb())
-    gray16 = Image.fromarray((np.arange(48 * 64).reshape(48, 64) * 20).astype(np.uint16))
-    return {
-        "gray": (".png", encode(base.convert("L"), "PNG"), (48, 64)),
-        "rgba": (".png", encode(base.convert("RGBA"), "PNG"), (48, 64)),
-        "palette": (".png", encode(base.convert("P"), "PNG"), (48, 64)),
-        "16bit": (".png", encode(gray16, "PNG"), (48, 64)),
-        "cmyk": (".jpg", encode(base.convert("CMYK"), "JPEG"), (48, 64)),
-        "exif_rotated": (".jpg", exif_rotated_jpeg(), (64, 48)),
-        "tiny": (".bmp", encode(Image.fromarray(rgb(8, 8)), "BMP"), (8, 8)),
-        "tiff": (".tif", encode(base, "TIFF"), (48, 64)),
-    }
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A valid PNG signature and IHDR claiming a huge size: a decompression bomb's header."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+from lesion_app.server import checks
+from lesion_app.server.datastore import LesionDatastore
+from tests.support.files import folder_digest
+from tests.support.images import encode, exif_rotated_jpeg, odd_images, png_header_only, rgb
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> str:
@@ -100,19 +54,19 @@ def status(fn: Callable[[], object]) -> tuple[int, str]:
     ],
 )
 def test_bad_image_ids_are_400(bad: str) -> None:
-    code, detail = status(lambda: v.check_image_id(bad))
+    code, detail = status(lambda: checks.check_image_id(bad))
     assert code == 400 and "image id" in detail
 
 
 @pytest.mark.parametrize("good", ["lesion_005", "ISIC_0000000", "IMG 1234 (1)", "a.b-c+d", "x" * 128])
 def test_plain_image_ids_pass(good: str) -> None:
-    assert v.check_image_id(good) == good
+    assert checks.check_image_id(good) == good
 
 
 def test_reference_checks_allow_names_the_strict_rule_refuses() -> None:
     """Images copied into the folder by hand may have any plain name; requests naming them must work."""
-    assert v.check_reference("photo é;1") == "photo é;1"
-    assert status(lambda: v.check_reference("../x"))[0] == 400
+    assert checks.check_reference("photo é;1") == "photo é;1"
+    assert status(lambda: checks.check_reference("../x"))[0] == 400
 
 
 # -- extensions and sizes -----------------------------------------------------------------------------------
@@ -120,29 +74,29 @@ def test_reference_checks_allow_names_the_strict_rule_refuses() -> None:
 
 @pytest.mark.parametrize("name", ["a.JPG", "a.jpeg", "a.png", "a.Tif", "a.tiff", "a.bmp", "a.v2.jpg"])
 def test_image_extensions(name: str) -> None:
-    assert v.image_extension(name) == Path(name).suffix.lower()
+    assert checks.image_extension(name) == Path(name).suffix.lower()
 
 
 @pytest.mark.parametrize("name", ["a.gif", "a.pdf", "a.nii.gz", "noext", "a.jpg.exe"])
 def test_unsupported_image_extensions_are_400(name: str) -> None:
-    code, detail = status(lambda: v.image_extension(name))
+    code, detail = status(lambda: checks.image_extension(name))
     assert code == 400 and "accepted" in detail
 
 
 def test_label_extensions() -> None:
-    assert v.label_extension("x.nii.gz") == ".nii.gz"
-    assert v.label_extension("x.seg.nrrd") == ".nrrd"
-    code, detail = status(lambda: v.label_extension("x.jpg"))
+    assert checks.label_extension("x.nii.gz") == ".nii.gz"
+    assert checks.label_extension("x.seg.nrrd") == ".nrrd"
+    code, detail = status(lambda: checks.label_extension("x.jpg"))
     assert code == 400 and "lossy" in detail
 
 
 def test_upload_size(tmp_path: Path) -> None:
     empty = write(tmp_path, "e.png", b"")
     big = write(tmp_path, "b.png", b"x" * 2048)
-    assert status(lambda: v.check_upload_size(empty, 1024))[0] == 400
-    code, detail = status(lambda: v.check_upload_size(big, 1024))
+    assert status(lambda: checks.check_upload_size(empty, 1024))[0] == 400
+    code, detail = status(lambda: checks.check_upload_size(big, 1024))
     assert code == 413 and "max_upload_mb" in detail
-    assert v.check_upload_size(big, 4096) == 2048
+    assert checks.check_upload_size(big, 4096) == 2048
 
 
 # -- images -------------------------------------------------------------------------------------------------
@@ -151,7 +105,7 @@ def test_upload_size(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", list(odd_images()))
 def test_odd_but_valid_images_pass_with_their_upright_size(tmp_path: Path, kind: str) -> None:
     ext, data, hw = odd_images()[kind]
-    assert v.check_image_file(write(tmp_path, f"x{ext}", data), 10**6) == hw
+    assert checks.check_image_file(write(tmp_path, f"x{ext}", data), 10**6) == hw
 
 
 @pytest.mark.parametrize(
@@ -164,56 +118,59 @@ def test_odd_but_valid_images_pass_with_their_upright_size(tmp_path: Path, kind:
     ids=["text", "pdf", "truncated_jpeg"],
 )
 def test_garbage_images_are_400(tmp_path: Path, data: bytes, message: str) -> None:
-    code, detail = status(lambda: v.check_image_file(write(tmp_path, "x.jpg", data), 10**6))
+    code, detail = status(lambda: checks.check_image_file(write(tmp_path, "x.jpg", data), 10**6))
     assert code == 400 and message in detail.lower()
 
 
 def test_truncated_png_is_400(tmp_path: Path) -> None:
     data = encode(Image.fromarray(rgb(200, 200)), "PNG")
-    code, _ = status(lambda: v.check_image_file(write(tmp_path, "x.png", data[: len(data) // 2]), 10**6))
+    code, _ = status(lambda: checks.check_image_file(write(tmp_path, "x.png", data[: len(data) // 2]), 10**6))
     assert code == 400
 
 
 def test_a_decompression_bomb_is_413_from_its_header(tmp_path: Path) -> None:
     path = write(tmp_path, "bomb.png", png_header_only(100_000, 100_000))  # 10^10 pixels, 100 bytes
-    code, detail = status(lambda: v.check_image_file(path, 40_000_000))
+    code, detail = status(lambda: checks.check_image_file(path, 40_000_000))
     assert code == 413 and "max_image_pixels" in detail
 
 
 def test_an_image_over_the_pixel_limit_is_413(tmp_path: Path) -> None:
     path = write(tmp_path, "x.png", encode(Image.fromarray(rgb(100, 100)), "PNG"))
-    assert status(lambda: v.check_image_file(path, 9_999))[0] == 413
-    assert v.check_image_file(path, 10_000) == (100, 100)
+    assert status(lambda: checks.check_image_file(path, 9_999))[0] == 413
+    assert checks.check_image_file(path, 10_000) == (100, 100)
 
 
 # -- labels -------------------------------------------------------------------------------------------------
 
 
 def test_label_values() -> None:
-    assert v.check_label_values(np.array([[0, 255]], np.uint8)).tolist() == [[0, 1]]
-    assert v.check_label_values(np.zeros((4, 4), np.uint8)).sum() == 0  # 'no lesion' is an annotation
-    assert v.check_label_values(np.array([[True, False]])).tolist() == [[1, 0]]
-    code, detail = status(lambda: v.check_label_values(np.array([[0, 1, 2, 255]], np.uint8)))
+    assert checks.check_label_values(np.array([[0, 255]], np.uint8)).tolist() == [[0, 1]]
+    assert checks.check_label_values(np.zeros((4, 4), np.uint8)).sum() == 0  # 'no lesion' is an annotation
+    assert checks.check_label_values(np.array([[True, False]])).tolist() == [[1, 0]]
+    code, detail = status(lambda: checks.check_label_values(np.array([[0, 1, 2, 255]], np.uint8)))
     assert code == 400 and "found 0, 1, 2, 255" in detail
 
 
 def test_label_size_message_names_both_sizes() -> None:
-    code, detail = status(lambda: v.check_label_size((10, 20), (48, 64), "x"))
+    code, detail = status(lambda: checks.check_label_size((10, 20), (48, 64), "x"))
     assert code == 400 and "20x10" in detail and "64x48" in detail
 
 
 def test_labels_read_upright_and_single_channel(tmp_path: Path) -> None:
     mask = np.zeros((48, 64), np.uint8)
     mask[10:20, 5:30] = 255
-    assert v.read_label(write(tmp_path, "l.png", encode(Image.fromarray(mask), "PNG")), ".png", 10**6).shape == (48, 64)
+    assert checks.read_label(write(tmp_path, "l.png", encode(Image.fromarray(mask), "PNG")), ".png", 10**6).shape == (
+        48,
+        64,
+    )
     gray_as_rgb = np.repeat(mask[..., None], 3, axis=2)
     path = write(tmp_path, "l.tif", encode(Image.fromarray(gray_as_rgb), "TIFF"))
-    assert np.array_equal(v.read_label(path, ".tif", 10**6), mask)
+    assert np.array_equal(checks.read_label(path, ".tif", 10**6), mask)
     colour = write(tmp_path, "c.png", encode(Image.fromarray(rgb()), "PNG"))
-    code, detail = status(lambda: v.read_label(colour, ".png", 10**6))
+    code, detail = status(lambda: checks.read_label(colour, ".png", 10**6))
     assert code == 400 and "colour" in detail
     garbage = write(tmp_path, "g.png", b"garbage" * 100)
-    assert status(lambda: v.read_label(garbage, ".png", 10**6))[0] == 400
+    assert status(lambda: checks.read_label(garbage, ".png", 10**6))[0] == 400
 
 
 def test_slicer_labels_through_itk(tmp_path: Path) -> None:
@@ -223,12 +180,12 @@ def test_slicer_labels_through_itk(tmp_path: Path) -> None:
     mask[0, 10:20, 5:30] = 1
     path = str(tmp_path / "l.nrrd")
     itk.imwrite(itk.image_from_array(mask), path)
-    assert np.array_equal(v.read_label(path, ".nrrd", 10**6), mask[0])
-    volume = str(tmp_path / "v.nii.gz")
+    assert np.array_equal(checks.read_label(path, ".nrrd", 10**6), mask[0])
+    volume = str(tmp_path / "checks.nii.gz")
     itk.imwrite(itk.image_from_array(np.zeros((3, 48, 64), np.uint8)), volume)
-    code, detail = status(lambda: v.read_label(volume, ".nii.gz", 10**6))
+    code, detail = status(lambda: checks.read_label(volume, ".nii.gz", 10**6))
     assert code == 400 and "2D slice" in detail
-    assert status(lambda: v.read_label(write(tmp_path, "g.nrrd", b"NRRD0004\ngarbage"), ".nrrd", 10**6))[0] == 400
+    assert status(lambda: checks.read_label(write(tmp_path, "g.nrrd", b"NRRD0004\ngarbage"), ".nrrd", 10**6))[0] == 400
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> None:
@@ -240,22 +197,14 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(HTTPException) as refused:
-        v.atomic_write(dest, fail)
+        checks.stored(dest, fail)
     assert refused.value.status_code == 507 and "No space left" in refused.value.detail
     assert dest.read_bytes() == b"old" and os.listdir(tmp_path) == ["label.png"]
-    v.atomic_write(dest, lambda f: f.write(b"new"))
+    checks.stored(dest, lambda f: f.write(b"new"))
     assert dest.read_bytes() == b"new" and os.listdir(tmp_path) == ["label.png"]
 
 
 # -- the datastore class ------------------------------------------------------------------------------------
-
-
-def folder_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
 
 
 @pytest.fixture

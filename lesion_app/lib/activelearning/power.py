@@ -20,7 +20,7 @@ import numpy as np
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
-from lesion_app.lib.activelearning.selection import power_sample, selection_probabilities
+from lesion_app.core.selection import power_sample, selection_probabilities
 from lesion_app.lib.activelearning.uncertainty import (
     ENTROPY_KEY,
     SCORE_KEY,

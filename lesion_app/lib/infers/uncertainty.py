@@ -15,12 +15,13 @@ from typing import Any
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from PIL import Image
 
-from lesion_app.lib.activelearning.uncertainty import UncertaintyEstimator
-from lesion_app.lib.uncertainty import to_uint8
-from lesion_app.lib.validation import unreadable_image
+from lesion_app.core.uncertainty import UncertaintyEstimator, to_uint8
+from lesion_app.server.checks import unreadable_image
 
 
 class UncertaintyInfer(InferTask):
+    """The ``uncertainty`` infer task: an 8-bit PNG map (255 = probability 0.5) and the image's scores."""
+
     def __init__(self, estimator: UncertaintyEstimator, model: str) -> None:
         super().__init__(
             type=InferType.OTHERS,  # not a segmentation: viewers must not offer it as lesion labels

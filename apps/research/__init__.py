@@ -1,0 +1,1 @@
+"""Research programs: the annotation-loop simulator, load and latency tests, a stand-in identity provider."""

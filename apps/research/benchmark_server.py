@@ -1,0 +1,95 @@
+"""Server start-up time and per-image infer latency through HTTP, against the same pipeline in-process.
+
+Starts the app on a free loopback port over a copy of sample-data, then for each model sends
+sequential infer requests for a 512-px JPEG and prints the median and p95 latency, next to the
+median of the identical pipeline (load, resize, network, restore, PNG) run in this process: the
+difference is what the server adds.
+
+Example::
+
+    python -m apps.research.benchmark_server --requests 30
+    python -m apps.research.benchmark_server --requests 30 --models ensemble --tta
+
+The in-process pipeline uses the same options as the server (clean-up on, flips with ``--tta``). The
+server's background scoring (uncertainty of every unlabelled image at start-up) is switched off here
+(``MONAI_LABEL_AUTO_UPDATE_SCORING=false``) so that it does not share the CPU with the requests timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from apps.research.local_server import REPO, running_server
+from lesion_app.core.predictor import Predictor
+from lesion_app.lib.settings import shipped_models
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def timings(call: Callable[[], None], repeats: int, warmup: int = 3) -> list[float]:
+    """Seconds per call, after ``warmup`` untimed calls (model load, allocator warm-up)."""
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--requests", type=int, default=30)
+    p.add_argument("--image", default="lesion_005", help="image id in sample-data (512x384 JPEG)")
+    p.add_argument("--models", default="unet,deeplabv3,ensemble")
+    p.add_argument("--tta", action="store_true", help="ask for flip test-time augmentation")
+    args = p.parse_args(argv)
+    models = args.models.split(",")
+    image_path = next((REPO / "sample-data").glob(f"{args.image}.*"))
+    os.environ["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        with running_server(Path(tmp)) as url:
+            startup = time.perf_counter() - t0
+            print(f"server start-up (process start to first /info answer): {startup:.1f}s")
+            with Image.open(image_path) as img:
+                print(f"image {image_path.name} {img.width}x{img.height}")
+            print("| model | HTTP median ms | HTTP p95 ms | in-process median ms | server overhead |")
+            print("|---|---|---|---|---|")
+            with httpx.Client(timeout=60) as client:
+                for model in models:
+                    predictor = Predictor.from_files(shipped_models(model), tta=args.tta, postprocess=True)
+
+                    def in_process(predictor: Predictor = predictor) -> None:
+                        Image.fromarray(predictor.mask(str(image_path))).save(Path(tmp) / "local.png")
+
+                    def over_http(model: str = model) -> None:
+                        r = client.post(
+                            f"{url}/infer/{model}",
+                            params={"image": args.image, "output": "image"},
+                            data={"params": json.dumps({"tta": args.tta})},
+                        )
+                        r.raise_for_status()
+
+                    local, remote = timings(in_process, args.requests), timings(over_http, args.requests)
+                    med, p95, loc = statistics.median(remote), percentile(remote, 95), statistics.median(local)
+                    print(f"| {model} | {med * 1e3:.1f} | {p95 * 1e3:.1f} | {loc * 1e3:.1f} | {med / loc:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

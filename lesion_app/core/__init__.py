@@ -1,0 +1,1 @@
+"""The plain machine-learning pieces: torch and MONAI only, nothing of MONAI Label, FastAPI or the server."""

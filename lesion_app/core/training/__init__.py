@@ -1,0 +1,1 @@
+"""Training: the one loop (:mod:`.loop`), data-parallel runs (:mod:`.distributed`) and the gate (:mod:`.gate`)."""

@@ -1,0 +1,224 @@
+"""MONAI transforms for 2D dermoscopy: loading, orientation, intensity, labels, augmentation, restoring.
+
+Orientation: every array here is in numpy/PIL order, (C, H, W) with rows first. MONAI's PILReader is
+used with ``reverse_indexing=False`` for that reason; its default (W, H) order would make weights that
+predict transposed masks in any ordinary numpy pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.data import PILReader
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    RandAffined,
+    RandFlipd,
+    RandomizableTransform,
+    Resized,
+    ScaleIntensityRanged,
+)
+from monai.utils import ensure_tuple
+from PIL import Image
+
+from lesion_app.io.images import binarize, is_itk_file, read_itk_slice, to_gray, to_rgb
+
+#: Where the loader records each image's original (H, W) so predictions can be restored to it.
+ORIGINAL_SIZE_KEY = "original_size"
+
+
+class PhotoReader(PILReader):
+    """MONAI's PILReader that also reads one-slice NRRD/NIfTI files (rows first, like Pillow's arrays).
+
+    The DICOMweb datastore caches photographs as RGB NRRD so that results and labels keep the DICOM frame's
+    geometry; everything downstream still sees a Pillow image.
+    """
+
+    def verify_suffix(self, filename: Sequence[str | os.PathLike] | str | os.PathLike) -> bool:
+        return super().verify_suffix(filename) or all(is_itk_file(f) for f in ensure_tuple(filename))
+
+    def read(self, data: Sequence[str | os.PathLike] | str | os.PathLike, **kwargs: Any) -> Any:
+        images = []
+        names = ensure_tuple(data)
+        for name in names:
+            if is_itk_file(name):
+                img = Image.fromarray(np.ascontiguousarray(read_itk_slice(name)))
+            else:
+                img = Image.open(name, **{**self.kwargs, **kwargs})
+            images.append(self.converter(img) if callable(self.converter) else img)
+        return images if len(names) > 1 else images[0]
+
+
+class BinarizeLabeld(MapTransform):
+    """Dictionary wrapper of :func:`binarize`."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = binarize(d[key])
+        return d
+
+
+class RecordOriginalSized(MapTransform):
+    """Stores the (H, W) of a channel-first image under ``ORIGINAL_SIZE_KEY`` before it is resized."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[ORIGINAL_SIZE_KEY] = tuple(int(s) for s in d[key].shape[1:])
+        return d
+
+
+def _rgb_to_gray(img: torch.Tensor) -> torch.Tensor:
+    return (0.299 * img[0] + 0.587 * img[1] + 0.114 * img[2]).unsqueeze(0)
+
+
+def adjust_hue(img: torch.Tensor, shift: float) -> torch.Tensor:
+    """Rotates hue by ``shift`` of a full turn, in YIQ space (a cheap, close stand-in for HSV)."""
+    if shift == 0.0:
+        return img
+    theta = 2.0 * math.pi * shift
+    cos, sin = math.cos(theta), math.sin(theta)
+    to_yiq = img.new_tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    rotate = img.new_tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
+    matrix = torch.linalg.inv(to_yiq) @ rotate @ to_yiq
+    return torch.einsum("ij,jhw->ihw", matrix, img)
+
+
+class RandColorJitterd(RandomizableTransform, MapTransform):
+    """Random brightness, contrast, saturation and hue of RGB images in [0, 1], without torchvision.
+
+    Dermoscopes differ in white balance and exposure; jittering colour makes a model trained on one
+    clinic's photographs hold up on another's. Each factor is drawn from ``[1 - x, 1 + x]``, the hue
+    shift from ``[-hue, hue]`` of a full turn, and the four are applied in a random order.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        brightness: float = 0.2,
+        contrast: float = 0.2,
+        saturation: float = 0.2,
+        hue: float = 0.04,
+        prob: float = 0.8,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.ranges = {"brightness": brightness, "contrast": contrast, "saturation": saturation}
+        self.hue = hue
+        self._factors: dict[str, float] = {}
+        self._order: list[str] = []
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self._factors = {k: float(self.R.uniform(1.0 - r, 1.0 + r)) for k, r in self.ranges.items()}
+        self._factors["hue"] = float(self.R.uniform(-self.hue, self.hue))
+        self._order = list(self.R.permutation(list(self._factors)))
+
+    def jitter(self, img: torch.Tensor) -> torch.Tensor:
+        for name in self._order:
+            f = self._factors[name]
+            if name == "brightness":
+                img = img * f
+            elif name == "contrast":
+                img = (img - _rgb_to_gray(img).mean()) * f + _rgb_to_gray(img).mean()
+            elif name == "saturation":
+                gray = _rgb_to_gray(img)
+                img = (img - gray) * f + gray
+            else:
+                img = adjust_hue(img, f)
+        return img.clamp(0.0, 1.0)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = self.jitter(torch.as_tensor(d[key]))
+        return d
+
+
+def load_transforms(image_key: str = "image", label_key: str | None = "label") -> list:
+    """Reads the photograph as (3, H, W) RGB in [0, 255] and the label as (1, H, W) in {0, 1}."""
+    xs: list = [
+        LoadImaged(image_key, reader=PhotoReader(converter=to_rgb, reverse_indexing=False), image_only=True),
+        EnsureChannelFirstd(image_key, channel_dim=-1),
+    ]
+    if label_key:
+        xs += [
+            LoadImaged(label_key, reader=PhotoReader(converter=to_gray, reverse_indexing=False), image_only=True),
+            EnsureChannelFirstd(label_key, channel_dim="no_channel"),
+            BinarizeLabeld(label_key),
+        ]
+    return [*xs, RecordOriginalSized(image_key)]
+
+
+def preprocess_transforms(
+    spatial_size: Sequence[int], image_key: str = "image", label_key: str | None = "label"
+) -> list:
+    """The paper's preprocessing: intensities to [0, 1], resized to ``spatial_size`` (256x256)."""
+    keys = [image_key] + ([label_key] if label_key else [])
+    modes = ["area"] + (["nearest"] if label_key else [])
+    return [
+        ScaleIntensityRanged(image_key, a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
+        Resized(keys, spatial_size=tuple(spatial_size), mode=modes),
+        EnsureTyped(keys, dtype=torch.float32, track_meta=False),
+    ]
+
+
+def augment_transforms(image_key: str = "image", label_key: str = "label") -> list:
+    """Rotation, scaling, flips and colour jitter, as in the paper."""
+    keys = [image_key, label_key]
+    return [
+        RandAffined(
+            keys,
+            prob=0.8,
+            rotate_range=(math.pi,),
+            scale_range=(0.2, 0.2),
+            mode=("bilinear", "nearest"),
+            padding_mode="reflection",
+        ),
+        RandFlipd(keys, prob=0.5, spatial_axis=0),
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+        RandColorJitterd(image_key),
+        EnsureTyped(keys, dtype=torch.float32, track_meta=False),
+    ]
+
+
+def train_transforms(spatial_size: Sequence[int]) -> Compose:
+    """Load, preprocess and augment an image/label pair (training)."""
+    return Compose(load_transforms() + preprocess_transforms(spatial_size) + augment_transforms())
+
+
+def val_transforms(spatial_size: Sequence[int]) -> Compose:
+    """Load and preprocess an image/label pair (validation at the training resolution)."""
+    return Compose(load_transforms() + preprocess_transforms(spatial_size))
+
+
+def infer_transforms(spatial_size: Sequence[int], image_key: str = "image") -> Compose:
+    """Load and preprocess a photograph alone: (3, h, w) in [0, 1] plus its original size."""
+    return Compose(load_transforms(image_key, None) + preprocess_transforms(spatial_size, image_key, None))
+
+
+def restore_size(probs: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Probabilities of shape (C, h, w) resized bilinearly to the original (H, W), before thresholding.
+
+    Resizing probabilities and thresholding afterwards gives smooth borders; resizing a hard mask
+    with nearest neighbours would give a staircase.
+    """
+    if tuple(probs.shape[1:]) == tuple(size):
+        return probs
+    return F.interpolate(probs[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]

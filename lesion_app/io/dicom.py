@@ -1,0 +1,271 @@
+"""Dermoscopic photographs as DICOM, so a PACS or a DICOMweb server (Orthanc) can hold them for OHIF.
+
+A photograph becomes one single-frame RGB Secondary Capture instance in a series and study of its own. The
+Image Plane attributes a DICOM SEG needs (FrameOfReferenceUID, ImagePositionPatient, ImageOrientationPatient,
+PixelSpacing) are set, so MONAI Label can save labels back as DICOM SEG with dcmqi. Pixels are stored upright
+(EXIF orientation applied), exactly as the app and photo viewers show the file, so a mask on the photograph is
+a mask on the DICOM frame.
+
+UIDs are derived from a key (by default the file's name) with :func:`pydicom.uid.generate_uid`'s entropy
+sources, so importing the same file twice gives the same UIDs and the server keeps one copy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
+from lesion_app.io.images import to_rgb
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+#: External-camera photography: what dermoscopic photographs are in DICOM's modality list. The app's DICOMweb
+#: search filter (``--conf dicomweb_modality``) lists this modality only.
+MODALITY = "XC"
+#: Photographs carry no calibration; one millimetre per pixel says "unknown" and keeps masks on the pixel grid.
+UNKNOWN_SPACING_MM = 1.0
+
+
+@dataclass(frozen=True)
+class PhotoUids:
+    study: str
+    series: str
+    instance: str
+    frame_of_reference: str
+
+    @classmethod
+    def from_key(cls, key: str) -> PhotoUids:
+        """The same key gives the same UIDs, on any machine."""
+
+        def uid(kind: str) -> str:
+            return str(generate_uid(entropy_srcs=["lesion_app", kind, key]))
+
+        return cls(uid("study"), uid("series"), uid("instance"), uid("frame"))
+
+
+def photo_to_dicom(
+    path: str | os.PathLike,
+    uids: PhotoUids,
+    patient_id: str,
+    patient_name: str = "",
+    spacing_mm: float = UNKNOWN_SPACING_MM,
+    modality: str = MODALITY,
+    description: str = "Dermoscopy",
+) -> Dataset:
+    """One RGB Secondary Capture instance of the photograph at ``path``, upright, uncompressed."""
+    with Image.open(path) as img:
+        lossy = img.format == "JPEG"
+        rgb = to_rgb(img)
+    pixels = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+    rows, columns = pixels.shape[:2]
+    now = dt.datetime.now()
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    meta.MediaStorageSOPInstanceUID = uids.instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+
+    # A file dataset with the 128-byte preamble and "DICM": what STOW-RS sends is stored and served as it came,
+    # and DICOMweb clients (pydicom) refuse a part without them.
+    ds = FileDataset(str(path), Dataset(), file_meta=meta, preamble=b"\0" * 128)
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    ds.SOPClassUID, ds.SOPInstanceUID = SECONDARY_CAPTURE, uids.instance
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    # Patient and study
+    ds.PatientName = patient_name or patient_id
+    ds.PatientID = patient_id
+    ds.PatientBirthDate, ds.PatientSex = "", ""
+    ds.StudyInstanceUID = uids.study
+    ds.StudyDate, ds.StudyTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
+    ds.StudyDescription = description
+    # Series and equipment
+    ds.SeriesInstanceUID = uids.series
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    ds.Modality = modality
+    ds.SeriesDescription = Path(path).name[:64]
+    ds.BodyPartExamined = "SKIN"
+    ds.ConversionType = "WSD"  # workstation: converted from a file, not captured by this software
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    ds.ContentDate, ds.ContentTime = ds.StudyDate, ds.StudyTime
+    # Frame of reference and image plane: what DICOM SEG (and dcmqi) need to place a mask on this frame
+    ds.FrameOfReferenceUID = uids.frame_of_reference
+    ds.PositionReferenceIndicator = ""
+    ds.ImagePositionPatient = [0.0, 0.0, 0.0]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.PixelSpacing = [spacing_mm, spacing_mm]
+    ds.SliceThickness = spacing_mm
+    # Pixels
+    ds.Rows, ds.Columns = rows, columns
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.LossyImageCompression = "01" if lossy else "00"
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+def dicom_to_rgb(ds: Dataset) -> np.ndarray:
+    """(Rows, Columns, 3) uint8 pixels of a single-frame colour or grey image, rows first as stored."""
+    if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
+        raise ValueError(f"{int(ds.NumberOfFrames)} frames; a dermoscopic photograph has one")
+    arr = ds.pixel_array
+    photometric = str(getattr(ds, "PhotometricInterpretation", "RGB"))
+    if photometric.startswith("YBR"):
+        from pydicom.pixel_data_handlers.util import convert_color_space
+
+        arr = convert_color_space(arr, photometric, "RGB")
+    if arr.ndim == 2:
+        top = float(arr.max()) if arr.size else 0.0
+        scaled = arr.astype(np.float64) * (255.0 / top) if top > 255 else arr
+        if photometric == "MONOCHROME1":
+            scaled = (top if top > 255 else 255) - scaled
+        arr = np.repeat(np.clip(scaled, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"pixel array of shape {arr.shape} is not one RGB or grey frame")
+    return np.ascontiguousarray(arr.astype(np.uint8))
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """Where a single-frame image lies, from its Image Plane attributes (LPS, millimetres).
+
+    ``spacing`` is (column, row) spacing, that is ITK's (x, y); ``direction``'s columns are the row
+    direction, the column direction and their normal, as ITK stores a 3D direction.
+    """
+
+    spacing: tuple[float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+
+    @classmethod
+    def of(cls, ds: Dataset) -> FrameGeometry:
+        """Missing attributes get DICOM's neutral values: unit spacing, zero origin, axis-aligned."""
+        row_spacing, col_spacing = (float(x) for x in getattr(ds, "PixelSpacing", None) or (1.0, 1.0))
+        origin = tuple(float(x) for x in getattr(ds, "ImagePositionPatient", None) or (0.0, 0.0, 0.0))
+        iop = [float(x) for x in getattr(ds, "ImageOrientationPatient", None) or (1, 0, 0, 0, 1, 0)]
+        row, col = np.array(iop[:3]), np.array(iop[3:])
+        direction = np.stack([row, col, np.cross(row, col)], axis=1)
+        return cls((col_spacing, row_spacing), (origin[0], origin[1], origin[2]), direction)
+
+    def apply(self, image: Any, dims: int) -> Any:
+        """Sets this geometry on an ITK image of 2 (the photograph) or 3 (a one-slice label) dimensions."""
+        import itk
+
+        spacing = [*self.spacing, 1.0][:dims]
+        image.SetSpacing(spacing)
+        image.SetOrigin(list(self.origin[:dims]))
+        image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(self.direction[:dims, :dims], dtype=np.float64)))
+        return image
+
+
+def write_photo_nrrd(rgb: np.ndarray, geometry: FrameGeometry, dest: str | os.PathLike) -> None:
+    """The photograph as a 2D RGB NRRD on its DICOM frame: what the app reads and lays results on."""
+    import itk
+
+    image = itk.image_from_array(np.ascontiguousarray(rgb, dtype=np.uint8), is_vector=True)
+    itk.imwrite(geometry.apply(image, 2), str(dest), compression=True)
+
+
+def write_mask_volume(mask: np.ndarray, geometry: FrameGeometry, dest: str | os.PathLike) -> None:
+    """A (H, W) 0/1 mask as a one-slice 3D NRRD on the frame, as dcmqi maps a label onto source images."""
+    import itk
+
+    image = itk.image_from_array(np.ascontiguousarray(mask[None].astype(np.uint8)))
+    itk.imwrite(geometry.apply(image, 3), str(dest), compression=True)
+
+
+def dcmqi_tool(name: str = "itkimage2segimage") -> str:
+    """dcmqi's converter from the ``dcmqi`` wheel: on PATH, or beside this Python (an unactivated venv)."""
+    import shutil
+    import sys
+
+    found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
+    if not found:
+        raise FileNotFoundError(f"dcmqi's {name} is not installed (pip install dcmqi)")
+    return found
+
+
+#: The segment every lesion SEG holds (SNOMED CT: a lesion, a morphologically altered structure).
+LESION_SEGMENT = {
+    "labelID": 1,
+    "SegmentLabel": "lesion",
+    "SegmentDescription": "Skin lesion",
+    "SegmentAlgorithmType": "SEMIAUTOMATIC",
+    "SegmentAlgorithmName": "lesion_app",
+    "SegmentedPropertyCategoryCodeSequence": {
+        "CodeValue": "49755003",
+        "CodingSchemeDesignator": "SCT",
+        "CodeMeaning": "Morphologically Altered Structure",
+    },
+    "SegmentedPropertyTypeCodeSequence": {
+        "CodeValue": "52988006",
+        "CodingSchemeDesignator": "SCT",
+        "CodeMeaning": "Lesion",
+    },
+    "AnatomicRegionSequence": {"CodeValue": "39937001", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Skin"},
+    "recommendedDisplayRGBValue": [255, 200, 0],
+}
+
+
+def mask_to_seg(
+    mask: np.ndarray, source_dir: str | os.PathLike, dest: str | os.PathLike, series_description: str = "lesion"
+) -> None:
+    """A (H, W) 0/1 mask on a photograph's DICOM frame as a DICOM SEG referencing it, written with dcmqi.
+
+    An empty mask (no lesion) has no segment to encode; DICOM SEG cannot say "nothing" for a single segment
+    with dcmqi, so it is refused here with a clear error rather than stored as a misleading file.
+    """
+    import json
+    import subprocess
+    import tempfile
+
+    if not np.any(mask):
+        raise ValueError("the label is empty (no lesion pixel); DICOM SEG needs at least one segmented pixel")
+    files = sorted(Path(source_dir).glob("*.dcm"))
+    if len(files) != 1:
+        raise ValueError(f"{source_dir} holds {len(files)} DICOM files; expected the photograph's one instance")
+    from pydicom import dcmread
+
+    geometry = FrameGeometry.of(dcmread(str(files[0]), stop_before_pixels=True))
+    template = {
+        "ContentCreatorName": "lesion_app",
+        "ClinicalTrialSeriesID": "lesion_app",
+        "ClinicalTrialTimePointID": "1",
+        "ClinicalTrialCoordinatingCenterName": "lesion_app",
+        "SeriesDescription": series_description[:64],
+        "SeriesNumber": "300",
+        "InstanceNumber": "1",
+        "ContentLabel": "LESION",
+        "ContentDescription": "Skin lesion segmentation",
+        "BodyPartExamined": "SKIN",
+        "segmentAttributes": [[LESION_SEGMENT]],
+    }
+    with tempfile.TemporaryDirectory(prefix="lesion_seg_") as tmp:
+        volume, meta = Path(tmp) / "mask.nrrd", Path(tmp) / "meta.json"
+        write_mask_volume(mask, geometry, volume)
+        meta.write_text(json.dumps(template))
+        args = ["--inputImageList", str(volume), "--inputDICOMDirectory", str(source_dir)]
+        args += ["--outputDICOM", str(dest), "--inputMetadata", str(meta)]
+        run = subprocess.run([dcmqi_tool(), *args], capture_output=True, text=True, timeout=120)
+        if run.returncode != 0 or not Path(dest).is_file():
+            detail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise RuntimeError(f"itkimage2segimage failed ({run.returncode}): {detail[0][:300]}")
+
+
+def seg_to_mask(ds: Dataset, rows: int, columns: int) -> np.ndarray:
+    """The union of a SEG's segments as a (rows, columns) 0/1 mask; a SEG for another grid is refused."""
+    if str(getattr(ds, "Modality", "")) != "SEG":
+        raise ValueError(f"not a segmentation (Modality {getattr(ds, 'Modality', None)!r})")
+    if (int(ds.Rows), int(ds.Columns)) != (rows, columns):
+        raise ValueError(f"the SEG is {ds.Columns}x{ds.Rows} but its image is {columns}x{rows}")
+    frames = np.asarray(ds.pixel_array)
+    frames = frames.reshape(-1, rows, columns)
+    return (frames > 0).any(axis=0).astype(np.uint8)

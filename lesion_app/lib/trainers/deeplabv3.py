@@ -1,7 +1,0 @@
-"""Train task of the attention DeepLabV3."""
-
-from lesion_app.lib.trainers.lesion import LesionTrainTask
-
-
-class DeepLabV3Train(LesionTrainTask):
-    arch = "deeplabv3"

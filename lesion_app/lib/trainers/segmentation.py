@@ -1,0 +1,270 @@
+"""The train task of the trainable models: fine-tune the served model on the datastore's final labels.
+
+MONAI Label runs ``__call__`` in a subprocess and shows its output lines as the train status, so each epoch is
+printed there; ``stats()`` serves the last run's per-epoch history from disk (``train_stats_<model>.json``).
+The run is the one training loop (:func:`lesion_app.core.training.loop.fit`, as ``lesion-train`` runs it) on
+the same split of the same labels (:func:`lesion_app.core.data.split` by image id); the best epoch goes to a
+candidate file, and the gate (:func:`lesion_app.core.training.gate.decide`) publishes it only if it validates
+no worse than the served model on the same split, so an unlucky fine-tune, scheduled or not, never makes the
+served segmentation worse. A rejected candidate is kept aside in ``<model_dir>/rejected/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from monai.data import CacheDataset, DataLoader
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.interfaces.tasks.train import TrainTask
+from torch import nn
+
+from lesion_app.core.checkpoint import network_from, network_spec, read_checkpoint
+from lesion_app.core.data import split
+from lesion_app.core.networks import build_network
+from lesion_app.core.training.distributed import resolve_device
+from lesion_app.core.training.gate import KEPT_ASIDE, NOT_TRAINED, PUBLISHED, decide
+from lesion_app.core.training.loop import EpochStats, FitConfig, Hooks, TrainingRun, fit, validate
+from lesion_app.core.transforms import val_transforms
+from lesion_app.io.files import atomic_write
+from lesion_app.io.layout import image_id
+from lesion_app.lib.settings import LesionSettings
+
+logger = logging.getLogger(__name__)
+
+#: Below this many labelled images there is nothing to hold out: validate on the training images.
+MIN_LABELS_FOR_SPLIT = 5
+#: Keys of the last run's gate decision, kept in the stats while the next run is under way.
+DECISION_KEYS = ("last_decision", "baseline_iou", "new_iou", "decided_at", "kept_aside")
+#: States a run writes while it is under way; a run whose process is gone in one of them has died.
+UNDER_WAY = ("STARTING", "RUNNING")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user
+        pass
+    return True
+
+
+def with_dead_run_failed(stats: dict[str, Any]) -> dict[str, Any]:
+    """The stats as a reader should see them: a run still marked under way whose training process has ended
+    (killed, out of memory) is ``FAILED``, not ``RUNNING`` until the next run overwrites it."""
+    pid = stats.get("pid")
+    if stats.get("state") in UNDER_WAY and isinstance(pid, int) and not process_alive(pid):
+        return {**stats, "state": "FAILED", "error": f"the training process (pid {pid}) ended without finishing"}
+    return stats
+
+
+def labelled_items(datastore: Datastore) -> list[dict[str, str]]:
+    """The datastore's final labels as training items ``{"id", "image", "label"}``, the id being the image id
+    (the file name without its extension), as ``lesion-train`` names them."""
+    return [{"id": image_id(d["image"]), "image": d["image"], "label": d["label"]} for d in datastore.datalist()]
+
+
+def train_val_split(items: list[dict[str, str]], val_fraction: float) -> tuple[list, list]:
+    """The run's split; with fewer than :data:`MIN_LABELS_FOR_SPLIT` labels every image trains and validates."""
+    if len(items) < MIN_LABELS_FOR_SPLIT:
+        logger.warning(f"only {len(items)} labelled images: validating on the training images")
+        return items, items
+    return split(items, val_fraction)
+
+
+@dataclass
+class StartingPoint:
+    """The model a run fine-tunes: its file (None: from scratch), the network it describes and its spec."""
+
+    path: str | None
+    network: nn.Module
+    spec: dict[str, Any]
+
+
+class SegmentationTrain(TrainTask):
+    """Fine-tunes the served model of ``name`` (the newest published file, else the shipped weights), rebuilt
+    from the architecture its file describes, on every final label; then the gate decides."""
+
+    def __init__(self, name: str, settings: LesionSettings, description: str, arch: str | None = None) -> None:
+        super().__init__(description)
+        self.name = name
+        self.arch = arch or name
+        self.settings = settings
+        #: set by the app's retrain scheduler (server process only) to add the schedule to ``stats()``
+        self.schedule_status: Callable[[], dict[str, Any]] | None = None
+
+    # -- where things are ----------------------------------------------------------------------------------
+
+    @property
+    def stats_path(self) -> Path:
+        return Path(self.settings.model_dir) / f"train_stats_{self.name}.json"
+
+    @property
+    def candidate_path(self) -> Path:
+        return Path(self.settings.model_dir) / f".candidate_{self.name}.pt"
+
+    def rejected_path(self, when: datetime) -> Path:
+        return Path(self.settings.model_dir) / "rejected" / f"{self.name}_{when:%Y%m%d-%H%M%S}.pt"
+
+    def config(self) -> dict[str, Any]:
+        """The options a request may override (``POST /train/<model>`` with ``{"max_epochs": 5}``)."""
+        s = self.settings
+        return {
+            "max_epochs": s.train_epochs,
+            "max_minutes": s.train_minutes,
+            "batch_size": s.train_batch_size,
+            "lr": s.train_lr,
+            "val_fraction": s.val_fraction,
+        }
+
+    # -- the stats file ------------------------------------------------------------------------------------
+
+    def read_stats(self) -> dict[str, Any]:
+        """The last run's stats as written ({} before any run)."""
+        try:
+            return json.loads(self.stats_path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def stats(self) -> dict[str, Any]:
+        """The last run's stats from disk, plus the retrain schedule when the server runs one (for /info)."""
+        stats = with_dead_run_failed(self.read_stats())
+        if self.schedule_status is not None:
+            try:
+                stats.update(self.schedule_status())
+            except Exception:  # /info must answer even if the datastore is mid-change
+                logger.exception(f"schedule status of {self.name} failed")
+        return stats
+
+    def _write_stats(self, stats: dict[str, Any]) -> None:
+        atomic_write(self.stats_path, lambda tmp: Path(tmp).write_text(json.dumps(stats, indent=1)))
+
+    # -- the run -------------------------------------------------------------------------------------------
+
+    def starting_point(self) -> StartingPoint:
+        """The served model (published, else shipped) as a network to fine-tune, or a fresh one."""
+        for path in (self.settings.published_path(self.name), self.settings.pretrained_path(self.name)):
+            if os.path.exists(path):
+                checkpoint = read_checkpoint(path)
+                return StartingPoint(path, network_from(checkpoint), checkpoint["network"])
+        return StartingPoint(None, build_network(self.arch), network_spec(self.arch))
+
+    def fit_config(self, conf: dict[str, Any], start: StartingPoint) -> FitConfig:
+        return FitConfig(
+            max_epochs=int(conf["max_epochs"]),
+            batch_size=int(conf["batch_size"]),
+            lr=float(conf["lr"]),
+            max_minutes=float(conf["max_minutes"]) or None,
+            spatial_size=self.settings.spatial,
+            warmup_epochs=0 if start.path else 1,
+        )
+
+    def baseline_iou(self, network: nn.Module, val_items: list[dict[str, str]], cfg: FitConfig) -> float:
+        """The served model's IoU on this run's validation split: the bar the new model must not fall below."""
+        dataset = CacheDataset(val_items, val_transforms(cfg.spatial_size), progress=False)
+        scores = validate(network, DataLoader(dataset, batch_size=cfg.batch_size), resolve_device(cfg.device))
+        return float(scores["iou"])
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        started_at = time.time()
+        previous = {k: v for k, v in self.read_stats().items() if k in DECISION_KEYS}
+        common = {"model": self.name, "started_at": started_at, "pid": os.getpid(), **previous}
+        # written before reading the labels, so the scheduler counts labels from here on as new
+        self._write_stats({**common, "state": "STARTING"})
+        try:
+            return self._train(request, datastore, common)
+        except BaseException as e:
+            self._write_stats({**self.read_stats(), **common, "state": "FAILED", "error": f"{type(e).__name__}: {e}"})
+            raise
+
+    def _train(self, request: dict[str, Any], datastore: Datastore, common: dict[str, Any]) -> dict[str, Any]:
+        conf = {**self.config(), **{k: v for k, v in request.items() if k in self.config()}}
+        items = labelled_items(datastore)
+        if not items:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, "no final labels to train on: save a label first")
+        train_items, val_items = train_val_split(items, float(conf["val_fraction"]))
+        start = self.starting_point()
+        cfg = self.fit_config(conf, start)
+        print(f"training {self.name} from {start.path or 'scratch'}: {len(train_items)} train, {len(val_items)} val")
+        baseline = self.baseline_iou(start.network, val_items, cfg) if start.path else None
+        print(f"served model {Path(start.path).name if start.path else None}: val_iou {baseline}", flush=True)
+        common = {**common, "labels": len(items)}
+        history = self._fit(start, train_items, val_items, cfg, baseline, common)
+        best = max(history, key=lambda h: h["val"]["iou"]) if history else None
+        new_iou = best["val"]["iou"] if best else None
+        decision = decide(new_iou, baseline) if self.candidate_path.exists() else NOT_TRAINED
+        now = datetime.now()
+        published, kept_aside = self._apply(decision, now)
+        result = {
+            **common,
+            "state": "DONE",
+            "history": history,
+            "best_iou": new_iou,
+            "best_epoch": best["epoch"] if best else None,
+            "published": published,
+            "last_decision": decision,
+            "baseline_iou": baseline,
+            "new_iou": new_iou,
+            "decided_at": now.astimezone().isoformat(timespec="seconds"),
+            "kept_aside": kept_aside,
+        }
+        self._write_stats(result)
+        message = (
+            f"decision {self.name}: {decision} (new val IoU {new_iou}, served model's {baseline} on the same split)"
+        )
+        logger.info(message)
+        print(f"done: best val IoU {new_iou} at epoch {result['best_epoch']}; {message}", flush=True)
+        return result
+
+    def _fit(
+        self,
+        start: StartingPoint,
+        train_items: list[dict[str, str]],
+        val_items: list[dict[str, str]],
+        cfg: FitConfig,
+        baseline: float | None,
+        common: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Runs the loop into the candidate file, writing the stats after every epoch; the history as dicts."""
+        history: list[dict[str, Any]] = []
+
+        def report(stats: EpochStats) -> None:
+            print(stats.line(), flush=True)  # its " *": the best epoch so far, written to the candidate
+            entry = asdict(stats)
+            entry["candidate"] = entry.pop("published")  # only the gate publishes
+            history.append(entry)
+            self._write_stats({**common, "state": "RUNNING", "history": history, "best_iou": stats.best_iou})
+
+        self.candidate_path.unlink(missing_ok=True)
+        meta = {
+            "trained_by": "lesion_app",
+            "start": Path(start.path).name if start.path else None,
+            "labels": common["labels"],
+            "baseline_iou": baseline,
+        }
+        run = TrainingRun(start.network, start.spec, train_items, val_items, self.candidate_path, meta=meta)
+        fit(run, cfg, Hooks(on_epoch=report))
+        return history
+
+    def _apply(self, decision: str, now: datetime) -> tuple[str | None, str | None]:
+        """Moves the candidate where the decision says: (published path, kept-aside path)."""
+        if decision == PUBLISHED:
+            published = self.settings.published_path(self.name)
+            os.replace(self.candidate_path, published)  # same folder: atomic; the new mtime makes MONAI Label reload
+            return published, None
+        if decision == KEPT_ASIDE:
+            target = self.rejected_path(now)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.candidate_path, target)
+            return None, str(target)
+        return None, None

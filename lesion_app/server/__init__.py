@@ -1,0 +1,1 @@
+"""The HTTP server's concerns: datastores, request checks, upload limit, auth, retraining schedule, patches."""

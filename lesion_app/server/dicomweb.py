@@ -1,0 +1,412 @@
+"""A DICOMweb server (Orthanc, a PACS) as the app's datastore, for dermoscopic photographs.
+
+MONAI Label's :class:`DICOMWebDatastore` is built for CT volumes: it lists CT series only, caches listings for
+two hours (a saved label stays "unlabelled" that long), converts images to NIfTI, downloads dcmqi at start-up
+and stores whatever label file arrives. Here:
+
+- images are the series of one modality (``--conf dicomweb_modality``, XC by default: external-camera
+  photography, what :mod:`apps.dicom_import` writes), each one single-frame colour photograph;
+- listings are cached for ``--conf dicomweb_cache_seconds`` and dropped after every save;
+- a photograph is cached once as an RGB NRRD carrying its DICOM frame's geometry (so 3D Slicer and the DICOM
+  SEG place masks exactly), written atomically;
+- a final label is checked like the local datastore's (size, values, axes), turned into a DICOM SEG with the
+  dcmqi wheel's ``itkimage2segimage`` and stored on the server (STOW-RS); the local cache keeps a 0/1 PNG;
+- training reads the SEGs on the server: labels saved by other users or other tools count too.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import requests
+from dicomweb_client import DICOMwebClient
+from fastapi import HTTPException
+from filelock import FileLock
+from monailabel.datastore.dicom import DICOMWebDatastore
+from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from lesion_app.io.dicom import (
+    FrameGeometry,
+    PhotoUids,
+    dicom_to_rgb,
+    mask_to_seg,
+    photo_to_dicom,
+    seg_to_mask,
+    write_photo_nrrd,
+)
+from lesion_app.server import checks
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SERIES_UID = "0020000E"
+STUDY_UID = "0020000D"
+MODALITY_TAG = "00080060"
+
+
+def _answers_503(method: Callable[..., T]) -> Callable[..., T]:
+    """A DICOMweb server that is down or failing is the server's condition, not the request's: 503, the reason."""
+
+    @functools.wraps(method)
+    def wrapper(self: LesionDicomWebDatastore, *args: Any, **kwargs: Any) -> T:
+        try:
+            return method(self, *args, **kwargs)
+        except (requests.RequestException, OSError) as e:
+            raise checks.unavailable(f"the DICOMweb server {self._client.base_url} failed: {type(e).__name__}") from e
+
+    return wrapper
+
+
+def seg_reference(ds: Dataset) -> tuple[str, str]:
+    """The image series a SEG's metadata refers to, and the SEG's date and time (the newest SEG wins)."""
+    refs = ds.get("ReferencedSeriesSequence") or []
+    image = str(refs[0].SeriesInstanceUID) if refs else ""
+    stamp = f"{ds.get('SeriesDate', '')}{ds.get('SeriesTime', '')}{ds.get('ContentDate', '')}"
+    return image, stamp + str(ds.get("ContentTime", ""))
+
+
+def _value(item: dict[str, Any], tag: str) -> str:
+    values = item.get(tag, {}).get("Value") or [""]
+    return str(values[0])
+
+
+class LesionDicomWebDatastore(DICOMWebDatastore):
+    """Photographs and their lesion SEGs on a DICOMweb server, with a local cache for the app."""
+
+    def __init__(
+        self,
+        client: DICOMwebClient,
+        modality: str = "XC",
+        cache_path: str | None = None,
+        cache_seconds: float = 30.0,
+        max_image_pixels: int = 40_000_000,
+        max_upload_mb: float = 50.0,
+        read_only: bool = False,
+    ) -> None:
+        self.modality = modality
+        self.cache_seconds = float(cache_seconds)
+        self.max_image_pixels = int(max_image_pixels)
+        self.max_upload_bytes = int(max_upload_mb * 2**20)
+        self.writes_refused = bool(read_only)
+        self._listing: dict[str, tuple[float, Any]] = {}
+        self._listing_lock = threading.Lock()
+        #: SEG series UID -> (referenced image series UID, time stamp): a stored SEG never changes, so its
+        #: metadata is fetched once, not at every listing refresh
+        self._seg_refs: dict[str, tuple[str, str]] = {}
+        # dicomweb-client retries a failed request five times over half a minute; a viewer waits for us
+        client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=100)
+        super().__init__(client, {"Modality": modality}, cache_path, fetch_by_frame=False, convert_to_nifti=True)
+
+    # -- listings ----------------------------------------------------------------------------------------
+
+    def _cached(self, key: str, compute: Any) -> Any:
+        with self._listing_lock:
+            hit = self._listing.get(key)
+            if hit and time.monotonic() - hit[0] < self.cache_seconds:
+                return hit[1]
+        value = compute()
+        with self._listing_lock:
+            self._listing[key] = (time.monotonic(), value)
+        return value
+
+    def invalidate(self) -> None:
+        """Forgets the cached listings, after a save or when the server is known to have changed."""
+        with self._listing_lock:
+            self._listing.clear()
+
+    @_answers_503
+    def _series(self) -> dict[str, dict[str, Any]]:
+        """Series UID -> QIDO answer, for every series of the photographs' modality."""
+
+        def query() -> dict[str, dict[str, Any]]:
+            # every page: servers that cap a QIDO answer (a PACS, a cloud store) would hide photographs otherwise
+            found = self._client.search_for_series(search_filters={"Modality": self.modality}, get_remaining=True)
+            return {_value(s, SERIES_UID): s for s in found if _value(s, SERIES_UID)}
+
+        return self._cached("series", query)
+
+    @_answers_503
+    def _segs(self) -> dict[str, tuple[str, str]]:
+        """Image series UID -> (study UID, SEG series UID) of its newest SEG on the server."""
+
+        def query() -> dict[str, tuple[str, str]]:
+            images = self._series()
+            found: dict[str, tuple[str, str, str]] = {}
+            for seg in self._client.search_for_series(search_filters={"Modality": "SEG"}, get_remaining=True):
+                study, series = _value(seg, STUDY_UID), _value(seg, SERIES_UID)
+                if series not in self._seg_refs:
+                    meta = self._client.retrieve_series_metadata(study, series)
+                    if not meta:
+                        continue
+                    self._seg_refs[series] = seg_reference(Dataset.from_json(meta[0]))
+                image, stamp = self._seg_refs[series]
+                if image not in images:
+                    continue
+                if image not in found or stamp > found[image][2]:
+                    found[image] = (study, series, stamp)
+            return {image: (study, series) for image, (study, series, _) in found.items()}
+
+        return self._cached("segs", query)
+
+    def list_images(self) -> list[str]:
+        return sorted(self._series())
+
+    def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
+        if label_tag not in (None, DefaultLabelTag.FINAL, DefaultLabelTag.FINAL.value):
+            return LocalDatastore.get_labeled_images(self, label_tag, labels)
+        return sorted(self._segs())
+
+    def get_unlabeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
+        labelled = set(self.get_labeled_images(label_tag, labels))
+        return [s for s in self.list_images() if s not in labelled]
+
+    def status(self) -> dict[str, Any]:
+        """``/info``'s datastore counts; while the DICOMweb server is down, ``/info`` still answers and says so."""
+        try:
+            return {**super().status(), "server": self._client.base_url}
+        except HTTPException as e:
+            return {
+                "total": None,
+                "completed": None,
+                "label_tags": {},
+                "server": self._client.base_url,
+                "error": e.detail,
+            }
+
+    def _known(self, image_id: str) -> dict[str, Any]:
+        """The QIDO answer for an image id a request names: 400 if malformed, 404 if not on the server."""
+        checks.check_reference(image_id or "")
+        series = self._series().get(image_id)
+        if series is None:
+            self.invalidate()  # it may have arrived since the listing was cached
+            series = self._series().get(image_id)
+        if series is None:
+            raise checks.not_found(f"image {image_id!r} is not a {self.modality} series here")
+        return series
+
+    # -- images ------------------------------------------------------------------------------------------
+
+    def _series_dir(self, image_id: str) -> Path:
+        return Path(self._datastore.image_path()) / image_id
+
+    @_answers_503
+    def _download(self, image_id: str, study: str) -> Path:
+        """The series' DICOM files in the cache, downloaded into a temporary folder and renamed into place."""
+        target = self._series_dir(image_id)
+        if target.is_dir() and any(target.glob("*.dcm")):
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=f".{image_id}.", dir=target.parent))
+        try:
+            for instance in self._client.retrieve_series(study, image_id):
+                instance.save_as(str(tmp / f"{instance.SOPInstanceUID}.dcm"), write_like_original=False)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    def get_image_uri(self, image_id: str) -> str:
+        """The cached RGB NRRD of a photograph, fetched and converted on first use."""
+        name = f"{image_id}.nrrd"
+        cached = Path(self._datastore.image_path()) / name
+        if cached.is_file() and image_id in self._datastore.objects:
+            return str(cached)
+        series = self._known(image_id)
+        folder = self._download(image_id, _value(series, STUDY_UID))
+        files = sorted(folder.glob("*.dcm"))
+        if len(files) != 1:
+            raise checks.unprocessable(
+                f"series {image_id} holds {len(files)} instances; a dermoscopic photograph is one image",
+            )
+        ds = dcmread(str(files[0]))
+        try:
+            rgb = dicom_to_rgb(ds)
+        except Exception as e:
+            raise checks.unreadable_image(files[0], e) from None
+        if rgb.shape[0] * rgb.shape[1] > self.max_image_pixels:
+            raise checks.too_large(f"series {image_id} is {rgb.shape[1]}x{rgb.shape[0]} pixels")
+        with tempfile.TemporaryDirectory(prefix="lesion_photo_") as tmp:
+            converted = Path(tmp) / name  # ITK picks its writer by the extension
+            write_photo_nrrd(rgb, FrameGeometry.of(ds), converted)
+            checks.stored_copy(converted, cached)
+        info = {
+            "SeriesInstanceUID": image_id,
+            "StudyInstanceUID": _value(series, STUDY_UID),
+            "Modality": _value(series, MODALITY_TAG),
+            "PatientID": str(ds.get("PatientID", "")),
+            "SeriesDescription": str(ds.get("SeriesDescription", "")),
+            "ts": int(time.time()),
+            "name": name,
+        }
+        with FileLock(self._lock_file):
+            obj = self._datastore.objects.get(image_id)
+            if obj is None:
+                self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=".nrrd"))
+            else:
+                obj.image = DataModel(info={**obj.image.info, **info}, ext=".nrrd")
+            self._update_datastore_file(lock=False)
+        return str(cached)
+
+    def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
+        """An uploaded photograph goes to the DICOMweb server as DICOM (as ``lesion-dicom-import`` does); its id
+        is the new SeriesInstanceUID. The upload's id (or file name) keys the UIDs: the same id, the same UIDs."""
+        checks.refuse_if_read_only(self.writes_refused, f"add image {image_id or os.path.basename(image_filename)!r}")
+        ext = checks.image_extension(os.path.basename(image_filename))
+        key = image_id or os.path.basename(image_filename)[: -len(ext)]
+        checks.check_image_id(key)
+        checks.check_upload_size(image_filename, self.max_upload_bytes, "image")
+        checks.check_image_file(image_filename, self.max_image_pixels)
+        uids = PhotoUids.from_key(f"{key}/{key}{ext}")
+        if uids.series in self._series():
+            raise checks.conflict(f"image {key!r} is on the server as series {uids.series}")
+        ds = photo_to_dicom(image_filename, uids, patient_id=key, modality=self.modality)
+        ds.SeriesDescription = f"{key}{ext}"[:64]
+        try:
+            self._client.store_instances([ds])
+        except Exception as e:
+            raise checks.bad_gateway(f"the DICOMweb server refused the image ({e})") from None
+        self.invalidate()
+        logger.info(f"uploaded {key} to the DICOMweb server as series {uids.series}")
+        return uids.series
+
+    def remove_image(self, image_id: str) -> None:
+        raise checks.not_allowed("images live on the DICOMweb server: delete the series there (e.g. Orthanc's UI)")
+
+    def remove_label(self, label_id: str, label_tag: str) -> None:
+        """Local labels (``original``, ...) are removed; a final label is a SEG on the server, deleted there."""
+        checks.check_tag(label_tag)
+        if label_tag == DefaultLabelTag.FINAL:
+            raise checks.not_allowed(
+                "final labels are DICOM SEGs on the DICOMweb server: delete the SEG series there",
+            )
+        LocalDatastore.remove_label(self, label_id, label_tag)
+
+    # -- labels ------------------------------------------------------------------------------------------
+
+    def save_label(
+        self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any], label_id: str = ""
+    ) -> str:
+        """A checked 0/1 label; the final one goes to the DICOMweb server as a DICOM SEG first."""
+        checks.refuse_if_read_only(self.writes_refused, f"save a label for {image_id!r}")
+        checks.check_tag(label_tag)
+        image_path = self.get_image_uri(image_id)
+        _, mask = checks.checked_label(
+            label_filename, image_path, image_id, self.max_upload_bytes, self.max_image_pixels
+        )
+        info = dict(label_info or {})
+        if label_tag == DefaultLabelTag.FINAL:
+            info.update(self._store_seg(image_id, mask, info))
+        label_dir = Path(self._datastore.label_path(label_tag))
+        label_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{image_id}.png"
+        with FileLock(self._lock_file):
+            checks.stored_png(mask, label_dir / name)
+            obj = self._datastore.objects[image_id]
+            obj.labels[label_tag] = DataModel(info={**info, "ts": int(time.time()), "name": name}, ext=".png")
+            self._update_datastore_file(lock=False)
+        self.invalidate()
+        return image_id
+
+    def _store_seg(self, image_id: str, mask: np.ndarray, info: dict[str, Any]) -> dict[str, Any]:
+        if not mask.any():
+            raise checks.bad_request(
+                "the label is empty; DICOM SEG needs at least one lesion pixel (delete it instead)"
+            )
+        with tempfile.TemporaryDirectory(prefix="lesion_seg_") as tmp:
+            seg_file = Path(tmp) / "seg.dcm"
+            try:
+                mask_to_seg(mask, self._series_dir(image_id), seg_file, str(info.get("model") or "lesion"))
+            except (FileNotFoundError, RuntimeError) as e:
+                raise checks.unavailable(f"cannot write the DICOM SEG: {e}") from None
+            seg = dcmread(str(seg_file))
+            try:
+                self._client.store_instances([seg])
+            except Exception as e:
+                raise checks.bad_gateway(f"the DICOMweb server refused the SEG ({type(e).__name__}: {e})") from None
+        logger.info(f"saved the label of {image_id} to the DICOMweb server as SEG {seg.SeriesInstanceUID}")
+        return {"SeriesInstanceUID": str(seg.SeriesInstanceUID), "StudyInstanceUID": str(seg.StudyInstanceUID)}
+
+    def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
+        return LocalDatastore.get_label_uri(self, label_id, label_tag)
+
+    @_answers_503
+    def _sync_final_labels(self) -> None:
+        """Brings the cache's final labels in line with the SEGs on the server (newest SEG per image wins)."""
+        segs = self._segs()
+        label_dir = Path(self._datastore.label_path(DefaultLabelTag.FINAL))
+        label_dir.mkdir(parents=True, exist_ok=True)
+        for image_id, (study, seg_series) in segs.items():
+            image_path = self.get_image_uri(image_id)
+            obj = self._datastore.objects[image_id]
+            current = obj.labels.get(DefaultLabelTag.FINAL)
+            if current and current.info.get("SeriesInstanceUID") == seg_series:
+                continue
+            instances = self._client.retrieve_series(study, seg_series)
+            rows, columns = checks.image_size(image_path)
+            try:
+                mask = seg_to_mask(instances[0], rows, columns)
+            except ValueError as e:
+                logger.warning(f"SEG {seg_series} of {image_id} ignored: {e}")
+                continue
+            with FileLock(self._lock_file):
+                checks.stored_png(mask, label_dir / f"{image_id}.png")
+                info = {"SeriesInstanceUID": seg_series, "StudyInstanceUID": study, "ts": int(time.time())}
+                obj.labels[DefaultLabelTag.FINAL] = DataModel(info={**info, "name": f"{image_id}.png"}, ext=".png")
+                self._update_datastore_file(lock=False)
+        for image_id, obj in list(self._datastore.objects.items()):  # SEGs deleted on the server
+            if image_id not in segs and obj.labels.pop(DefaultLabelTag.FINAL, None) is not None:
+                (label_dir / f"{image_id}.png").unlink(missing_ok=True)
+                self._update_datastore_file()
+
+    def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
+        self.invalidate()
+        self._sync_final_labels()
+        return LocalDatastore.datalist(self, full_path)
+
+
+def dicomweb_datastore(url: str, settings: Any) -> LesionDicomWebDatastore:
+    """The datastore for ``--studies http(s)://.../dicom-web``, with MONAI Label's DICOMweb login and cache path
+    settings (``MONAI_LABEL_DICOMWEB_USERNAME``/``_PASSWORD``, ``MONAI_LABEL_DICOMWEB_CACHE_PATH``)."""
+    from dicomweb_client.session_utils import create_session_from_user_pass
+    from monailabel.config import settings as ml
+    from monailabel.datastore.dicom import DICOMwebClientX
+
+    user = ml.MONAI_LABEL_DICOMWEB_USERNAME or ml.MONAI_LABEL_DATASTORE_USERNAME
+    password = ml.MONAI_LABEL_DICOMWEB_PASSWORD or ml.MONAI_LABEL_DATASTORE_PASSWORD
+    session = create_session_from_user_pass(user, password) if user and password else None
+    client = DICOMwebClientX(
+        url=url,
+        session=session,
+        qido_url_prefix=ml.MONAI_LABEL_QIDO_PREFIX,
+        wado_url_prefix=ml.MONAI_LABEL_WADO_PREFIX,
+        stow_url_prefix=ml.MONAI_LABEL_STOW_PREFIX,
+    )
+    cache = (ml.MONAI_LABEL_DICOMWEB_CACHE_PATH or ml.MONAI_LABEL_DATASTORE_CACHE_PATH or "").strip() or None
+    try:
+        from lesion_app.io.dicom import dcmqi_tool
+
+        logger.info(f"DICOMweb {url}: images are {settings.dicomweb_modality} series; SEGs by {dcmqi_tool()}")
+    except FileNotFoundError as e:  # infer still works; saving a final label will answer 503 with this reason
+        logger.error(f"DICOMweb {url}: {e}; final labels cannot be saved as DICOM SEG")
+    return LesionDicomWebDatastore(
+        client,
+        modality=settings.dicomweb_modality,
+        cache_path=cache,
+        cache_seconds=settings.dicomweb_cache_seconds,
+        max_image_pixels=settings.max_image_pixels,
+        max_upload_mb=settings.max_upload_mb,
+        read_only=settings.read_only,
+    )

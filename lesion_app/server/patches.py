@@ -1,0 +1,68 @@
+"""MONAI Label 0.8.5 patched in one place: every behaviour of the stock server this app changes.
+
+- :func:`install` (at import): bearer tokens checked with PyJWT 2 (:mod:`lesion_app.server.auth`).
+- :class:`MONAILabelFixes`, mixed into ``LesionApp`` before ``MONAILabelApp`` (MONAI Label finds the app as the
+  class in main.py whose direct bases include ``MONAILabelApp``):
+  - infer refuses image paths on the server (only datastore ids and the request's own upload);
+  - scoring after a training is queued rather than refused while another scoring runs;
+  - batch infer runs on the CPU of a machine without GPUs (MONAI Label's divides by the GPU count);
+  - in the server process, oversized request bodies are refused as they arrive
+    (:mod:`lesion_app.server.upload_limit`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monailabel.interfaces.datastore import Datastore
+from monailabel.interfaces.tasks.batch_infer import BatchInferTask
+
+from lesion_app.server import auth, checks, upload_limit
+
+
+def install() -> None:
+    """Patches that must be in place before the server handles a request (idempotent)."""
+    auth.install()  # MONAI Label 0.8.5 refuses every token under PyJWT 2 (auth.py says why)
+
+
+class CpuBatchInferTask(BatchInferTask):
+    """MONAI Label's batch infer divides by the GPU count; on a CPU machine run on the CPU instead."""
+
+    def __call__(self, request: dict[str, Any], datastore: Datastore, infer: Any) -> Any:
+        if not torch.cuda.is_available():
+            request = {**request, "multi_gpu": False, "device": "cpu"}
+        return super().__call__(request, datastore, infer)
+
+
+class MONAILabelFixes:
+    """This project's fixes of :class:`MONAILabelApp`'s methods; ``max_upload_mb`` is set before ``__init__``."""
+
+    max_upload_mb: float = 50.0
+    _server_mode: bool
+    _scoring_methods: dict[str, Any]
+
+    def on_init_complete(self) -> None:
+        """Runs in the server process only (train subprocesses build the app too)."""
+        super().on_init_complete()  # type: ignore[misc]
+        upload_limit.install(upload_limit.body_limit_bytes(self.max_upload_mb))
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
+        """Images are datastore ids or files uploaded with the request, never other paths on the server.
+
+        MONAI Label uses any ``image`` that exists on disk as a path (and ``params`` may set it), which would
+        let a caller segment, and learn about, arbitrary files on the server.
+        """
+        checks.check_infer_image(request.get("image"))
+        return super().infer(request, datastore)  # type: ignore[misc]
+
+    def async_scoring(self, method: str | None, params: dict | None = None) -> Any:
+        """After a training (a separate process) MONAI Label asks the server for each method at
+        ``/scoring/<method>``, which it refuses while any scoring runs (the start-up one, say), so the
+        refresh was lost; ``/scoring/`` queues every method instead."""
+        if method or self._server_mode or not self._scoring_methods:
+            return super().async_scoring(method, params)  # type: ignore[misc]
+        return self._local_request("/scoring/", params, "Scoring")  # type: ignore[attr-defined]
+
+    def init_batch_infer(self) -> BatchInferTask:
+        return CpuBatchInferTask()

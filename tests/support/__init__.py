@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: paths, drawn studies, odd images, folder fingerprints, viewers."""
