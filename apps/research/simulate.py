@@ -34,8 +34,9 @@ from scipy.stats import spearmanr
 from apps.research.simulation_results import Results, Round, markdown, plot, verdicts, write_csv
 from lesion_app.core.checkpoint import load_model, network_spec, read_checkpoint
 from lesion_app.core.data import split
-from lesion_app.core.metrics import score
+from lesion_app.core.metrics import iou
 from lesion_app.core.networks import build_network
+from lesion_app.core.predictor import Predictor, prepare
 from lesion_app.core.selection import (
     density_weighted_top,
     diverse_sample,
@@ -46,6 +47,7 @@ from lesion_app.core.training.gate import PUBLISHED, decide
 from lesion_app.core.training.loop import FitConfig, TrainingRun, fit, validate
 from lesion_app.core.transforms import load_transforms, preprocess_transforms, val_transforms
 from lesion_app.core.uncertainty import METHODS, image_scores, sample_probabilities
+from lesion_app.io.images import read_mask
 from lesion_app.io.layout import find_pairs
 from lesion_app.lib.settings import LesionSettings
 
@@ -97,7 +99,6 @@ def uncertainty_and_embeddings(
     dropout or the four flips, as ``--conf uncertainty_method``) and the network's deepest features averaged
     over the image (a cheap embedding the model already computes). ``with_scores=False``: the embeddings
     alone, from one plain forward pass per image, and no scores."""
-    load = Compose(load_transforms(label_key=None) + preprocess_transforms((size, size), label_key=None))
     layer = embedding_layer(network)
     seen: list[torch.Tensor] = []
 
@@ -110,7 +111,7 @@ def uncertainty_and_embeddings(
     try:
         for item in items:
             seen.clear()
-            image = torch.as_tensor(load({"image": item["image"]})["image"])
+            image = prepare(item["image"], (size, size)).image
             if with_scores:
                 probs = sample_probabilities(network, image, method, samples).numpy()
                 scores.append(image_scores(probs)["disagreement"])
@@ -133,13 +134,8 @@ def uncertainty_ranking(
 def score_tracks_error(network: torch.nn.Module, items: Sequence[Item], samples: int, size: int) -> dict[str, float]:
     """Rank correlation (Spearman) between each method's uncertainty score and the network's per-image error
     (1 - IoU) over labelled items: how well the score finds the photographs the model gets wrong."""
-    load = Compose(load_transforms() + preprocess_transforms((size, size)))
-    errors = []
-    for item in items:
-        d = load({"image": item["image"], "label": item["label"]})
-        with torch.inference_mode():
-            pred = network.eval()(torch.as_tensor(d["image"])[None].float())[0, 0] > 0
-        errors.append(1.0 - score(pred.numpy(), np.asarray(d["label"])[0] > 0.5).iou)
+    predictor = Predictor([network], (size, size), postprocess=False)
+    errors = [1.0 - iou(predictor.mask(item["image"]), read_mask(item["label"])) for item in items]
     return {
         method: float(spearmanr(uncertainty_ranking(network, items, samples, size, method), errors).statistic)
         for method in METHODS

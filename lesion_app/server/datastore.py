@@ -22,7 +22,7 @@ from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastor
 from monailabel.utils.others.generic import remove_file
 
 from lesion_app.io import layout
-from lesion_app.io.layout import IMAGE_SUFFIXES
+from lesion_app.io.layout import IMAGE_SUFFIXES, label_file_name
 from lesion_app.server import checks
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class LesionDatastore(LocalDatastore):
         )
 
         label_dir = self._datastore.label_path(label_tag)
-        name = self._filename(image_id, ".png")
+        name = label_file_name(image_id)
         dest = self._inside(os.path.join(label_dir, name))
         logger.info(f"Saving Label: {image_id} => {label_tag} => {name}")
         with FileLock(self._lock_file):

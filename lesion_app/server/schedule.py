@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -145,7 +146,6 @@ class RetrainScheduler:
         self.clock = clock
         self.server_started = clock()
         self._submitted: dict[str, datetime] = {}
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def last_training(self, model: str) -> datetime | None:
@@ -198,20 +198,19 @@ class RetrainScheduler:
         return None
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.cfg.poll_seconds):
+        while True:
+            time.sleep(self.cfg.poll_seconds)
             try:
                 self.poll_once()
             except Exception:  # a bad poll must not end the thread: the next one may succeed
                 logger.exception("retrain scheduler poll failed")
 
     def start(self) -> None:
+        """Starts the polling thread (a daemon: it ends with the server); idempotent."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="lesion-retrain", daemon=True)
             self._thread.start()
             logger.info(f"retrain scheduler started: {self.cfg} for {list(self.trainers)}")
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def monailabel_busy() -> bool:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from pydicom.dataset import Dataset
 
-from lesion_app.server.dicomweb import SERIES_UID, STUDY_UID, LesionDicomWebDatastore, seg_reference
+from lesion_app.server.dicomweb.listing import SERIES_UID, STUDY_UID, DicomWebListing, seg_reference
 
 
 def seg_metadata(image: str, date: str, time: str) -> dict[str, Any]:
@@ -41,14 +40,6 @@ class StubClient:
         return [self.segs[series]]
 
 
-def listing_only(client: StubClient) -> LesionDicomWebDatastore:
-    """The datastore's listing state without its cache folder and MONAI Label's start-up."""
-    ds = LesionDicomWebDatastore.__new__(LesionDicomWebDatastore)
-    ds._client, ds.modality, ds.cache_seconds = client, "XC", 30.0
-    ds._listing, ds._listing_lock, ds._seg_refs = {}, threading.Lock(), {}
-    return ds
-
-
 def test_seg_reference_reads_the_image_series_and_the_time() -> None:
     meta = Dataset.from_json(seg_metadata("img.9", "20260105", "101500"))
     assert seg_reference(meta) == ("img.9", "20260105101500")
@@ -57,14 +48,14 @@ def test_seg_reference_reads_the_image_series_and_the_time() -> None:
 
 def test_the_newest_seg_wins_and_each_segs_metadata_is_fetched_once() -> None:
     client = StubClient()
-    ds = listing_only(client)
-    assert ds._segs() == {"img.1": ("study.1", "seg.new")}
+    ds = DicomWebListing(client, "XC", 30.0)
+    assert ds.segs() == {"img.1": ("study.1", "seg.new")}
     assert sorted(client.metadata_requests) == ["seg.new", "seg.old", "seg.other"]
     for _ in range(3):
         ds.invalidate()  # as after every save and every datalist
-        assert ds._segs() == {"img.1": ("study.1", "seg.new")}
+        assert ds.segs() == {"img.1": ("study.1", "seg.new")}
     assert len(client.metadata_requests) == 3
     client.segs["seg.newest"] = seg_metadata("img.2", "20260104", "090000")
     ds.invalidate()
-    assert ds._segs() == {"img.1": ("study.1", "seg.new"), "img.2": ("study.1", "seg.newest")}
+    assert ds.segs() == {"img.1": ("study.1", "seg.new"), "img.2": ("study.1", "seg.newest")}
     assert client.metadata_requests[3:] == ["seg.newest"]

@@ -16,19 +16,15 @@ and stores whatever label file arrives. Here:
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import requests
 from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
 from filelock import FileLock
@@ -36,7 +32,6 @@ from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom import dcmread
-from pydicom.dataset import Dataset
 
 from lesion_app.io.dicom import (
     FrameGeometry,
@@ -47,40 +42,12 @@ from lesion_app.io.dicom import (
     seg_to_mask,
     write_photo_nrrd,
 )
+from lesion_app.io.layout import label_file_name
 from lesion_app.server import checks
+from lesion_app.server.dicomweb.listing import MODALITY_TAG, STUDY_UID, DicomWebListing, answers_503, value_of
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-SERIES_UID = "0020000E"
-STUDY_UID = "0020000D"
-MODALITY_TAG = "00080060"
-
-
-def _answers_503(method: Callable[..., T]) -> Callable[..., T]:
-    """A DICOMweb server that is down or failing is the server's condition, not the request's: 503, the reason."""
-
-    @functools.wraps(method)
-    def wrapper(self: LesionDicomWebDatastore, *args: Any, **kwargs: Any) -> T:
-        try:
-            return method(self, *args, **kwargs)
-        except (requests.RequestException, OSError) as e:
-            raise checks.unavailable(f"the DICOMweb server {self._client.base_url} failed: {type(e).__name__}") from e
-
-    return wrapper
-
-
-def seg_reference(ds: Dataset) -> tuple[str, str]:
-    """The image series a SEG's metadata refers to, and the SEG's date and time (the newest SEG wins)."""
-    refs = ds.get("ReferencedSeriesSequence") or []
-    image = str(refs[0].SeriesInstanceUID) if refs else ""
-    stamp = f"{ds.get('SeriesDate', '')}{ds.get('SeriesTime', '')}{ds.get('ContentDate', '')}"
-    return image, stamp + str(ds.get("ContentTime", ""))
-
-
-def _value(item: dict[str, Any], tag: str) -> str:
-    values = item.get(tag, {}).get("Value") or [""]
-    return str(values[0])
 
 
 class LesionDicomWebDatastore(DICOMWebDatastore):
@@ -101,73 +68,18 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         self.max_image_pixels = int(max_image_pixels)
         self.max_upload_bytes = int(max_upload_mb * 2**20)
         self.writes_refused = bool(read_only)
-        self._listing: dict[str, tuple[float, Any]] = {}
-        self._listing_lock = threading.Lock()
-        #: SEG series UID -> (referenced image series UID, time stamp): a stored SEG never changes, so its
-        #: metadata is fetched once, not at every listing refresh
-        self._seg_refs: dict[str, tuple[str, str]] = {}
+        self.listing = DicomWebListing(client, modality, cache_seconds)
         # dicomweb-client retries a failed request five times over half a minute; a viewer waits for us
         client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=100)
         super().__init__(client, {"Modality": modality}, cache_path, fetch_by_frame=False, convert_to_nifti=True)
 
-    # -- listings ----------------------------------------------------------------------------------------
-
-    def _cached(self, key: str, compute: Any) -> Any:
-        with self._listing_lock:
-            hit = self._listing.get(key)
-            if hit and time.monotonic() - hit[0] < self.cache_seconds:
-                return hit[1]
-        value = compute()
-        with self._listing_lock:
-            self._listing[key] = (time.monotonic(), value)
-        return value
-
-    def invalidate(self) -> None:
-        """Forgets the cached listings, after a save or when the server is known to have changed."""
-        with self._listing_lock:
-            self._listing.clear()
-
-    @_answers_503
-    def _series(self) -> dict[str, dict[str, Any]]:
-        """Series UID -> QIDO answer, for every series of the photographs' modality."""
-
-        def query() -> dict[str, dict[str, Any]]:
-            # every page: servers that cap a QIDO answer (a PACS, a cloud store) would hide photographs otherwise
-            found = self._client.search_for_series(search_filters={"Modality": self.modality}, get_remaining=True)
-            return {_value(s, SERIES_UID): s for s in found if _value(s, SERIES_UID)}
-
-        return self._cached("series", query)
-
-    @_answers_503
-    def _segs(self) -> dict[str, tuple[str, str]]:
-        """Image series UID -> (study UID, SEG series UID) of its newest SEG on the server."""
-
-        def query() -> dict[str, tuple[str, str]]:
-            images = self._series()
-            found: dict[str, tuple[str, str, str]] = {}
-            for seg in self._client.search_for_series(search_filters={"Modality": "SEG"}, get_remaining=True):
-                study, series = _value(seg, STUDY_UID), _value(seg, SERIES_UID)
-                if series not in self._seg_refs:
-                    meta = self._client.retrieve_series_metadata(study, series)
-                    if not meta:
-                        continue
-                    self._seg_refs[series] = seg_reference(Dataset.from_json(meta[0]))
-                image, stamp = self._seg_refs[series]
-                if image not in images:
-                    continue
-                if image not in found or stamp > found[image][2]:
-                    found[image] = (study, series, stamp)
-            return {image: (study, series) for image, (study, series, _) in found.items()}
-
-        return self._cached("segs", query)
-
     def list_images(self) -> list[str]:
-        return sorted(self._series())
+        return sorted(self.listing.series())
 
     def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
         if label_tag not in (None, DefaultLabelTag.FINAL, DefaultLabelTag.FINAL.value):
             return LocalDatastore.get_labeled_images(self, label_tag, labels)
-        return sorted(self._segs())
+        return sorted(self.listing.segs())
 
     def get_unlabeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
         labelled = set(self.get_labeled_images(label_tag, labels))
@@ -189,10 +101,10 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
     def _known(self, image_id: str) -> dict[str, Any]:
         """The QIDO answer for an image id a request names: 400 if malformed, 404 if not on the server."""
         checks.check_reference(image_id or "")
-        series = self._series().get(image_id)
+        series = self.listing.series().get(image_id)
         if series is None:
-            self.invalidate()  # it may have arrived since the listing was cached
-            series = self._series().get(image_id)
+            self.listing.invalidate()  # it may have arrived since the listing was cached
+            series = self.listing.series().get(image_id)
         if series is None:
             raise checks.not_found(f"image {image_id!r} is not a {self.modality} series here")
         return series
@@ -202,7 +114,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
     def _series_dir(self, image_id: str) -> Path:
         return Path(self._datastore.image_path()) / image_id
 
-    @_answers_503
+    @answers_503
     def _download(self, image_id: str, study: str) -> Path:
         """The series' DICOM files in the cache, downloaded into a temporary folder and renamed into place."""
         target = self._series_dir(image_id)
@@ -225,7 +137,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         if cached.is_file() and image_id in self._datastore.objects:
             return str(cached)
         series = self._known(image_id)
-        folder = self._download(image_id, _value(series, STUDY_UID))
+        folder = self._download(image_id, value_of(series, STUDY_UID))
         files = sorted(folder.glob("*.dcm"))
         if len(files) != 1:
             raise checks.unprocessable(
@@ -244,8 +156,8 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
             checks.stored_copy(converted, cached)
         info = {
             "SeriesInstanceUID": image_id,
-            "StudyInstanceUID": _value(series, STUDY_UID),
-            "Modality": _value(series, MODALITY_TAG),
+            "StudyInstanceUID": value_of(series, STUDY_UID),
+            "Modality": value_of(series, MODALITY_TAG),
             "PatientID": str(ds.get("PatientID", "")),
             "SeriesDescription": str(ds.get("SeriesDescription", "")),
             "ts": int(time.time()),
@@ -270,7 +182,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         checks.check_upload_size(image_filename, self.max_upload_bytes, "image")
         checks.check_image_file(image_filename, self.max_image_pixels)
         uids = PhotoUids.from_key(f"{key}/{key}{ext}")
-        if uids.series in self._series():
+        if uids.series in self.listing.series():
             raise checks.conflict(f"image {key!r} is on the server as series {uids.series}")
         ds = photo_to_dicom(image_filename, uids, patient_id=key, modality=self.modality)
         ds.SeriesDescription = f"{key}{ext}"[:64]
@@ -278,7 +190,7 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
             self._client.store_instances([ds])
         except Exception as e:
             raise checks.bad_gateway(f"the DICOMweb server refused the image ({e})") from None
-        self.invalidate()
+        self.listing.invalidate()
         logger.info(f"uploaded {key} to the DICOMweb server as series {uids.series}")
         return uids.series
 
@@ -311,13 +223,13 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
             info.update(self._store_seg(image_id, mask, info))
         label_dir = Path(self._datastore.label_path(label_tag))
         label_dir.mkdir(parents=True, exist_ok=True)
-        name = f"{image_id}.png"
+        name = label_file_name(image_id)
         with FileLock(self._lock_file):
             checks.stored_png(mask, label_dir / name)
             obj = self._datastore.objects[image_id]
             obj.labels[label_tag] = DataModel(info={**info, "ts": int(time.time()), "name": name}, ext=".png")
             self._update_datastore_file(lock=False)
-        self.invalidate()
+        self.listing.invalidate()
         return image_id
 
     def _store_seg(self, image_id: str, mask: np.ndarray, info: dict[str, Any]) -> dict[str, Any]:
@@ -342,10 +254,10 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
         return LocalDatastore.get_label_uri(self, label_id, label_tag)
 
-    @_answers_503
+    @answers_503
     def _sync_final_labels(self) -> None:
         """Brings the cache's final labels in line with the SEGs on the server (newest SEG per image wins)."""
-        segs = self._segs()
+        segs = self.listing.segs()
         label_dir = Path(self._datastore.label_path(DefaultLabelTag.FINAL))
         label_dir.mkdir(parents=True, exist_ok=True)
         for image_id, (study, seg_series) in segs.items():
@@ -362,17 +274,19 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
                 logger.warning(f"SEG {seg_series} of {image_id} ignored: {e}")
                 continue
             with FileLock(self._lock_file):
-                checks.stored_png(mask, label_dir / f"{image_id}.png")
+                checks.stored_png(mask, label_dir / label_file_name(image_id))
                 info = {"SeriesInstanceUID": seg_series, "StudyInstanceUID": study, "ts": int(time.time())}
-                obj.labels[DefaultLabelTag.FINAL] = DataModel(info={**info, "name": f"{image_id}.png"}, ext=".png")
+                obj.labels[DefaultLabelTag.FINAL] = DataModel(
+                    info={**info, "name": label_file_name(image_id)}, ext=".png"
+                )
                 self._update_datastore_file(lock=False)
         for image_id, obj in list(self._datastore.objects.items()):  # SEGs deleted on the server
             if image_id not in segs and obj.labels.pop(DefaultLabelTag.FINAL, None) is not None:
-                (label_dir / f"{image_id}.png").unlink(missing_ok=True)
+                (label_dir / label_file_name(image_id)).unlink(missing_ok=True)
                 self._update_datastore_file()
 
     def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
-        self.invalidate()
+        self.listing.invalidate()
         self._sync_final_labels()
         return LocalDatastore.datalist(self, full_path)
 
