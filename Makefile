@@ -1,9 +1,13 @@
-# Two entry points: `make serve` (set up, then serve sample-data with the shipped models) and
+# Two entry points: `make serve` (set up, then serve a working copy of sample-data with the shipped models) and
 # `make test` (set up, then lint and test). Both create .venv on first use.
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STUDIES ?= sample-data
+# What the server writes (uploaded photographs, saved labels, trained models) goes to WORKSPACE, git-ignored,
+# never into the repository: `make serve` serves a copy of sample-data made there on first use.
+WORKSPACE ?= workspace
+STUDIES ?= $(WORKSPACE)/sample-data
+MODEL_DIR ?= $(WORKSPACE)/models
 HOST ?= 127.0.0.1
 PORT ?= 8000
 CONF ?=
@@ -22,8 +26,10 @@ $(VENV)/.installed: requirements/constraints.txt requirements/runtime.txt requir
 venv: $(VENV)/.installed
 
 serve: venv
-	PATH="$(abspath $(VENV))/bin:$$PATH" monailabel start_server --app lesion_app --studies $(STUDIES) \
-		--host $(HOST) --port $(PORT) $(CONF)
+	@if [ "$(STUDIES)" = "$(WORKSPACE)/sample-data" ] && [ ! -d "$(STUDIES)" ]; then \
+		mkdir -p "$(WORKSPACE)" && cp -r sample-data "$(STUDIES)" && echo "serving a copy of sample-data: $(STUDIES)"; fi
+	$(VENV)/bin/lesion-serve --studies "$(STUDIES)" --host "$(HOST)" --port "$(PORT)" \
+		--conf model_dir "$(abspath $(MODEL_DIR))" $(CONF)
 
 test: venv
 	$(PY) -m ruff check .
@@ -41,7 +47,7 @@ viewers:
 # `make serve STUDIES=http://127.0.0.1:8042/dicom-web` after `lesion-dicom-import sample-data --stow ...`.
 ORTHANC_STORAGE ?= $(HOME)/.cache/lesion-orthanc
 orthanc: venv
-	$(VENV)/bin/lesion-orthanc --storage $(ORTHANC_STORAGE) --port 8042
+	$(VENV)/bin/lesion-orthanc --storage "$(ORTHANC_STORAGE)" --port 8042
 
 lint: venv
 	$(PY) -m ruff check --fix .

@@ -380,7 +380,7 @@ def targets(report: dict[str, Any]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lesion-benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=30, help="timed rounds for forward and pipeline")
     p.add_argument("--warmup", type=int, default=3, help="untimed rounds before each measurement")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

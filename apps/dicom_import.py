@@ -109,7 +109,7 @@ def import_photographs(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lesion-dicom-import", description=__doc__.splitlines()[0])
     p.add_argument("sources", nargs="+", help="photographs, or folders of them (JPG, PNG, TIFF, BMP)")
     p.add_argument("--stow", help="DICOMweb base URL to upload to, e.g. http://127.0.0.1:8042/dicom-web")
     p.add_argument("--out", type=Path, help="also write the DICOM files into this folder")

@@ -150,7 +150,7 @@ def model_name(path: str, taken: set[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lesion-evaluate", description=__doc__.splitlines()[0])
     p.add_argument("data", help="folder of images and masks")
     p.add_argument("models", nargs="+", help="model files")
     p.add_argument("--split", choices=("val", "train", "all"), default="val", help="which part of the 80/20 split")

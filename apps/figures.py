@@ -136,7 +136,7 @@ def metrics_figure(summaries: list[str], out: str, rows: list[str] | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lesion-figures", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="what", required=True)
     o = sub.add_parser("overlays", help="input, predicted mask and overlay for each image")
     o.add_argument("images", nargs="+")

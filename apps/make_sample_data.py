@@ -98,7 +98,7 @@ def make_sample_data(out: Path, count: int, labelled: int, seed: int = 7, png_ev
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lesion-make-sample-data", description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path)
     p.add_argument("--count", type=int, default=10)
     p.add_argument("--labelled", type=int, default=4)

@@ -130,7 +130,7 @@ def overlay_mask(before: np.ndarray, after: np.ndarray, threshold: float = 40.0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lesion-ohif-screenshot", description=__doc__.splitlines()[0])
     p.add_argument("server", help="MONAI Label server URL, e.g. http://127.0.0.1:8000")
     p.add_argument("--study", required=True, help="StudyInstanceUID (lesion-dicom-import's mapping CSV has them)")
     p.add_argument("--out", required=True, help="PNG of the browser window")

@@ -135,7 +135,7 @@ def running_orthanc(storage: Path, port: int, log: Path | None = None) -> Iterat
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lesion-orthanc", description=__doc__.splitlines()[0])
     p.add_argument("--storage", required=True, help="folder for Orthanc's database and DICOM files")
     p.add_argument("--port", type=int, default=8042, help="HTTP port on 127.0.0.1 (DICOMweb at /dicom-web)")
     args = p.parse_args(argv)

@@ -32,6 +32,7 @@ from lesion_app.io.layout import find_pairs
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
+        prog="lesion-train",
         description=__doc__.splitlines()[0],
         epilog="Under torchrun (torchrun --nproc_per_node N -m apps.train ...) training is data-parallel: each "
         "process trains on 1/N of the training set with --batch-size images per step (global batch: N times "

@@ -19,8 +19,8 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.activelearning.first import First
-from monailabel.tasks.activelearning.random import Random
 
+from lesion_app.lib.activelearning.random import Random
 from lesion_app.lib.configs import CONFIGS
 from lesion_app.lib.infers.segmentation import LABELS
 from lesion_app.lib.scoring.dice import DiceScoring

@@ -52,7 +52,7 @@ def timings(call: Callable[[], None], repeats: int, warmup: int = 3) -> list[flo
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m apps.research.benchmark_server", description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=30)
     p.add_argument("--image", default="lesion_005", help="image id in sample-data (512x384 JPEG)")
     p.add_argument("--models", default="unet,deeplabv3,ensemble")

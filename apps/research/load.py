@@ -267,7 +267,7 @@ def started_server(conf: dict[str, str], env: dict[str, str]) -> Iterator[tuple[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lesion-load", description=__doc__.splitlines()[0])
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000")
     where.add_argument("--start", action="store_true", help="start a server over a temporary copy of sample-data")

@@ -156,7 +156,9 @@ def serving_realm(realm: Realm, host: str = "127.0.0.1", port: int = 0) -> Itera
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m apps.research.realm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the realm document, OpenID configuration and JWKS")
     serve.add_argument("--host", default="127.0.0.1")

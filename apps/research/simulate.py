@@ -302,7 +302,7 @@ def simulate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="lesion-simulate", description=__doc__.splitlines()[0])
     p.add_argument("data", help="labelled pool: a folder of images and masks")
     p.add_argument("--out", required=True, help="folder for simulation.csv and simulation.png")
     p.add_argument("--pool", type=int, default=400, help="images the annotator could label (from the train split)")

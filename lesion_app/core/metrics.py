@@ -18,6 +18,8 @@ ISIC_JACCARD_THRESHOLD = 0.65
 
 @dataclass(frozen=True)
 class Scores:
+    """One image's scores, each in [0, 1]: IoU (Jaccard), Dice, pixel accuracy, sensitivity, specificity."""
+
     iou: float
     dice: float
     accuracy: float
@@ -26,9 +28,11 @@ class Scores:
 
     @property
     def thresholded_iou(self) -> float:
+        """ISIC 2018 Task 1's score: the IoU, or 0 below :data:`ISIC_JACCARD_THRESHOLD` (Codella et al. 2019)."""
         return self.iou if self.iou >= ISIC_JACCARD_THRESHOLD else 0.0
 
     def as_dict(self) -> dict[str, float]:
+        """Every score by name, the thresholded IoU included."""
         return {**asdict(self), "thresholded_iou": self.thresholded_iou}
 
 

@@ -79,10 +79,12 @@ def enable_mc_dropout(network: nn.Module) -> nn.Module:
 
 
 def dropout_layers(network: nn.Module) -> list[nn.Module]:
+    """The dropout layers of a network that drop something (p > 0)."""
     return [m for m in network.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
 
 
 def has_dropout(network: nn.Module) -> bool:
+    """Whether Monte Carlo dropout can sample this network."""
     return bool(dropout_layers(network))
 
 
@@ -142,6 +144,9 @@ VERSION_KEY = "uncertainty_version"
 
 @dataclass(frozen=True)
 class Estimate:
+    """One photograph's uncertainty: the (S, h, w) sampled probabilities at the network's size, the photograph's
+    (H, W), the image scores, and which model files (names, newest mtime, version key) made them."""
+
     probs: np.ndarray  # (S, h, w) sampled probabilities at the network's input size
     original_size: tuple[int, int]
     scores: dict[str, float]
@@ -204,6 +209,7 @@ class UncertaintyEstimator:
         return network
 
     def estimate(self, image_path: str) -> Estimate:
+        """Samples the served model on one photograph (thread-safe); raises what reading the photograph raises."""
         prepared = prepare(image_path, self.spatial_size)
         image = prepared.image
         with self._lock:  # one sampling at a time: the networks are shared by the strategy, scoring and infer

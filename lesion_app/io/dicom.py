@@ -35,6 +35,8 @@ UNKNOWN_SPACING_MM = 1.0
 
 @dataclass(frozen=True)
 class PhotoUids:
+    """The study, series, instance and frame-of-reference UIDs of one photograph's DICOM instance."""
+
     study: str
     series: str
     instance: str

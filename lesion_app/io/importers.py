@@ -93,6 +93,7 @@ class Report:
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line of counts, as the program prints it last."""
         return (
             f"{self.images} images, {self.labels} labels imported, {len(self.skipped)} skipped, "
             f"{len(self.errors)} errors"

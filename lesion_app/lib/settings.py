@@ -76,6 +76,9 @@ def _to_bool(value: str) -> bool:
 
 @dataclass(frozen=True)
 class LesionSettings:
+    """Every ``--conf`` option of the app, typed and checked (:meth:`from_conf`); :data:`FIELDS_DOC` says what
+    each means and the README's Configuration table lists them."""
+
     models: tuple[str, ...] = ALL_MODELS
     model_dir: str = ""
     pretrained_dir: str = ""
@@ -137,6 +140,8 @@ class LesionSettings:
                     values[f.name] = float(raw)
                 elif f.type in ("bool", bool):
                     values[f.name] = _to_bool(str(raw))
+                elif f.name in ("model_dir", "pretrained_dir"):
+                    values[f.name] = str(Path(str(raw)).expanduser().resolve())  # the train process may run elsewhere
                 else:
                     values[f.name] = str(raw)
             except ValueError as e:
@@ -177,7 +182,9 @@ class LesionSettings:
         return (self.spatial_size, self.spatial_size)
 
     def pretrained_path(self, name: str) -> str:
+        """The shipped weights of a model: ``<pretrained_dir>/pretrained_<name>.pt``."""
         return str(Path(self.pretrained_dir) / f"pretrained_{name}.pt")
 
     def published_path(self, name: str) -> str:
+        """Where the server publishes a model it trained: ``<model_dir>/<name>.pt`` (served once it exists)."""
         return str(Path(self.model_dir) / f"{name}.pt")

@@ -49,12 +49,16 @@ def next_daily(now: datetime, at: dtime) -> datetime:
 
 @dataclass(frozen=True)
 class ScheduleConfig:
+    """When to retrain: after ``after_labels`` new final labels (0: never) and/or daily at ``daily_at``; the
+    datastore is checked every ``poll_seconds``."""
+
     after_labels: int = 0
     daily_at: dtime | None = None
     poll_seconds: float = 10.0
 
     @property
     def enabled(self) -> bool:
+        """Whether any trigger is set."""
         return self.after_labels > 0 or self.daily_at is not None
 
 
@@ -149,6 +153,7 @@ class RetrainScheduler:
         self._thread: threading.Thread | None = None
 
     def last_training(self, model: str) -> datetime | None:
+        """The later of the model's last training start (its stats) and the scheduler's last submission."""
         stamps = []
         started_at = self.trainers[model].read_stats().get("started_at")
         if isinstance(started_at, (int, float)):
@@ -158,6 +163,7 @@ class RetrainScheduler:
         return max(stamps) if stamps else None
 
     def new_labels(self, model: str) -> int:
+        """Final labels written since the model's last training (or since the server started)."""
         since = self.last_training(model) or self.server_started
         return labels_newer_than(self.datalist(), since.timestamp())
 

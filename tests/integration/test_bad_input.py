@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import socket
@@ -17,6 +16,7 @@ import pytest
 from PIL import Image
 
 from apps.research.local_server import running_server
+from tests.support.files import folder_digest
 from tests.support.images import encode, odd_images, png_header_only, rgb
 from tests.support.paths import REPO
 
@@ -53,24 +53,16 @@ def wait_for_scoring(url: str, timeout: float = 120.0) -> None:
     raise TimeoutError("start-up scoring did not finish")
 
 
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.name != ".lock"
-    }
-
-
 @pytest.fixture
 def unchanged(url: str, workdir: Path) -> Iterator[None]:
     """Asserts the studies folder, its parent and the datastore listing are as they were, and /info answers."""
     studies = workdir / "studies"
-    files, parent = digest(studies), sorted(p.name for p in workdir.iterdir())
+    files, parent = folder_digest(studies), sorted(p.name for p in workdir.iterdir())
     listing = httpx.get(f"{url}/datastore/", params={"output": "all"}).json()
     yield
     assert httpx.get(f"{url}/info/").status_code == 200
     assert httpx.get(f"{url}/datastore/", params={"output": "all"}).json() == listing
-    assert digest(studies) == files
+    assert folder_digest(studies) == files
     assert sorted(p.name for p in workdir.iterdir()) == parent
 
 

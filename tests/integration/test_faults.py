@@ -8,7 +8,6 @@ write between its temp file and its rename, so a kill lands exactly there.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import random
@@ -28,6 +27,7 @@ from PIL import Image
 from apps.research.local_server import Server, server_process
 from lesion_app.core.checkpoint import load_model, read_checkpoint
 from lesion_app.io.files import FAULT_MATCH_ENV, FAULT_SLEEP_ENV, atomic_write
+from tests.support.files import folder_digest
 from tests.support.paths import REPO
 
 pytestmark = pytest.mark.server
@@ -38,10 +38,9 @@ SHIPPED = REPO / "lesion_app" / "model" / "pretrained_unet.pt"
 
 
 def digests(folder: Path) -> dict[str, str]:
-    """sha256 of every regular file directly in ``folder``, by name, leaving out the hidden temporary files an
-    interrupted atomic write leaves behind (never promoted, harmless: see ``temp_files``)."""
-    files = (p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith("."))
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    """The files directly in ``folder``, leaving out the hidden temporary files an interrupted atomic write leaves
+    behind (never promoted, harmless: see ``temp_files``)."""
+    return folder_digest(folder, recursive=False, hidden=False)
 
 
 def temp_files(workdir: Path) -> list[str]:

@@ -34,13 +34,20 @@ def read_mask(path: str) -> np.ndarray:
         return np.asarray(img)
 
 
-def test_info_lists_the_models_and_trainers(client: MONAILabelClient) -> None:
+def labelled(workdir: Path) -> int:
+    """Final labels in the served studies folder now (sample-data has 4; a test in this module saves one more)."""
+    return len(list((workdir / "studies" / "labels" / "final").glob("*.png")))
+
+
+def test_info_lists_the_models_and_trainers(client: MONAILabelClient, workdir: Path) -> None:
     info = client.info()
     assert set(info["models"]) == {"unet", "deeplabv3", "ensemble", "uncertainty"}  # uncertainty: a map
     assert set(info["trainers"]) == {"unet", "deeplabv3"}  # the ensemble learns through its members
     assert info["models"]["unet"]["config"]["postprocess"] is True and info["models"]["unet"]["config"]["tta"] is False
     assert info["labels"] == {"lesion": 1}
-    assert info["datastore"]["total"] == 10 and info["datastore"]["completed"] == 4
+    photographs = [p for p in (workdir / "studies").iterdir() if p.suffix in (".jpg", ".png")]
+    assert len(photographs) >= 10  # sample-data's 10, and the one a test of this module uploads
+    assert info["datastore"]["total"] == len(photographs) and info["datastore"]["completed"] == labelled(workdir)
 
 
 @pytest.mark.parametrize("model", ["unet", "deeplabv3"])
@@ -87,14 +94,21 @@ def test_saved_label_lands_in_labels_final(client: MONAILabelClient, workdir: Pa
     mask[100:250, 150:380] = 1
     label = workdir / "label_upload.png"
     Image.fromarray(mask).save(label)
+    before = labelled(workdir)
     client.save_label("lesion_005", str(label), tag="final")
     stored = workdir / "studies" / "labels" / "final" / "lesion_005.png"
     assert stored.exists()
     assert np.array_equal(read_mask(str(stored)), mask)
-    assert client.info()["datastore"]["completed"] == 5
+    assert client.info()["datastore"]["completed"] == before + 1 == labelled(workdir)
 
 
-def test_one_epoch_training_finishes_and_the_new_model_serves(client: MONAILabelClient, workdir: Path) -> None:
+def test_one_epoch_training_finishes_and_the_new_model_serves(tmp_path: Path) -> None:
+    """On a server of its own: the model it publishes would change what the other tests' infers serve."""
+    with running_server(tmp_path, {"models": "unet"}) as url:
+        check_one_epoch_training(MONAILabelClient(url, tmpdir=str(tmp_path / "client")), tmp_path)
+
+
+def check_one_epoch_training(client: MONAILabelClient, workdir: Path) -> None:
     started = client.train_start("unet", {"max_epochs": 1})
     assert started["status"] in ("SUBMITTED", "RUNNING")
     deadline = time.monotonic() + 300

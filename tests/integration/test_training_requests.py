@@ -22,12 +22,15 @@ CONF = {"models": "unet", "train_epochs": "1", "threads": "1"}
 ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """sample-data without its labels: the clinic's first day."""
-    root = tmp_path_factory.mktemp("training_requests")
+def first_day(root: Path) -> Path:
+    """sample-data without its labels in ``root/studies``: the clinic's first day."""
     shutil.copytree(REPO / "sample-data", root / "studies", ignore=shutil.ignore_patterns("labels"))
     return root
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return first_day(tmp_path_factory.mktemp("training_requests"))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +58,13 @@ def label_png(workdir: Path, image: str) -> bytes:
     return buffer.getvalue()
 
 
-def test_training_with_no_label_fails_clearly_and_publishes_nothing(url: str, workdir: Path) -> None:
+def test_training_with_no_label_fails_clearly_and_publishes_nothing(tmp_path: Path) -> None:
+    """On a server of its own: another test of this module saves a label."""
+    with running_server(first_day(tmp_path), CONF, reuse=True, env=ENV) as url:
+        check_no_label_training(url, tmp_path)
+
+
+def check_no_label_training(url: str, workdir: Path) -> None:
     assert httpx.post(f"{url}/train/unet", json={}, timeout=60).status_code == 200  # accepted: training is async
     status = finished(url)
     assert status["status"] != "DONE"

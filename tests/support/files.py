@@ -20,6 +20,13 @@ def folder_digest(folder: Path, recursive: bool = True, hidden: bool = True) -> 
     }
 
 
+def write(folder: Path, name: str, data: bytes) -> str:
+    """Writes ``data`` to ``folder/name`` and returns the path as a string (what the datastore methods take)."""
+    path = folder / name
+    path.write_bytes(data)
+    return str(path)
+
+
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Contents and modification times (ns) of every file under ``folder``: also catches a rewrite of the
     same bytes."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -14,10 +13,11 @@ from PIL import Image
 
 from apps import dicom_import
 from lesion_app.io.images import to_rgb
+from tests.support.files import folder_digest
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return folder_digest(folder, recursive=False)
 
 
 @pytest.fixture()

@@ -1,4 +1,5 @@
-"""The infer task outside the server: restoring size and orientation, writing, falling back."""
+"""The segmentation infer task outside the server: the shared infer-task contract, then model files, writers,
+ensembles and request options."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from lesion_app.core.checkpoint import network_spec, save_model
 from lesion_app.core.networks import build_network
 from lesion_app.io.images import write_mask
 from lesion_app.lib.infers.segmentation import SegmentationInfer
+from tests.contracts.infer_tasks import InferTaskContract
 
 
 @pytest.fixture()
@@ -24,6 +26,24 @@ def photo(tmp_path: Path) -> str:
 
 def make_task(paths: list[Path]) -> SegmentationInfer:
     return SegmentationInfer([[str(p) for p in paths]], (64, 64), "test")
+
+
+class TestSegmentationInfer(InferTaskContract):
+    @pytest.fixture()
+    def task(self, tmp_path: Path) -> SegmentationInfer:
+        model = tmp_path / "pretrained_unet.pt"
+        save_model(model, build_network("unet"), network_spec("unet"), {"epoch": 1})
+        return make_task([model])
+
+
+class TestEnsembleInfer(InferTaskContract):
+    @pytest.fixture()
+    def task(self, tmp_path: Path) -> SegmentationInfer:
+        members = []
+        for arch in ("unet", "deeplabv3"):
+            save_model(tmp_path / f"pretrained_{arch}.pt", build_network(arch), network_spec(arch), {})
+            members.append([str(tmp_path / f"pretrained_{arch}.pt")])
+        return SegmentationInfer(members, (64, 64), "test")
 
 
 def test_mask_has_the_photograph_size(tmp_path: Path, photo: str) -> None:

@@ -55,6 +55,7 @@ class SegmentationConfig(TaskConfig):
         return [self.candidates(self.name)]
 
     def infer_options(self) -> dict[str, Any]:
+        """The infer task's defaults from the settings (a request may override them)."""
         return {"tta": self.settings.infer_tta, "postprocess": self.settings.infer_postprocess}
 
     def infer(self) -> dict[str, InferTask]:

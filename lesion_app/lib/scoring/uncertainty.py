@@ -42,10 +42,12 @@ class UncertaintyScoring(ScoringMethod):
         self.estimator = estimator
 
     def stale(self, datastore: Datastore, image_ids: Sequence[str]) -> list[str]:
+        """The images whose stored score was not made by the model version served now."""
         version = self.estimator.current()[2]
         return [i for i in image_ids if datastore.get_image_info(i).get(VERSION_KEY) != version]
 
     def score(self, datastore: Datastore, image_ids: Sequence[str]) -> dict[str, float]:
+        """Scores and stores each image (an unreadable one is logged and left out): id -> uncertainty."""
         scores = {}
         for image_id in image_ids:
             try:

@@ -107,13 +107,16 @@ class SegmentationTrain(TrainTask):
 
     @property
     def stats_path(self) -> Path:
+        """The last run's stats (``/info``'s ``train_stats``)."""
         return Path(self.settings.model_dir) / f"train_stats_{self.name}.json"
 
     @property
     def candidate_path(self) -> Path:
+        """Where the run writes its best epoch before the gate decides."""
         return Path(self.settings.model_dir) / f".candidate_{self.name}.pt"
 
     def rejected_path(self, when: datetime) -> Path:
+        """Where a candidate the gate refused is kept, named by the time of the decision."""
         return Path(self.settings.model_dir) / "rejected" / f"{self.name}_{when:%Y%m%d-%H%M%S}.pt"
 
     def config(self) -> dict[str, Any]:
@@ -160,6 +163,7 @@ class SegmentationTrain(TrainTask):
         return StartingPoint(None, build_network(self.arch), network_spec(self.arch))
 
     def fit_config(self, conf: dict[str, Any], start: StartingPoint) -> FitConfig:
+        """The loop's configuration from this run's options; warm-up only when training from scratch."""
         return FitConfig(
             max_epochs=int(conf["max_epochs"]),
             batch_size=int(conf["batch_size"]),

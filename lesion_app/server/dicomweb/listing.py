@@ -72,6 +72,7 @@ class DicomWebListing:
 
     @property
     def base_url(self) -> str:
+        """The DICOMweb server's URL, for messages."""
         return str(self._client.base_url)
 
     # -- listings ----------------------------------------------------------------------------------------

@@ -1,0 +1,61 @@
+"""Serve lesion_app: ``monailabel start_server --app <this app>`` with paths that may contain spaces.
+
+MONAI Label's ``monailabel`` launcher passes its arguments on unquoted (``$*``), so ``--studies "/data/derm
+photos"`` reaches its parser as two words and the server refuses to start. This program runs the same server in
+the same way (``python -m monailabel.main start_server``) with the arguments as given, and finds the app by
+itself.
+
+Example::
+
+    lesion-serve --studies "/data/derm photos" --conf models unet --conf threads 2
+    lesion-serve --studies http://127.0.0.1:8042/dicom-web
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import lesion_app
+
+APP_DIR = Path(lesion_app.__file__).resolve().parent
+
+
+def monailabel_argv(args: argparse.Namespace) -> list[str]:
+    """The argument list of ``monailabel start_server`` for these options, one element per argument."""
+    argv = ["monailabel", "start_server", "--app", str(APP_DIR), "--studies", args.studies]
+    argv += ["--host", args.host, "--port", str(args.port)]
+    for key, value in args.conf:
+        argv += ["--conf", key, value]
+    return argv
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="lesion-serve", description=__doc__.splitlines()[0])
+    p.add_argument("--studies", required=True, help="a folder of photographs, or a DICOMweb URL")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--conf", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="an app setting (README)"
+    )
+    args = p.parse_args(argv)
+    is_url = args.studies.startswith(("http://", "https://"))
+    if not is_url and not Path(args.studies).is_dir():
+        p.error(f"--studies {args.studies!r} is not a folder (or a DICOMweb URL)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parses the options, then runs MONAI Label's server in this process until it is stopped."""
+    args = parse_args(argv)
+    from monailabel.main import Main
+
+    sys.argv = monailabel_argv(args)
+    Main().run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

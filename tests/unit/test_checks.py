@@ -1,0 +1,188 @@
+"""Request validation and the hardened datastore, without a server: every bad input is a clear 4xx."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi import HTTPException
+from PIL import Image
+
+from lesion_app.server import checks
+from tests.support.errors import refused
+from tests.support.files import write
+from tests.support.images import encode, odd_images, png_header_only, rgb
+
+# -- ids --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "../evil",
+        "a/b",
+        "a\\b",
+        "/etc/passwd",
+        "..",
+        "x" * 129,
+        "a\x00b",
+        "a..b",
+        ".hidden",
+        "trailing.",
+        "é",
+        "a;b",
+    ],
+)
+def test_bad_image_ids_are_400(bad: str) -> None:
+    code, detail = refused(lambda: checks.check_image_id(bad))
+    assert code == 400 and "image id" in detail
+
+
+@pytest.mark.parametrize("good", ["lesion_005", "ISIC_0000000", "IMG 1234 (1)", "a.b-c+d", "x" * 128])
+def test_plain_image_ids_pass(good: str) -> None:
+    assert checks.check_image_id(good) == good
+
+
+def test_reference_checks_allow_names_the_strict_rule_refuses() -> None:
+    """Images copied into the folder by hand may have any plain name; requests naming them must work."""
+    assert checks.check_reference("photo é;1") == "photo é;1"
+    assert refused(lambda: checks.check_reference("../x"))[0] == 400
+
+
+# -- extensions and sizes -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a.JPG", "a.jpeg", "a.png", "a.Tif", "a.tiff", "a.bmp", "a.v2.jpg"])
+def test_image_extensions(name: str) -> None:
+    assert checks.image_extension(name) == Path(name).suffix.lower()
+
+
+@pytest.mark.parametrize("name", ["a.gif", "a.pdf", "a.nii.gz", "noext", "a.jpg.exe"])
+def test_unsupported_image_extensions_are_400(name: str) -> None:
+    code, detail = refused(lambda: checks.image_extension(name))
+    assert code == 400 and "accepted" in detail
+
+
+def test_label_extensions() -> None:
+    assert checks.label_extension("x.nii.gz") == ".nii.gz"
+    assert checks.label_extension("x.seg.nrrd") == ".nrrd"
+    code, detail = refused(lambda: checks.label_extension("x.jpg"))
+    assert code == 400 and "lossy" in detail
+
+
+def test_upload_size(tmp_path: Path) -> None:
+    empty = write(tmp_path, "e.png", b"")
+    big = write(tmp_path, "b.png", b"x" * 2048)
+    assert refused(lambda: checks.check_upload_size(empty, 1024))[0] == 400
+    code, detail = refused(lambda: checks.check_upload_size(big, 1024))
+    assert code == 413 and "max_upload_mb" in detail
+    assert checks.check_upload_size(big, 4096) == 2048
+
+
+# -- images -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(odd_images()))
+def test_odd_but_valid_images_pass_with_their_upright_size(tmp_path: Path, kind: str) -> None:
+    ext, data, hw = odd_images()[kind]
+    assert checks.check_image_file(write(tmp_path, f"x{ext}", data), 10**6) == hw
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"just some text, not a photograph\n" * 10, "not a readable image"),
+        (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\n", "not a readable image"),
+        (encode(Image.fromarray(rgb(200, 200)), "JPEG")[:600], "truncated"),
+    ],
+    ids=["text", "pdf", "truncated_jpeg"],
+)
+def test_garbage_images_are_400(tmp_path: Path, data: bytes, message: str) -> None:
+    code, detail = refused(lambda: checks.check_image_file(write(tmp_path, "x.jpg", data), 10**6))
+    assert code == 400 and message in detail.lower()
+
+
+def test_truncated_png_is_400(tmp_path: Path) -> None:
+    data = encode(Image.fromarray(rgb(200, 200)), "PNG")
+    code, _ = refused(lambda: checks.check_image_file(write(tmp_path, "x.png", data[: len(data) // 2]), 10**6))
+    assert code == 400
+
+
+def test_a_decompression_bomb_is_413_from_its_header(tmp_path: Path) -> None:
+    path = write(tmp_path, "bomb.png", png_header_only(100_000, 100_000))  # 10^10 pixels, 100 bytes
+    code, detail = refused(lambda: checks.check_image_file(path, 40_000_000))
+    assert code == 413 and "max_image_pixels" in detail
+
+
+def test_an_image_over_the_pixel_limit_is_413(tmp_path: Path) -> None:
+    path = write(tmp_path, "x.png", encode(Image.fromarray(rgb(100, 100)), "PNG"))
+    assert refused(lambda: checks.check_image_file(path, 9_999))[0] == 413
+    assert checks.check_image_file(path, 10_000) == (100, 100)
+
+
+# -- labels -------------------------------------------------------------------------------------------------
+
+
+def test_label_values() -> None:
+    assert checks.check_label_values(np.array([[0, 255]], np.uint8)).tolist() == [[0, 1]]
+    assert checks.check_label_values(np.zeros((4, 4), np.uint8)).sum() == 0  # 'no lesion' is an annotation
+    assert checks.check_label_values(np.array([[True, False]])).tolist() == [[1, 0]]
+    code, detail = refused(lambda: checks.check_label_values(np.array([[0, 1, 2, 255]], np.uint8)))
+    assert code == 400 and "found 0, 1, 2, 255" in detail
+
+
+def test_label_size_message_names_both_sizes() -> None:
+    code, detail = refused(lambda: checks.check_label_size((10, 20), (48, 64), "x"))
+    assert code == 400 and "20x10" in detail and "64x48" in detail
+
+
+def test_labels_read_upright_and_single_channel(tmp_path: Path) -> None:
+    mask = np.zeros((48, 64), np.uint8)
+    mask[10:20, 5:30] = 255
+    assert checks.read_label(write(tmp_path, "l.png", encode(Image.fromarray(mask), "PNG")), ".png", 10**6).shape == (
+        48,
+        64,
+    )
+    gray_as_rgb = np.repeat(mask[..., None], 3, axis=2)
+    path = write(tmp_path, "l.tif", encode(Image.fromarray(gray_as_rgb), "TIFF"))
+    assert np.array_equal(checks.read_label(path, ".tif", 10**6), mask)
+    colour = write(tmp_path, "c.png", encode(Image.fromarray(rgb()), "PNG"))
+    code, detail = refused(lambda: checks.read_label(colour, ".png", 10**6))
+    assert code == 400 and "colour" in detail
+    garbage = write(tmp_path, "g.png", b"garbage" * 100)
+    assert refused(lambda: checks.read_label(garbage, ".png", 10**6))[0] == 400
+
+
+def test_slicer_labels_through_itk(tmp_path: Path) -> None:
+    import itk
+
+    mask = np.zeros((1, 48, 64), np.uint8)  # Slicer's single-slice volume
+    mask[0, 10:20, 5:30] = 1
+    path = str(tmp_path / "l.nrrd")
+    itk.imwrite(itk.image_from_array(mask), path)
+    assert np.array_equal(checks.read_label(path, ".nrrd", 10**6), mask[0])
+    volume = str(tmp_path / "checks.nii.gz")
+    itk.imwrite(itk.image_from_array(np.zeros((3, 48, 64), np.uint8)), volume)
+    code, detail = refused(lambda: checks.read_label(volume, ".nii.gz", 10**6))
+    assert code == 400 and "2D slice" in detail
+    assert refused(lambda: checks.read_label(write(tmp_path, "g.nrrd", b"NRRD0004\ngarbage"), ".nrrd", 10**6))[0] == 400
+
+
+def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    dest = tmp_path / "label.png"
+    dest.write_bytes(b"old")
+
+    def fail(f: object) -> None:
+        f.write(b"half")  # type: ignore[attr-defined]
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(HTTPException) as refused:
+        checks.stored(dest, fail)
+    assert refused.value.status_code == 507 and "No space left" in refused.value.detail
+    assert dest.read_bytes() == b"old" and os.listdir(tmp_path) == ["label.png"]
+    checks.stored(dest, lambda f: f.write(b"new"))
+    assert dest.read_bytes() == b"new" and os.listdir(tmp_path) == ["label.png"]

@@ -1,0 +1,131 @@
+"""Every command-line program through the shared program contract (tests/contracts/programs.py): help, usage
+errors, and a real run in a folder whose name has spaces and accents."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from apps import (
+    benchmark,
+    dicom_import,
+    evaluate,
+    figures,
+    import_annotations,
+    make_sample_data,
+    ohif,
+    orthanc,
+    predict,
+    train,
+)
+from apps.research import load, simulate
+from lesion_app.core.checkpoint import network_spec, save_model
+from lesion_app.core.networks import build_network
+from tests.contracts.programs import FileProgramContract, ProgramContract
+from tests.support.images import draw_studies
+from tests.support.paths import SAMPLE_DATA
+
+
+def tiny_model(path: Path) -> Path:
+    save_model(path, build_network("unet", channels=(8, 16, 32)), network_spec("unet", {"channels": [8, 16, 32]}), {})
+    return path
+
+
+class TestMakeSampleData(FileProgramContract):
+    prog, main = "lesion-make-sample-data", make_sample_data.main
+
+    def run_in(self, folder: Path) -> None:
+        assert self.run([str(folder / "sample data"), "--count", "2", "--labelled", "1"]) == 0
+        assert len(list((folder / "sample data" / "labels" / "final").glob("*.png"))) == 1
+
+
+class TestTrain(FileProgramContract):
+    prog, main = "lesion-train", train.main
+
+    def run_in(self, folder: Path) -> None:
+        data = draw_studies(folder / "my data", 4, seed=1, shape=(64, 64))
+        out = folder / "new model.pt"
+        argv = [str(data), "--out", str(out), "--epochs", "1", "--batch-size", "2", "--spatial-size", "64"]
+        assert self.run([*argv, "--log", str(folder / "log file.jsonl")]) == 0
+        assert out.is_file() and (folder / "log file.jsonl").read_text().count("\n") == 1
+
+
+class TestEvaluate(FileProgramContract):
+    prog, main = "lesion-evaluate", evaluate.main
+
+    def run_in(self, folder: Path) -> None:
+        data = draw_studies(folder / "my data", 3, seed=2, shape=(64, 64))
+        model = tiny_model(folder / "a model.pt")
+        summary = folder / "summary file.json"
+        assert self.run([str(data), str(model), "--split", "all", "--json", str(summary)]) == 0
+        assert json.loads(summary.read_text())["n"] == 3
+
+
+class TestPredict(FileProgramContract):
+    prog, main = "lesion-predict", predict.main
+
+    def run_in(self, folder: Path) -> None:
+        photos = folder / "my photos"
+        photos.mkdir()
+        shutil.copy(SAMPLE_DATA / "lesion_000.jpg", photos / "Pätient 1.jpg")
+        model = tiny_model(folder / "a model.pt")
+        assert self.run([str(photos), str(folder / "the masks"), "--model", str(model)]) == 0
+        with Image.open(folder / "the masks" / "Pätient 1.png") as mask:
+            assert set(np.unique(np.asarray(mask))) <= {0, 1}
+
+
+class TestImport(FileProgramContract):
+    prog, main = "lesion-import", import_annotations.main
+
+    def run_in(self, folder: Path) -> None:
+        data = draw_studies(folder / "from the clinic", 2, seed=3, shape=(64, 64))
+        assert self.run(["folder", str(data), str(folder / "the studies"), "--quiet"]) == 0
+        assert len(list((folder / "the studies" / "labels" / "final").glob("*.png"))) == 2
+
+
+class TestFigures(FileProgramContract):
+    prog, main = "lesion-figures", figures.main
+
+    def run_in(self, folder: Path) -> None:
+        photo = folder / "a photo.jpg"
+        shutil.copy(SAMPLE_DATA / "lesion_000.jpg", photo)
+        model = tiny_model(folder / "a model.pt")
+        out = folder / "the overlays.png"
+        assert self.run(["overlays", str(photo), "--model", str(model), "--out", str(out)]) == 0
+        assert out.is_file()
+
+
+class TestDicomImport(FileProgramContract):
+    prog, main = "lesion-dicom-import", dicom_import.main
+
+    def run_in(self, folder: Path) -> None:
+        photos = folder / "my photos"
+        photos.mkdir()
+        shutil.copy(SAMPLE_DATA / "lesion_000.jpg", photos / "Pätient 1.jpg")
+        mapping = folder / "the uids.csv"
+        assert self.run([str(photos), "--out", str(folder / "dicom files"), "--mapping", str(mapping)]) == 0
+        assert len(list((folder / "dicom files").rglob("*.dcm"))) == 1 and "Pätient 1.jpg" in mapping.read_text()
+
+
+class TestSimulate(ProgramContract):
+    prog, main = "lesion-simulate", simulate.main
+
+
+class TestBenchmark(ProgramContract):
+    prog, main = "lesion-benchmark", benchmark.main
+
+
+class TestOrthanc(ProgramContract):
+    prog, main = "lesion-orthanc", orthanc.main
+
+
+class TestOhifScreenshot(ProgramContract):
+    prog, main = "lesion-ohif-screenshot", ohif.main
+
+
+class TestLoad(ProgramContract):
+    prog, main = "lesion-load", load.main
