@@ -22,12 +22,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from PIL import Image
 from skimage.segmentation import find_boundaries
 
 from apps.research.simulation_results import markdown, merge, plot, read_csv, verdicts
 from lesion_app.core.predictor import Predictor
-from lesion_app.io.images import read_mask, to_rgb
+from lesion_app.io.images import open_image, read_mask, to_rgb
 
 PRED_COLOUR = np.array([255, 40, 40], float)
 TRUTH_COLOUR = np.array([40, 255, 80], float)
@@ -57,7 +56,7 @@ def overlays_figure(
     truths = truths or [None] * len(images)
     fig, axes = plt.subplots(len(images), 3, figsize=(10, 2.9 * len(images)), squeeze=False)
     for row, (path, truth_path) in enumerate(zip(images, truths)):
-        with Image.open(path) as img:
+        with open_image(path) as img:
             rgb = np.asarray(to_rgb(img))
         truth = None
         if truth_path:

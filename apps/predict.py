@@ -27,7 +27,7 @@ from PIL import Image
 from lesion_app.core.checkpoint import load_model
 from lesion_app.core.predictor import Predictor
 from lesion_app.io.files import atomic_write
-from lesion_app.io.images import to_rgb
+from lesion_app.io.images import open_image, to_rgb
 from lesion_app.io.layout import IMAGE_SUFFIXES, MASK_TAILS, is_image_file
 from lesion_app.lib.settings import shipped_models
 
@@ -76,7 +76,7 @@ def check_readable(path: Path) -> None:
     file nor the cause.
     """
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             to_rgb(img).load()
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
         raise OSError(_one_line(e)) from e

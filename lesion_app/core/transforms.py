@@ -32,7 +32,7 @@ from monai.transforms import (
 from monai.utils import ensure_tuple
 from PIL import Image
 
-from lesion_app.io.images import binarize, is_itk_file, read_itk_slice, to_gray, to_rgb
+from lesion_app.io.images import binarize, is_itk_file, open_image, read_itk_slice, to_gray, to_rgb
 
 #: Where the loader records each image's original (H, W) so predictions can be restored to it.
 ORIGINAL_SIZE_KEY = "original_size"
@@ -55,7 +55,7 @@ class PhotoReader(PILReader):
             if is_itk_file(name):
                 img = Image.fromarray(np.ascontiguousarray(read_itk_slice(name)))
             else:
-                img = Image.open(name, **{**self.kwargs, **kwargs})
+                img = open_image(name)
             images.append(self.converter(img) if callable(self.converter) else img)
         return images if len(names) > 1 else images[0]
 

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-from lesion_app.io.images import to_rgb
+from lesion_app.io.images import open_image, to_rgb
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 #: External-camera photography: what dermoscopic photographs are in DICOM's modality list. The app's DICOMweb
@@ -62,7 +61,7 @@ def photo_to_dicom(
     description: str = "Dermoscopy",
 ) -> Dataset:
     """One RGB Secondary Capture instance of the photograph at ``path``, upright, uncompressed."""
-    with Image.open(path) as img:
+    with open_image(path) as img:
         lossy = img.format == "JPEG"
         rgb = to_rgb(img)
     pixels = np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))

@@ -47,18 +47,65 @@ def is_itk_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(ITK_SUFFIXES)
 
 
+def to_8_bit(arr: np.ndarray) -> np.ndarray:
+    """Integer pixels of any bit depth as 8-bit, by the one rule for every file type: the image's bit depth is
+    the fewest bits that hold its maximum (at least 8), and the values are shifted down to 8 bits.
+
+    So 12-bit values in a 16-bit container (0-4080, as raw converters export) become exactly the 8-bit version
+    (0-255), and full-range 16-bit values lose their low byte, as Pillow does for 16-bit colour PNGs.
+    """
+    arr = np.asarray(arr)
+    if arr.dtype == np.uint8:
+        return arr
+    values = np.clip(np.nan_to_num(arr.astype(np.float64)), 0, None)
+    bits = max(8, int(values.max()).bit_length()) if values.size else 8
+    return np.clip(np.floor(values / 2 ** (bits - 8)), 0, 255).astype(np.uint8)
+
+
+def _rawmode(img: Image.Image) -> str:
+    """How the file stores its pixels (``RGB;16B`` for a 16-bit colour PNG), from Pillow's decoder tile."""
+    if not getattr(img, "tile", None):
+        return ""
+    args = img.tile[0][3]
+    return str(args[0] if isinstance(args, tuple) else args)
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """An image file as a Pillow image, every encoding read by one rule.
+
+    Pillow keeps only the high byte of 16-bit colour PNGs and TIFFs, which turns 12-bit photographs (0-4080 in
+    16 bits) almost black; those are decoded in full with SimpleITK, brought to 8 bits by :func:`to_8_bit` and
+    made upright by their EXIF orientation. Every other file is returned as Pillow opens it (lazily, EXIF kept),
+    for :func:`to_rgb` or :func:`to_gray`.
+
+    Raises:
+        OSError, ValueError: the file is not an image Pillow (or SimpleITK, for 16-bit colour) can read.
+    """
+    img = Image.open(path)
+    rawmode = _rawmode(img)
+    if img.mode not in ("RGB", "RGBA") or ";16" not in rawmode:
+        return img
+    try:
+        orientation = int(img.getexif().get(_EXIF_ORIENTATION_TAG, 1))
+    except Exception:
+        orientation = 1
+    img.close()
+    import SimpleITK as sitk
+
+    arr = to_8_bit(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
+    arr = stored_to_upright(arr, orientation if orientation in _UPRIGHT else 1)
+    return Image.fromarray(np.ascontiguousarray(arr), mode="RGBA" if arr.shape[-1] == 4 else "RGB")
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL image as 8-bit RGB, upright as its EXIF orientation says (as viewers show it).
 
-    High bit depths (16-bit grey, 32-bit integer or float) are scaled so that the image's maximum maps to
-    255 when it exceeds 255; transparency is composited on white.
+    High bit depths (16-bit grey, 32-bit integer or float) go to 8 bits by :func:`to_8_bit`; transparency is
+    composited on white. Open files with :func:`open_image`, which also reads 16-bit colour in full.
     """
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = arr.max()
-        arr = arr * (255.0 / top) if top > 255 else arr
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+        img = Image.fromarray(to_8_bit(np.asarray(img)), mode="L")
     if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -112,7 +159,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     if is_itk_file(path):
         arr = np.squeeze(read_itk_slice(path))
     else:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             arr = np.asarray(to_gray(img))
     return binarize(arr).astype(bool)
 

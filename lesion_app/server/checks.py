@@ -27,6 +27,7 @@ from lesion_app.io.images import (
     exif_orientation,
     itk_geometry,
     itk_header,
+    open_image,
     stored_image_size,
     stored_to_upright,
     to_rgb,
@@ -40,8 +41,8 @@ PIL_LABEL_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp")
 ITK_LABEL_EXTENSIONS = (".nrrd", ".nii.gz", ".nii")
 LABEL_EXTENSIONS = PIL_LABEL_EXTENSIONS + ITK_LABEL_EXTENSIONS
 MAX_ID_LENGTH = layout.MAX_ID_LENGTH
-#: Label values accepted: the app's 0/1 or the common 0/255.
-LABEL_ENCODINGS = ({0, 1}, {0, 255})
+#: Label values accepted: the app's 0/1, or 0 and the top of an 8- or 16-bit container.
+LABEL_ENCODINGS = ({0, 1}, {0, 255}, {0, 65535})
 
 
 def flag(value: Any) -> bool:
@@ -163,8 +164,9 @@ def check_upload_size(path: str | os.PathLike, max_bytes: int, what: str = "file
     return size
 
 
-def _open(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
-    """Opens an image and checks its header size before anything is decoded (a decompression bomb is a 413)."""
+def _header(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
+    """Opens an image lazily and checks its header size before anything is decoded (a decompression bomb is a
+    413); the caller closes it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -181,6 +183,16 @@ def _open(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
         img.close()
         raise bad_request(f"the {what} has no pixels ({width}x{height})")
     return img
+
+
+def _decoded(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
+    """The image as the app reads it (:func:`lesion_app.io.images.open_image`: one rule for every encoding), once
+    its header passed :func:`_header`."""
+    _header(path, what, max_pixels).close()
+    try:
+        return open_image(path)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError) as e:
+        raise bad_request(f"the {what} cannot be decoded ({_cause(e)})") from None
 
 
 def _too_many_pixels(what: str, found: str, max_pixels: int) -> HTTPException:
@@ -201,12 +213,12 @@ def check_image_file(path: str | os.PathLike, max_pixels: int) -> tuple[int, int
     Pillow's ``verify`` catches broken PNG chunks; only a full decode catches a truncated JPEG. Any mode
     (gray, RGBA, palette, 16-bit, CMYK) passes if :func:`to_rgb` converts it.
     """
-    with _open(path, "image", max_pixels) as img:
+    with _header(path, "image", max_pixels) as img:
         try:
             img.verify()
         except Exception as e:
             raise bad_request(f"the image is corrupt ({_cause(e)})") from None
-    with _open(path, "image", max_pixels) as img:
+    with _decoded(path, "image", max_pixels) as img:
         try:
             img.load()
             rgb = to_rgb(img)
@@ -228,7 +240,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def _label_array_pil(path: str | os.PathLike, max_pixels: int) -> np.ndarray:
-    with _open(path, "label", max_pixels) as img:
+    with _decoded(path, "label", max_pixels) as img:
         if getattr(img, "n_frames", 1) > 1:
             raise bad_request(f"the label has {img.n_frames} frames; it must be one 2D image")
         try:
@@ -313,7 +325,7 @@ def check_label_values(label: np.ndarray) -> np.ndarray:
     found = {float(v) for v in values}
     if not any(found <= enc for enc in LABEL_ENCODINGS):
         shown = ", ".join(f"{v:g}" for v in sorted(found)[:10]) + (", ..." if len(found) > 10 else "")
-        raise bad_request(f"label values must be 0/1 or 0/255 (0 = skin, lesion = 1 or 255); found {shown}")
+        raise bad_request(f"label values must be 0/1 or 0/255 (or 0/65535 in 16 bits; 0 = skin); found {shown}")
     return (label > 0).astype(np.uint8)
 
 
@@ -341,6 +353,19 @@ def checked_label(
     label = read_label(label_filename, ext, max_pixels, image=image_path)
     check_label_size(label.shape, image_size(image_path), image_id)
     return ext, check_label_values(label)
+
+
+def label_problem(label_path: str, image_path: str, image_id: str, max_pixels: int) -> str | None:
+    """Why a label file found on disk fails the checks an uploaded one passes (what :func:`checked_label` would
+    answer with 400), or None when it passes."""
+    try:
+        ext = label_extension(os.path.basename(label_path))
+        label = read_label(label_path, ext, max_pixels, image=image_path)
+        check_label_size(label.shape, image_size(image_path), image_id)
+        check_label_values(label)
+    except HTTPException as e:
+        return str(e.detail)
+    return None
 
 
 @contextlib.contextmanager

@@ -9,21 +9,21 @@ and the datastore JSON atomically, and can refuse every write (``--conf read_onl
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from monailabel.config import settings as ml_settings
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
+from monailabel.interfaces.datastore import DefaultLabelTag
 from monailabel.utils.others.generic import remove_file
 
 from lesion_app.io import layout
 from lesion_app.io.layout import IMAGE_SUFFIXES, label_file_name
 from lesion_app.server import checks
+from lesion_app.server.datastore_file import SharedDatastoreFile
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 DEFAULT_MAX_UPLOAD_MB = 50.0
 
 
-class LesionDatastore(LocalDatastore):
-    """A local datastore that checks uploads, never writes outside its folder and never half-writes a file."""
+class LesionDatastore(SharedDatastoreFile, LocalDatastore):
+    """A local datastore that checks uploads and the labels it finds, never writes outside its folder, never
+    half-writes a file and never loses what another process wrote (:class:`SharedDatastoreFile`)."""
 
     def __init__(
         self,
@@ -53,6 +54,8 @@ class LesionDatastore(LocalDatastore):
         self.max_upload_bytes = int(max_upload_mb * 2**20)
         self.writes_refused = bool(read_only)
         self._skipped: set[str] = set()
+        #: label file -> ((label mtime, size, image mtime), the reason it fails the checks or None)
+        self._label_checks: dict[str, tuple[tuple[float, int, float], str | None]] = {}
         super().__init__(datastore_path, read_only=not reconcile, **kwargs)
         self._root = os.path.realpath(datastore_path)
 
@@ -72,6 +75,7 @@ class LesionDatastore(LocalDatastore):
         if not image_id:
             image_id = os.path.basename(image_filename)[: -len(ext)]
         checks.check_image_id(image_id)
+        self._fresh()
         if image_id in self._datastore.objects:
             raise checks.conflict(f"image {image_id!r} exists; remove it first or use another id")
         checks.check_upload_size(image_filename, self.max_upload_bytes, "image")
@@ -80,32 +84,34 @@ class LesionDatastore(LocalDatastore):
         name = self._filename(image_id, ext)
         dest = self._inside(os.path.join(self._datastore.image_path(), name))
         logger.info(f"Adding Image: {image_id} => {name}")
-        with FileLock(self._lock_file):  # not re-entrant: nothing in here may take it again
-            if image_id in self._datastore.objects or os.path.exists(dest):
-                raise checks.conflict(f"image {image_id!r} exists; remove it first")
-            checks.stored_copy(image_filename, dest)
-            info = dict(image_info or {})
-            info.update(ts=int(time.time()), name=name)
-            self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
-            try:
-                self._update_datastore_file(lock=False)
-            except BaseException:
+        try:
+            with self._changing():  # the file lock is not re-entrant: nothing in here may take it again
+                if image_id in self._datastore.objects or os.path.exists(dest):
+                    raise checks.conflict(f"image {image_id!r} exists; remove it first")
+                checks.stored_copy(image_filename, dest)
+                info = dict(image_info or {})
+                info.update(ts=int(time.time()), name=name)
+                self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
+        except BaseException:
+            if image_id in self._datastore.objects and os.path.exists(dest):
                 self._datastore.objects.pop(image_id, None)
                 remove_file(dest)
-                raise
+            raise
         return image_id
 
     def save_label(self, image_id: str, label_filename: str, label_tag: str, label_info: dict[str, Any]) -> str:
-        """Saves a 2D binary label of the image's (upright) size as ``labels/<tag>/<id>.png``, atomically.
+        """Saves a 2D binary label of the image's (upright) size as ``labels/<tag>/<id>.png``, 0/1, atomically.
 
-        PNG uploads are stored byte for byte; TIFF, BMP, NRRD and NIfTI are stored as 0/1 PNG, which the
-        trainer reads. Any failure leaves the previous label as it was.
+        Every encoding (0/1 or 0/255 PNG, 16-bit, palette, TIFF, BMP, 3D Slicer's NRRD and NIfTI) is stored as
+        the same 0/1 PNG, which the trainer, the scoring and the viewers read alike. Any failure leaves the
+        previous label as it was.
         """
         checks.refuse_if_read_only(self.writes_refused, f"save a label for {image_id!r}")
         checks.check_tag(label_tag)
-        obj = self._known(image_id)
+        self._fresh()
+        self._known(image_id)
         image_path = self.get_image_uri(image_id)
-        ext, mask = checks.checked_label(
+        _, mask = checks.checked_label(
             label_filename, image_path, image_id, self.max_upload_bytes, self.max_image_pixels
         )
 
@@ -113,17 +119,14 @@ class LesionDatastore(LocalDatastore):
         name = label_file_name(image_id)
         dest = self._inside(os.path.join(label_dir, name))
         logger.info(f"Saving Label: {image_id} => {label_tag} => {name}")
-        with FileLock(self._lock_file):
+        with self._changing():
+            obj = self._known(image_id)  # as the file has it now
             os.makedirs(label_dir, exist_ok=True)
             old = obj.labels.get(label_tag)
-            if ext == ".png":
-                checks.stored_copy(label_filename, dest)
-            else:
-                checks.stored_png(mask, dest)
+            checks.stored_png(mask, dest)
             info = dict(label_info or {})
             info.update(ts=int(time.time()), name=name)
             obj.labels[label_tag] = DataModel(info=info, ext=".png")
-            self._update_datastore_file(lock=False)
             if old is not None and old.ext != ".png":  # the same label under its former extension
                 remove_file(self._inside(os.path.join(label_dir, self._filename(image_id, old.ext))))
         return image_id
@@ -139,16 +142,6 @@ class LesionDatastore(LocalDatastore):
         if not self._known(label_id).labels.get(label_tag):
             raise checks.not_found(f"image {label_id!r} has no {label_tag!r} label")
         super().remove_label(label_id, label_tag)
-
-    def update_image_info(self, image_id: str, info: dict[str, Any]) -> None:
-        """Kept in memory in read-only mode (scoring stores its results here); 404 for an unknown image."""
-        self._known(image_id)
-        super().update_image_info(image_id, info)
-
-    def update_label_info(self, label_id: str, label_tag: str, info: dict[str, Any]) -> None:
-        if not self._known(label_id).labels.get(label_tag):
-            raise checks.not_found(f"image {label_id!r} has no {label_tag!r} label")
-        super().update_label_info(label_id, label_tag, info)
 
     # -- listing -----------------------------------------------------------------------------------------
 
@@ -191,24 +184,45 @@ class LesionDatastore(LocalDatastore):
         self._known(image_id)
         return super().get_image_uri(image_id)
 
-    # -- the datastore file ------------------------------------------------------------------------------
+    # -- labels found on disk --------------------------------------------------------------------------------
 
-    def _update_datastore_file(self, lock: bool = True) -> None:
-        """Writes the datastore JSON atomically (the scoring process never reads half of it); in read-only
-        mode the studies folder is never written and changes stay in memory."""
-        if self.writes_refused:
-            return
+    def _label_problem(self, image_id: str, label_path: str, image_path: str) -> str | None:
+        """Why a final label found on disk fails the checks an upload passes (size, values, axes), or None;
+        remembered per version of the two files."""
+        try:
+            key = (os.stat(label_path).st_mtime, os.stat(label_path).st_size, os.stat(image_path).st_mtime)
+        except OSError as e:
+            return f"cannot be read ({e.strerror})"
+        cached = self._label_checks.get(label_path)
+        if cached and cached[0] == key:
+            return cached[1]
+        problem = checks.label_problem(label_path, image_path, image_id, self.max_image_pixels)
+        self._label_checks[label_path] = (key, problem)
+        if problem:
+            logger.warning(f"the final label {label_path} is not used for training: {problem}")
+        return problem
 
-        def write() -> None:
-            text = json.dumps(self._datastore.model_dump(exclude={"base_path"}), indent=2, default=str)
-            checks.stored(self._datastore_config_path, lambda f: f.write(text.encode()))
-            self._config_ts = os.stat(self._datastore_config_path).st_mtime
+    def invalid_labels(self) -> dict[str, str]:
+        """Final labels on disk that fail the upload checks: image id -> the reason. They are never deleted."""
+        self._fresh()
+        image_dir, label_dir = self._datastore.image_path(), self._datastore.label_path(DefaultLabelTag.FINAL)
+        found = {}
+        for image_id, obj in self._datastore.filter_by_tag(DefaultLabelTag.FINAL).items():
+            label = os.path.join(label_dir, self._filename(image_id, obj.labels[DefaultLabelTag.FINAL].ext))
+            image = os.path.join(image_dir, self._filename(image_id, obj.image.ext))
+            if problem := self._label_problem(image_id, label, image):
+                found[image_id] = problem
+        return found
 
-        if lock:
-            with FileLock(self._lock_file):
-                write()
-        else:
-            write()
+    def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
+        """The final labels to train on: those that pass the upload checks (:meth:`invalid_labels` are left out)."""
+        invalid = self.invalid_labels()
+        return [d for d in super().datalist(full_path) if layout.image_id(d["image"]) not in invalid]
+
+    def status(self) -> dict[str, Any]:
+        """``/info``'s datastore counts, with the labels found on disk that are not used and why."""
+        self._fresh()
+        return {**super().status(), "invalid_labels": self.invalid_labels()}
 
 
 def local_datastore(studies: str, settings: Any) -> LesionDatastore:

@@ -74,6 +74,12 @@ def labelled_items(datastore: Datastore) -> list[dict[str, str]]:
     return [{"id": image_id(d["image"]), "image": d["image"], "label": d["label"]} for d in datastore.datalist()]
 
 
+def invalid_labels(datastore: Datastore) -> dict[str, str]:
+    """The final labels the datastore leaves out of training (failing the upload checks), by image id, and why."""
+    listed = getattr(datastore, "invalid_labels", None)
+    return listed() if callable(listed) else {}
+
+
 def train_val_split(items: list[dict[str, str]], val_fraction: float) -> tuple[list, list]:
     """The run's split; with fewer than :data:`MIN_LABELS_FOR_SPLIT` labels every image trains and validates."""
     if len(items) < MIN_LABELS_FOR_SPLIT:
@@ -194,6 +200,9 @@ class SegmentationTrain(TrainTask):
     def _train(self, request: dict[str, Any], datastore: Datastore, common: dict[str, Any]) -> dict[str, Any]:
         conf = {**self.config(), **{k: v for k, v in request.items() if k in self.config()}}
         items = labelled_items(datastore)
+        left_out = invalid_labels(datastore)
+        for left, reason in left_out.items():
+            print(f"left out {left}: {reason}", flush=True)
         if not items:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, "no final labels to train on: save a label first")
         train_items, val_items = train_val_split(items, float(conf["val_fraction"]))
@@ -202,7 +211,7 @@ class SegmentationTrain(TrainTask):
         print(f"training {self.name} from {start.path or 'scratch'}: {len(train_items)} train, {len(val_items)} val")
         baseline = self.baseline_iou(start.network, val_items, cfg) if start.path else None
         print(f"served model {Path(start.path).name if start.path else None}: val_iou {baseline}", flush=True)
-        common = {**common, "labels": len(items)}
+        common = {**common, "labels": len(items), "left_out": left_out}
         history = self._fit(start, train_items, val_items, cfg, baseline, common)
         best = max(history, key=lambda h: h["val"]["iou"]) if history else None
         new_iou = best["val"]["iou"] if best else None

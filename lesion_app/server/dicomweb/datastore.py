@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 import numpy as np
 from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
-from filelock import FileLock
 from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
@@ -44,13 +43,14 @@ from lesion_app.io.dicom import (
 )
 from lesion_app.io.layout import label_file_name
 from lesion_app.server import checks
+from lesion_app.server.datastore_file import SharedDatastoreFile
 from lesion_app.server.dicomweb.listing import MODALITY_TAG, STUDY_UID, DicomWebListing, answers_503, value_of
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class LesionDicomWebDatastore(DICOMWebDatastore):
+class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
     """Photographs and their lesion SEGs on a DICOMweb server, with a local cache for the app."""
 
     def __init__(
@@ -163,13 +163,12 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
             "ts": int(time.time()),
             "name": name,
         }
-        with FileLock(self._lock_file):
+        with self._changing():
             obj = self._datastore.objects.get(image_id)
             if obj is None:
                 self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=".nrrd"))
             else:
                 obj.image = DataModel(info={**obj.image.info, **info}, ext=".nrrd")
-            self._update_datastore_file(lock=False)
         return str(cached)
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
@@ -224,11 +223,10 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         label_dir = Path(self._datastore.label_path(label_tag))
         label_dir.mkdir(parents=True, exist_ok=True)
         name = label_file_name(image_id)
-        with FileLock(self._lock_file):
+        with self._changing():
             checks.stored_png(mask, label_dir / name)
             obj = self._datastore.objects[image_id]
             obj.labels[label_tag] = DataModel(info={**info, "ts": int(time.time()), "name": name}, ext=".png")
-            self._update_datastore_file(lock=False)
         self.listing.invalidate()
         return image_id
 
@@ -260,10 +258,10 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
         segs = self.listing.segs()
         label_dir = Path(self._datastore.label_path(DefaultLabelTag.FINAL))
         label_dir.mkdir(parents=True, exist_ok=True)
+        self._fresh()
         for image_id, (study, seg_series) in segs.items():
             image_path = self.get_image_uri(image_id)
-            obj = self._datastore.objects[image_id]
-            current = obj.labels.get(DefaultLabelTag.FINAL)
+            current = self._datastore.objects[image_id].labels.get(DefaultLabelTag.FINAL)
             if current and current.info.get("SeriesInstanceUID") == seg_series:
                 continue
             instances = self._client.retrieve_series(study, seg_series)
@@ -273,17 +271,16 @@ class LesionDicomWebDatastore(DICOMWebDatastore):
             except ValueError as e:
                 logger.warning(f"SEG {seg_series} of {image_id} ignored: {e}")
                 continue
-            with FileLock(self._lock_file):
+            with self._changing():
                 checks.stored_png(mask, label_dir / label_file_name(image_id))
                 info = {"SeriesInstanceUID": seg_series, "StudyInstanceUID": study, "ts": int(time.time())}
-                obj.labels[DefaultLabelTag.FINAL] = DataModel(
+                self._datastore.objects[image_id].labels[DefaultLabelTag.FINAL] = DataModel(
                     info={**info, "name": label_file_name(image_id)}, ext=".png"
                 )
-                self._update_datastore_file(lock=False)
-        for image_id, obj in list(self._datastore.objects.items()):  # SEGs deleted on the server
-            if image_id not in segs and obj.labels.pop(DefaultLabelTag.FINAL, None) is not None:
-                (label_dir / label_file_name(image_id)).unlink(missing_ok=True)
-                self._update_datastore_file()
+        with self._changing():  # SEGs deleted on the server
+            for image_id, obj in list(self._datastore.objects.items()):
+                if image_id not in segs and obj.labels.pop(DefaultLabelTag.FINAL, None) is not None:
+                    (label_dir / label_file_name(image_id)).unlink(missing_ok=True)
 
     def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
         self.listing.invalidate()

@@ -1,0 +1,292 @@
+"""Failures found by replaying public bug reports (issue 16), each kind tested on the real server: the reported case
+and at least one other member of its kind.
+
+1. every image and label encoding (bit depth, palette, container) reads to the same pixels;
+2. information another process writes into the datastore file (scoring) is merged, never lost;
+3. the folder listing applies the upload rules (no hidden or AppleDouble files, valid ids) and logs what it skips;
+4. (every strategy under any sequence of requests: tests/integration/test_active_learning.py)
+5. labels found on disk pass the upload checks; one that fails is left out of training, shown, never deleted;
+6. the server starts whatever state its bookkeeping file is in, and keeps a damaged one aside;
+7. paths with spaces and non-ASCII letters: tests/unit/test_programs.py (programs) and here (serving them).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+from apps.make_sample_data import draw_study
+from apps.research.local_server import Server, free_port, server_process
+from lesion_app.core.metrics import iou
+from tests.support.paths import REPO, SAMPLE_DATA
+
+pytestmark = pytest.mark.server
+
+CONF = {"models": "unet", "threads": "1", "train_epochs": "1"}
+ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+
+
+def shape_of(image_id: str) -> tuple[int, int]:
+    """The (H, W) of a sample-data photograph (labels must have it)."""
+    with Image.open(next(SAMPLE_DATA.glob(f"{image_id}.*"))) as img:
+        return img.height, img.width
+
+
+def png(array: np.ndarray, mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def high_bit_depth(rgb: np.ndarray, suffix: str, folder: Path) -> bytes:
+    """The photograph as a 16-bit RGB file holding 12-bit values (0-4080), as raw converters export."""
+    path = folder / f"photo16{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(rgb.astype(np.uint16) * 16, isVector=True), str(path))
+    return path.read_bytes()
+
+
+def upload(url: str, image_id: str, data: bytes, name: str) -> None:
+    r = httpx.put(f"{url}/datastore/", params={"image": image_id}, files={"file": (name, data)}, timeout=60)
+    assert r.status_code == 200, r.text
+
+
+def infer_mask(url: str, image_id: str) -> np.ndarray:
+    r = httpx.post(f"{url}/infer/unet", params={"image": image_id, "output": "image"}, timeout=120)
+    assert r.status_code == 200, r.text
+    return np.asarray(Image.open(io.BytesIO(r.content))) > 0
+
+
+def put_label(url: str, image_id: str, data: bytes, tag: str = "final") -> httpx.Response:
+    files = {"label": ("label.png", data, "image/png")}
+    return httpx.put(f"{url}/datastore/label", params={"image": image_id, "tag": tag}, files=files, timeout=60)
+
+
+def image_info(url: str, image_id: str) -> dict[str, Any]:
+    store = httpx.get(f"{url}/datastore/", params={"output": "all"}, timeout=30).json()
+    return store["objects"][image_id]["image"]["info"]
+
+
+def finished_training(url: str, timeout: float = 300) -> dict[str, Any]:
+    """The train status once the training is no longer submitted or running."""
+
+    def done() -> dict[str, Any] | None:
+        status = httpx.get(f"{url}/train/", params={"check_if_running": "false"}, timeout=30).json()
+        return None if status.get("status") in ("SUBMITTED", "RUNNING") else status
+
+    return wait_for(done, timeout, "the training")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.5)
+    return value
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with server_process(tmp_path_factory.mktemp("replayed"), CONF, env=ENV) as s:
+        yield s
+
+
+# -- 1. one rule for every encoding ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_a_high_bit_depth_colour_photograph_segments_as_its_8_bit_version(
+    server: Server, tmp_path: Path, suffix: str
+) -> None:
+    rgb, truth = draw_study(np.random.default_rng(161), (384, 512))
+    upload(server.url, f"eight_bit{suffix[1:]}", png(rgb), "eight.png")
+    upload(server.url, f"sixteen_bit{suffix[1:]}", high_bit_depth(rgb, suffix, tmp_path), f"photo16{suffix}")
+    reference = infer_mask(server.url, f"eight_bit{suffix[1:]}")
+    assert iou(reference, truth) > 0.5  # the lesion is found at all
+    assert iou(infer_mask(server.url, f"sixteen_bit{suffix[1:]}"), reference) > 0.98
+
+
+def test_labels_in_any_encoding_are_the_same_label(server: Server) -> None:
+    """A 0/1 mask saved as 8-bit, as 16-bit 0/65535 and as a palette PNG: the same stored label."""
+    h, w = shape_of("lesion_006")
+    mask = np.zeros((h, w), np.uint8)
+    mask[60:200, 100:300] = 1
+    palette = Image.fromarray(mask, mode="L").convert("P")
+    encodings = {
+        "8-bit": png(mask * 255),
+        "16-bit": png(mask.astype(np.uint16) * 65535),
+        "palette": (lambda b: (palette.save(b, format="PNG"), b.getvalue())[1])(io.BytesIO()),
+    }
+    stored = server.workdir / "studies" / "labels" / "final" / "lesion_006.png"
+    for name, data in encodings.items():
+        r = put_label(server.url, "lesion_006", data)
+        assert r.status_code == 200, f"{name}: {r.text}"
+        assert np.array_equal(np.asarray(Image.open(stored)), mask), name
+
+
+# -- 2. what another process writes is merged, never lost ----------------------------------------------------------
+
+
+def test_scores_written_by_the_background_scoring_are_kept(server: Server) -> None:
+    h, w = shape_of("lesion_007")
+    final = np.zeros((h, w), np.uint8)
+    final[100:250, 150:380] = 1
+    original = np.zeros((h, w), np.uint8)
+    original[100:250, 150:300] = 1
+    assert put_label(server.url, "lesion_007", png(original * 255), "original").status_code == 200
+    assert put_label(server.url, "lesion_007", png(final * 255)).status_code == 200
+    assert httpx.post(f"{server.url}/scoring/dice", json={}, timeout=60).status_code == 200  # a background process
+    dice = wait_for(lambda: image_info(server.url, "lesion_007").get("dice_original_final"), 120, "the Dice score")
+    assert dice == pytest.approx(2 * 150 * 150 / (150 * 230 + 150 * 150), abs=1e-3)
+    other = np.zeros(shape_of("lesion_009"), np.uint8)
+    other[100:200, 100:200] = 255
+    assert put_label(server.url, "lesion_009", png(other)).status_code == 200  # the server writes its file
+    assert image_info(server.url, "lesion_007")["dice_original_final"] == dice
+    on_disk = json.loads((server.workdir / "studies" / "datastore_v2.json").read_text())
+    assert on_disk["objects"]["lesion_007"]["image"]["info"]["dice_original_final"] == dice
+
+
+def test_uncertainty_scores_written_in_the_background_are_kept(server: Server, tmp_path: Path) -> None:
+    assert httpx.post(f"{server.url}/scoring/uncertainty", json={"force": True}, timeout=60).status_code == 200
+    score = wait_for(lambda: image_info(server.url, "lesion_008").get("uncertainty_ts"), 180, "uncertainty scores")
+    rgb, _ = draw_study(np.random.default_rng(5), (96, 128))
+    upload(server.url, "another_photo", png(rgb), "another.png")
+    assert image_info(server.url, "lesion_008")["uncertainty_ts"] == score
+
+
+# -- 3, 5 and 6: what is found on disk --------------------------------------------------------------------------
+
+
+def studies_with_odd_files(root: Path) -> Path:
+    """sample-data plus what copies from other machines and hands leave in a studies folder."""
+    studies = root / "studies"
+    shutil.copytree(SAMPLE_DATA, studies)
+    (studies / "._lesion_000.jpg").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)  # macOS AppleDouble metadata
+    (studies / ".hidden.png").write_bytes(png(np.zeros((8, 8, 3), np.uint8)))
+    shutil.copy(SAMPLE_DATA / "lesion_001.jpg", studies / "-starts-with-a-dash.jpg")
+    shutil.copy(SAMPLE_DATA / "lesion_002.jpg", studies / "UPPER_CASE.JPG")
+    (studies / "labels" / "final" / "._lesion_001.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
+    # labels copied in by hand: lesion_005 is 512x384, its label 384x512 (transposed); lesion_004's holds 0/7
+    (studies / "labels" / "final" / "lesion_005.png").write_bytes(png(np.zeros(shape_of("lesion_005")[::-1], np.uint8)))
+    sevens = np.zeros(shape_of("lesion_004"), np.uint8)
+    sevens[100:200, 100:200] = 7
+    (studies / "labels" / "final" / "lesion_004.png").write_bytes(png(sevens))
+    return studies
+
+
+def test_the_folder_listing_applies_the_upload_rules(tmp_path: Path) -> None:
+    studies_with_odd_files(tmp_path)
+    with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
+        listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+        handed_out = {httpx.post(f"{server.url}/activelearning/first", timeout=30).json()["id"] for _ in range(3)}
+        log = server.log_text()
+    assert "UPPER_CASE" in listed, "an upper-case suffix is a photograph too"
+    assert not {"._lesion_000", ".hidden", "-starts-with-a-dash"} & set(listed)
+    assert all(not i.startswith((".", "-")) for i in handed_out)
+    for name in ("._lesion_000.jpg", ".hidden.png", "-starts-with-a-dash.jpg"):
+        assert f"skipped {tmp_path / 'studies' / name}" in log
+
+
+def test_a_hand_placed_label_that_fails_the_checks_is_shown_and_left_out_of_training(tmp_path: Path) -> None:
+    studies = studies_with_odd_files(tmp_path)
+    final = studies / "labels" / "final"
+    kept = {name: (final / name).read_bytes() for name in ("lesion_004.png", "lesion_005.png")}
+    with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
+        info = httpx.get(f"{server.url}/info/", timeout=30).json()
+        invalid = info["datastore"]["invalid_labels"]
+        assert set(invalid) == {"lesion_004", "lesion_005"}
+        assert "transposed" in invalid["lesion_005"] and "0/1 or 0/255" in invalid["lesion_004"]
+        assert httpx.post(f"{server.url}/train/unet", json={"max_epochs": 1}, timeout=60).status_code == 200
+        status = finished_training(server.url)
+    details = "\n".join(status.get("details", []))
+    assert status["status"] == "DONE", details[-2000:]
+    assert "left out lesion_005" in details and "left out lesion_004" in details
+    assert "4 train, 4 val" in details  # sample-data's four good labels only
+    assert {name: (final / name).read_bytes() for name in kept} == kept, "a refused label was changed or deleted"
+
+
+@pytest.mark.parametrize(
+    "damage", ["cut in half", "empty", "not the datastore's schema"], ids=["half", "empty", "schema"]
+)
+def test_a_damaged_datastore_file_is_kept_aside_and_rebuilt_from_the_files(tmp_path: Path, damage: str) -> None:
+    with server_process(tmp_path, CONF, env=ENV) as server:  # writes a complete datastore_v2.json
+        assert (
+            put_label(server.url, "lesion_009", png(np.eye(*shape_of("lesion_009"), dtype=np.uint8) * 255)).status_code
+            == 200
+        )
+    path = tmp_path / "studies" / "datastore_v2.json"
+    text = path.read_text()
+    damaged = {"cut in half": text[: len(text) // 2], "empty": "", "not the datastore's schema": "[1, 2]"}[damage]
+    path.write_text(damaged)
+    with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
+        info = httpx.get(f"{server.url}/info/", timeout=30).json()["datastore"]
+        log = server.log_text()
+    assert info["total"] == 10 and info["completed"] == 5  # every photograph and label, lesion_009's included
+    aside = list((tmp_path / "studies").glob("datastore_v2.json.damaged-*"))
+    assert len(aside) == 1 and aside[0].read_text() == damaged, "the damaged file is kept, as it was"
+    assert f"kept aside as {aside[0]}" in log
+    assert json.loads(path.read_text())["objects"], "a new, complete datastore file"
+
+
+# -- 7. paths with spaces and accents ---------------------------------------------------------------------------
+
+
+def test_lesion_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> None:
+    studies = tmp_path / "derm photos é ü"
+    shutil.copytree(SAMPLE_DATA, studies)
+    port = free_port()
+    command = [sys.executable, "-m", "apps.serve", "--studies", str(studies), "--port", str(port)]
+    command += ["--conf", "models", "unet", "--conf", "model_dir", str(tmp_path / "my models")]
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _up(url), 90, f"lesion-serve on a spaced path:\n{log.read_text()[-2000:]}")
+        assert httpx.get(f"{url}/info/", timeout=30).json()["datastore"]["total"] == 10
+        assert infer_mask(url, "lesion_000").any()
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/info/", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_make_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> None:
+    """The README's first command with a studies folder named as clinicians name them."""
+    if shutil.which("make") is None or not (REPO / ".venv" / ".installed").exists():
+        pytest.skip("make serve needs make and the repository's .venv (make venv)")
+    studies = tmp_path / "derm photos é ü"
+    shutil.copytree(SAMPLE_DATA, studies)
+    port = free_port()
+    command = ["make", "-C", str(REPO), "serve", f"STUDIES={studies}", f"PORT={port}", f"WORKSPACE={tmp_path / 'ws'}"]
+    command.append("CONF=--conf models unet")
+    log = tmp_path / "make.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _up(url), 120, f"make serve on a spaced path:\n{log.read_text()[-2000:]}")
+        assert httpx.get(f"{url}/info/", timeout=30).json()["datastore"]["total"] == 10
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as in a terminal
+        process.wait(30)
