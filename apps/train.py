@@ -18,12 +18,13 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 
 from lesion_app.core.checkpoint import network_from, network_spec, read_checkpoint
-from lesion_app.core.data import split
+from lesion_app.core.clicks import ClickConfig, click_network, training_options
+from lesion_app.core.data import SELECTION_SEED, split
 from lesion_app.core.networks import ARCHITECTURES, build_network
 from lesion_app.core.training.distributed import destroy_distributed, init_distributed, torchrun_env
 from lesion_app.core.training.loop import EpochStats, FitConfig, Hooks, TrainingRun, fit
@@ -58,7 +59,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=None, help="time budget; the learning rate decays to fit it")
     p.add_argument("--batch-size", type=int, default=8, help="images per step per process (under torchrun: per GPU)")
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=float, default=0.2, help="the reported validation split, never trained on")
+    p.add_argument(
+        "--selection-fraction",
+        type=float,
+        default=0.15,
+        help="share of the training part held out to choose the best epoch (fixed seed), so the validation split "
+        "stays unseen; 0: choose on the validation split itself (its figures are then optimistic)",
+    )
+    clicks = p.add_argument_group("click model (DeepEdit-style): RGB + guidance maps from simulated clicks")
+    clicks.add_argument(
+        "--clicks",
+        action="store_true",
+        help="train a click model: from --init's automatic model (its weights, zero weights for the guidance) or "
+        "a click model's file; without --init a fresh --arch network",
+    )
+    clicks.add_argument("--click-sigma", type=float, default=ClickConfig.sigma, help="guidance Gaussian, pixels")
+    clicks.add_argument("--click-prev-mask", action="store_true", help="the network also reads the previous mask")
+    clicks.add_argument("--click-max-iters", type=int, default=ClickConfig.max_iters, help="K, no-grad click passes")
+    clicks.add_argument(
+        "--click-p-auto", type=float, default=ClickConfig.p_auto, help="share of batches without clicks"
+    )
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the initialisation and augmentation (the split is fixed)"
     )
@@ -115,6 +136,30 @@ class BatchProgress:
         self.stream.flush()
 
 
+def starting_network(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
+    """The network to train, its spec and the meta that says what kind of model it is.
+
+    ``--init`` rebuilds the network its file describes, whatever ``--arch`` says; with ``--clicks`` an automatic
+    model becomes a click model (:func:`lesion_app.core.clicks.click_network`) and a click model stays one.
+    """
+    cfg = ClickConfig(
+        sigma=args.click_sigma,
+        prev_mask=args.click_prev_mask,
+        max_iters=args.click_max_iters,
+        p_auto=args.click_p_auto,
+    )
+    if args.init:
+        checkpoint = read_checkpoint(args.init)
+        meta = checkpoint.get("meta", {})
+        if args.clicks and "clicks" not in meta:
+            network, spec = click_network(checkpoint, cfg)
+            return network, spec, {"clicks": cfg.as_dict()}
+        return network_from(checkpoint), checkpoint["network"], {k: v for k, v in meta.items() if k == "clicks"}
+    kwargs = {"attention": not args.no_attention, **({"in_channels": cfg.in_channels} if args.clicks else {})}
+    spec = network_spec(args.arch, kwargs)
+    return build_network(spec["arch"], **spec["kwargs"]), spec, ({"clicks": cfg.as_dict()} if args.clicks else {})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if torchrun_env() is None:
@@ -139,12 +184,9 @@ def train(args: argparse.Namespace, device: str | None = None) -> int:
             print(f"error: need at least 2 image/mask pairs in {args.data}, found {len(pairs)}", file=sys.stderr)
         return 2
     train_items, val_items = split(pairs, args.val_fraction)
-    if args.init:  # the file rebuilds the network it describes, whatever --arch says
-        checkpoint = read_checkpoint(args.init)
-        network, spec = network_from(checkpoint), checkpoint["network"]
-    else:
-        spec = network_spec(args.arch, {"attention": not args.no_attention})
-        network = build_network(spec["arch"], **spec["kwargs"])
+    if args.selection_fraction:
+        train_items, val_items = split(train_items, args.selection_fraction, SELECTION_SEED)
+    network, spec, meta = starting_network(args)
     cfg = FitConfig(
         max_epochs=args.epochs,
         batch_size=args.batch_size,
@@ -156,7 +198,8 @@ def train(args: argparse.Namespace, device: str | None = None) -> int:
         spatial_size=(args.spatial_size, args.spatial_size),
     )
     if rank == 0:
-        print(f"{spec['arch']} {spec['kwargs']}: {len(train_items)} train, {len(val_items)} val", flush=True)
+        held_out = "selection" if args.selection_fraction else "val"
+        print(f"{spec['arch']} {spec['kwargs']}: {len(train_items)} train, {len(val_items)} {held_out}", flush=True)
         if device is not None:
             print(
                 f"distributed: world size {world} on {device.split(':')[0]}, {args.batch_size} images per step "
@@ -171,12 +214,20 @@ def train(args: argparse.Namespace, device: str | None = None) -> int:
                 f.write(json.dumps(asdict(stats)) + "\n")
 
     on_batch = BatchProgress(sys.stderr) if rank == 0 and (args.progress or sys.stderr.isatty()) else None
-    meta = {"data": str(Path(args.data).resolve().name), "train_pairs": len(train_items), "val_pairs": len(val_items)}
-    run = TrainingRun(network, spec, train_items, val_items, args.out, args.checkpoint, meta)
+    options = training_options(meta, args.seed)
+    meta = {
+        **options.pop("meta", {}),
+        "data": str(Path(args.data).resolve().name),
+        "train_pairs": len(train_items),
+        "selected_on": "selection" if args.selection_fraction else "validation",
+        "selection_pairs" if args.selection_fraction else "val_pairs": len(val_items),
+    }
+    run = TrainingRun(network, spec, train_items, val_items, args.out, args.checkpoint, meta, **options)
     history = fit(run, cfg, Hooks(on_epoch=report, on_batch=on_batch))
     best = max(history, key=lambda h: h.val["iou"]) if history else None
     if best and rank == 0:
-        print(f"best val IoU {best.val['iou']:.4f} at epoch {best.epoch}; model: {args.out}")
+        held_out = "selection" if args.selection_fraction else "validation"
+        print(f"best {held_out} IoU {best.val['iou']:.4f} at epoch {best.epoch}; model: {args.out}")
     return 0
 
 

@@ -24,7 +24,7 @@ from lesion_app.lib.activelearning.random import Random
 from lesion_app.lib.configs import CONFIGS
 from lesion_app.lib.infers.segmentation import LABELS
 from lesion_app.lib.scoring.dice import DiceScoring
-from lesion_app.lib.settings import LesionSettings
+from lesion_app.lib.settings import AUTOMATIC_MODELS, LesionSettings
 from lesion_app.server import patches
 from lesion_app.server.datastore import local_datastore
 from lesion_app.server.dicomweb import dicomweb_datastore
@@ -53,10 +53,11 @@ class LesionApp(patches.MONAILabelFixes, MONAILabelApp):
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)
         self.configs = {}
-        for i, name in enumerate(self.settings.models):
+        # the first served automatic model is the one whose uncertainty the app measures
+        measured = next((m for m in self.settings.models if m in AUTOMATIC_MODELS), None)
+        for name in self.settings.models:
             config = CONFIGS[name]()
-            # the first served model is the one whose uncertainty the app measures
-            config.init(name, self.settings.model_dir, conf, None, settings=self.settings, uncertainty=i == 0)
+            config.init(name, self.settings.model_dir, conf, None, settings=self.settings, uncertainty=name == measured)
             self.configs[name] = config
         self.scheduler: RetrainScheduler | None = None  # started in on_init_complete
         logger.info(f"lesion_app models: {list(self.configs)}; settings: {self.settings}")

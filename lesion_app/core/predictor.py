@@ -150,12 +150,19 @@ class Predictor:
         """(1, h, w) probabilities at the network's size -> (H, W) float32 at the photograph's size."""
         return restore_size(probs, original_size)[0].numpy().astype(np.float32, copy=False)
 
-    def mask_from(self, probabilities: np.ndarray, threshold: float | None = None, postprocess: bool | None = None):
-        """The (H, W) uint8 0/1 mask of (H, W) probabilities: threshold, then the clean-up if asked for."""
+    def mask_from(
+        self,
+        probabilities: np.ndarray,
+        threshold: float | None = None,
+        postprocess: bool | None = None,
+        keep: Sequence[tuple[int, int]] = (),
+    ) -> np.ndarray:
+        """The (H, W) uint8 0/1 mask of (H, W) probabilities: threshold, then the clean-up if asked for (which keeps
+        the regions of the ``keep`` points, a clinician's positive clicks, as well as the largest)."""
         threshold = self.threshold if threshold is None else threshold
         postprocess = self.postprocess if postprocess is None else postprocess
         mask = (np.asarray(probabilities) > threshold).astype(np.uint8)
-        return clean_mask(mask) if postprocess else mask
+        return clean_mask(mask, keep) if postprocess else mask
 
     def probabilities(self, image_path: str | Path, tta: bool | None = None) -> np.ndarray:
         """Lesion probability per pixel of the photograph, (H, W) float32 at its original (upright) size."""

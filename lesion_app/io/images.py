@@ -186,6 +186,24 @@ def upright_to_stored(arr: np.ndarray, orientation: int) -> np.ndarray:
     return arr if op is None else np.ascontiguousarray(op(arr))
 
 
+def stored_point_to_upright(
+    row: float, col: float, orientation: int, stored_shape: tuple[int, int]
+) -> tuple[float, float]:
+    """A (row, col) on a photograph's stored pixel grid (as ITK and 3D Slicer index it) on the upright photograph
+    (as the app reads it), for EXIF orientation 1-8: the point-wise counterpart of :func:`stored_to_upright`."""
+    h, w = stored_shape
+    moves = {
+        2: (row, w - 1 - col),
+        3: (h - 1 - row, w - 1 - col),
+        4: (h - 1 - row, col),
+        5: (col, row),
+        6: (col, h - 1 - row),
+        7: (w - 1 - col, h - 1 - row),
+        8: (w - 1 - col, row),
+    }
+    return moves.get(orientation, (row, col))
+
+
 def upright_size(img: Image.Image) -> tuple[int, int]:
     """(H, W) as viewers and the app's loader show an open image: after its EXIF orientation, without decoding.
 

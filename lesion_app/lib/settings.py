@@ -13,9 +13,13 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
-ALL_MODELS = ("unet", "deeplabv3", "ensemble")
+#: The models that segment a photograph alone; the first served one is also the one whose uncertainty is measured.
+AUTOMATIC_MODELS = ("unet", "deeplabv3", "ensemble")
+#: The click-guided model (MONAI Label type ``deepedit``): the photograph plus the clinician's clicks.
+CLICK_MODELS = ("deepedit",)
+ALL_MODELS = AUTOMATIC_MODELS + CLICK_MODELS
 #: The models with a train task (the ensemble learns through its members).
-TRAINABLE_MODELS = ("unet", "deeplabv3")
+TRAINABLE_MODELS = ("unet", "deeplabv3", "deepedit")
 #: The models the ensemble averages, each in its newest version.
 ENSEMBLE_MEMBERS = ("unet", "deeplabv3")
 #: Where the shipped weights ``pretrained_<model>.pt`` live (the default ``--conf pretrained_dir``).
@@ -33,7 +37,8 @@ def shipped_models(name: str) -> list[Path]:
 
 
 FIELDS_DOC = {
-    "models": "comma-separated models to serve: `unet`, `deeplabv3`, `ensemble` (the average of both) or `all`",
+    "models": "comma-separated models to serve: `unet`, `deeplabv3`, `ensemble` (the average of both), `deepedit` "
+    "(click-guided correction) or `all`",
     "model_dir": "folder for models trained by the server (default: the app's `model/`)",
     "pretrained_dir": "folder of the shipped weights `pretrained_<model>.pt` (default: the app's `model/`)",
     "spatial_size": "side of the square network input photographs are resized to, in pixels (a multiple of 32)",

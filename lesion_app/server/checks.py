@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import tempfile
 import warnings
@@ -404,6 +405,39 @@ def unreadable_image(path: Any, e: BaseException) -> HTTPException:
     """422 for an image in the studies folder (or an infer upload) that cannot be decoded: not a server fault."""
     name = Path(path).name if isinstance(path, str | os.PathLike) else "the image"
     return HTTPException(status_code=422, detail=f"cannot read image {name}: {_cause(e)}")
+
+
+def click_points(value: Any, name: str, stored_hw: tuple[int, int]) -> list[tuple[float, float]]:
+    """The clicks of a request as (row, col) on the photograph's stored pixel grid; 400 for anything else.
+
+    3D Slicer's MONAI Label module sends ``foreground`` and ``background`` as lists of ``[i, j, k]`` points in the
+    single-slice volume it made of the photograph: i the column, j the row of its stored grid (EXIF not applied),
+    k the slice, always 0 here; ``[i, j]`` is accepted too. A JSON string of such a list is read as the list.
+    """
+    if value in (None, "", []):
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise bad_request(f"{name} is not a list of [i, j, k] points: {value[:80]!r}") from None
+    h, w = stored_hw
+    if not isinstance(value, list):
+        raise bad_request(f"{name} must be a list of [i, j, k] points, got {type(value).__name__}")
+    points = []
+    for point in value:
+        numbers = isinstance(point, list | tuple) and len(point) in (2, 3)
+        numbers = numbers and all(isinstance(v, int | float) and not isinstance(v, bool) for v in point)
+        if not numbers or not all(np.isfinite(point)):
+            raise bad_request(f"{name} must be a list of [i, j, k] points (column, row, slice); got {point!r}")
+        i, j = float(point[0]), float(point[1])
+        k = float(point[2]) if len(point) == 3 else 0.0
+        if round(k) != 0:
+            raise bad_request(f"{name} point {list(point)} lies on slice {k:g}; the photograph is one slice (0)")
+        if not (-0.5 <= i < w - 0.5 and -0.5 <= j < h - 0.5):
+            raise bad_request(f"{name} point {list(point)} lies outside the photograph ({w}x{h}, columns x rows)")
+        points.append((min(max(round(j), 0), h - 1), min(max(round(i), 0), w - 1)))
+    return points
 
 
 def is_upload(path: str) -> bool:

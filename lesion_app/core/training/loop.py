@@ -41,6 +41,11 @@ from lesion_app.io.files import atomic_write
 InputFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+#: ``validate(network, loader, device) -> scores``: the validation after every epoch; ``scores["iou"]`` picks the
+#: best epoch and is what the gate compares.
+ValidateFn = Callable[[nn.Module, DataLoader, "torch.device | str"], dict[str, float]]
+
+
 def images_only(network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The automatic models' input: the (N, 3, h, w) images unchanged."""
     return images
@@ -75,8 +80,9 @@ class TrainingRun:
 
     ``network`` is trained in place; ``spec`` (``{"arch", "kwargs"}``) is stored beside its weights so the
     file rebuilds it; the best epoch goes to ``out_path`` with ``meta``; ``checkpoint_path`` (optional) holds
-    the full state every epoch and is resumed from if it exists. ``inputs`` turns each batch into the
-    network's input (:data:`InputFn`); validation always uses :func:`images_only`.
+    the full state every epoch and is resumed from if it exists. ``inputs`` turns each training batch into the
+    network's input (:data:`InputFn`) and ``validate`` scores an epoch (:data:`ValidateFn`): the automatic
+    models' defaults, or the click model's simulated clicks (:mod:`lesion_app.core.clicks`).
     """
 
     network: nn.Module
@@ -87,6 +93,7 @@ class TrainingRun:
     checkpoint_path: str | Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     inputs: InputFn = images_only
+    validate: ValidateFn | None = None
 
 
 @dataclass
@@ -294,7 +301,7 @@ def fit(run: TrainingRun, cfg: FitConfig, hooks: Hooks | None = None) -> list[Ep
             dist.all_reduce(mean)
             train_loss = mean.item() / size
         # rank 0 validates the plain module (DDP's forward would wait for the other ranks) and writes
-        val = validate(network, val_loader, device) if val_loader is not None else {}
+        val = (run.validate or validate)(network, val_loader, device) if val_loader is not None else {}
         best = rank == 0 and val["iou"] > state.best_iou
         if best:
             fit_cfg = asdict(cfg) | {"spatial_size": list(cfg.spatial_size)}

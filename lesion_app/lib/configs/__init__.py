@@ -2,12 +2,13 @@
 
 from monailabel.interfaces.config import TaskConfig
 
-from lesion_app.lib.configs.segmentation import EnsembleConfig, SegmentationConfig
+from lesion_app.lib.configs.segmentation import DeepEditConfig, EnsembleConfig, SegmentationConfig
 
 CONFIGS: dict[str, type[TaskConfig]] = {
     "unet": SegmentationConfig,
     "deeplabv3": SegmentationConfig,
     "ensemble": EnsembleConfig,
+    "deepedit": DeepEditConfig,
 }
 
-__all__ = ["CONFIGS", "EnsembleConfig", "SegmentationConfig"]
+__all__ = ["CONFIGS", "DeepEditConfig", "EnsembleConfig", "SegmentationConfig"]

@@ -17,6 +17,7 @@ from monailabel.interfaces.tasks.strategy import Strategy
 from lesion_app.core.uncertainty import UncertaintyEstimator
 from lesion_app.lib.activelearning.power import PowerUncertainty
 from lesion_app.lib.activelearning.uncertainty import Uncertainty
+from lesion_app.lib.infers.deepedit import DeepEditInfer
 from lesion_app.lib.infers.segmentation import LABELS, SegmentationInfer
 from lesion_app.lib.infers.uncertainty import UncertaintyInfer
 from lesion_app.lib.scoring.uncertainty import UncertaintyScoring
@@ -27,6 +28,8 @@ DESCRIPTIONS = {
     "unet": "Lesion segmentation: U-Net with spatial attention (Thwin & Park), 256x256 input",
     "deeplabv3": "Lesion segmentation: DeepLabV3 (residual encoder + ASPP) with spatial attention, 256x256 input",
     "ensemble": "Lesion segmentation: average of the U-Net and DeepLabV3 with spatial attention (most accurate)",
+    "deepedit": "Lesion correction with clicks (DeepEdit-style): U-Net with spatial attention reading the photograph "
+    "and guidance maps of positive and negative clicks; without clicks it segments automatically",
 }
 
 
@@ -85,6 +88,17 @@ class SegmentationConfig(TaskConfig):
 
     def scoring_method(self) -> dict[str, ScoringMethod] | None:
         return {"uncertainty": self.uncertainty_scoring()} if self.measures_uncertainty else None
+
+
+class DeepEditConfig(SegmentationConfig):
+    """The click model: its infer task reads 3D Slicer's clicks; it is trained with simulated clicks by the same
+    train task (its model file says it is a click model)."""
+
+    def infer(self) -> dict[str, InferTask]:
+        return {self.name: DeepEditInfer(self.members(), self.settings.spatial, self.description, self.infer_options())}
+
+    def trainer(self) -> SegmentationTrain:
+        return SegmentationTrain(self.name, self.settings, self.description, arch="unet")
 
 
 class EnsembleConfig(SegmentationConfig):

@@ -28,6 +28,7 @@ from monailabel.interfaces.tasks.train import TrainTask
 from torch import nn
 
 from lesion_app.core.checkpoint import network_from, network_spec, read_checkpoint
+from lesion_app.core.clicks import training_options
 from lesion_app.core.data import split
 from lesion_app.core.networks import build_network
 from lesion_app.core.training.distributed import resolve_device
@@ -90,11 +91,16 @@ def train_val_split(items: list[dict[str, str]], val_fraction: float) -> tuple[l
 
 @dataclass
 class StartingPoint:
-    """The model a run fine-tunes: its file (None: from scratch), the network it describes and its spec."""
+    """The model a run fine-tunes: its file (None: from scratch), the network it describes, its spec and meta."""
 
     path: str | None
     network: nn.Module
     spec: dict[str, Any]
+    meta: dict[str, Any]
+
+    def options(self) -> dict[str, Any]:
+        """The run's inputs, validation and kept meta for this kind of model (a click model's, or none)."""
+        return training_options(self.meta)
 
 
 class SegmentationTrain(TrainTask):
@@ -165,8 +171,8 @@ class SegmentationTrain(TrainTask):
         for path in (self.settings.published_path(self.name), self.settings.pretrained_path(self.name)):
             if os.path.exists(path):
                 checkpoint = read_checkpoint(path)
-                return StartingPoint(path, network_from(checkpoint), checkpoint["network"])
-        return StartingPoint(None, build_network(self.arch), network_spec(self.arch))
+                return StartingPoint(path, network_from(checkpoint), checkpoint["network"], checkpoint.get("meta", {}))
+        return StartingPoint(None, build_network(self.arch), network_spec(self.arch), {})
 
     def fit_config(self, conf: dict[str, Any], start: StartingPoint) -> FitConfig:
         """The loop's configuration from this run's options; warm-up only when training from scratch."""
@@ -179,11 +185,13 @@ class SegmentationTrain(TrainTask):
             warmup_epochs=0 if start.path else 1,
         )
 
-    def baseline_iou(self, network: nn.Module, val_items: list[dict[str, str]], cfg: FitConfig) -> float:
-        """The served model's IoU on this run's validation split: the bar the new model must not fall below."""
+    def baseline_iou(self, start: StartingPoint, val_items: list[dict[str, str]], cfg: FitConfig) -> float:
+        """The served model's IoU on this run's validation split, scored as the run scores its epochs: the bar the
+        new model must not fall below."""
         dataset = CacheDataset(val_items, val_transforms(cfg.spatial_size), progress=False)
-        scores = validate(network, DataLoader(dataset, batch_size=cfg.batch_size), resolve_device(cfg.device))
-        return float(scores["iou"])
+        score = start.options().get("validate", validate)
+        loader = DataLoader(dataset, batch_size=cfg.batch_size)
+        return float(score(start.network, loader, resolve_device(cfg.device))["iou"])
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
         started_at = time.time()
@@ -209,7 +217,7 @@ class SegmentationTrain(TrainTask):
         start = self.starting_point()
         cfg = self.fit_config(conf, start)
         print(f"training {self.name} from {start.path or 'scratch'}: {len(train_items)} train, {len(val_items)} val")
-        baseline = self.baseline_iou(start.network, val_items, cfg) if start.path else None
+        baseline = self.baseline_iou(start, val_items, cfg) if start.path else None
         print(f"served model {Path(start.path).name if start.path else None}: val_iou {baseline}", flush=True)
         common = {**common, "labels": len(items), "left_out": left_out}
         history = self._fit(start, train_items, val_items, cfg, baseline, common)
@@ -265,7 +273,9 @@ class SegmentationTrain(TrainTask):
             "labels": common["labels"],
             "baseline_iou": baseline,
         }
-        run = TrainingRun(start.network, start.spec, train_items, val_items, self.candidate_path, meta=meta)
+        options = start.options()
+        meta.update(options.pop("meta", {}))
+        run = TrainingRun(start.network, start.spec, train_items, val_items, self.candidate_path, meta=meta, **options)
         fit(run, cfg, Hooks(on_epoch=report))
         return history
 

@@ -1,0 +1,324 @@
+"""Clicks for the click-guided (DeepEdit-style) model: guidance maps, the robot user, training-time click
+simulation and the interactive-segmentation metrics (NoC).
+
+Conventions:
+
+- a click is a point ``(row, col)`` on a grid; a positive click marks lesion, a negative one skin;
+- the network sees (N, C, h, w): RGB in [0, 1], a foreground and a background guidance map and, for models
+  trained with it, the previous 0/1 mask; ``C`` is 5 or 6;
+- guidance maps are MONAI's DeepGrow guidance (:class:`monai.apps.deepgrow.transforms.AddGuidanceSignald`,
+  which works in 2D): every click an impulse, smoothed by a Gaussian of ``sigma`` pixels at the network's
+  size, each map min-max normalised so an isolated click peaks at 1 and a map without clicks is 0;
+- the robot user (Xu et al. 2016, *Deep Interactive Object Selection*; Sofiiuk et al. 2022, RITM) clicks on
+  the photograph at its original size, at the pixel of the largest error region farthest from that region's
+  border: positive in missed lesion, negative in false lesion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from monai.apps.deepgrow.transforms import AddGuidanceSignald
+from scipy import ndimage
+from torch import nn
+
+from lesion_app.core.metrics import Scores, iou, mean_scores, score
+from lesion_app.core.networks import build_network
+
+Point = tuple[int, int]
+#: 8-connectivity for error regions and lesion components.
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class ClickConfig:
+    """How a click model reads clicks, and how training simulates them (stored in the model file's meta).
+
+    Args:
+        sigma: guidance Gaussian standard deviation, in pixels at the network's input size.
+        prev_mask: the network also sees the previous 0/1 mask (6 input channels) or not (5).
+        p_auto: per training batch, the probability of no clicks at all (the automatic mode).
+        max_iters: K: each batch runs k ~ U{0..K} no-grad passes, each adding a click in the model's own errors.
+        p_first: per image, the probability that the first click is a positive one inside the lesion.
+    """
+
+    sigma: float = 6.0
+    prev_mask: bool = False
+    p_auto: float = 0.25
+    max_iters: int = 4
+    p_first: float = 0.5
+
+    @property
+    def in_channels(self) -> int:
+        """RGB, two guidance maps, and the previous mask if the model reads one."""
+        return 6 if self.prev_mask else 5
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, meta: dict[str, Any]) -> ClickConfig:
+        """The configuration a model file's meta stores under ``clicks``.
+
+        Raises:
+            ValueError: the file is not a click model.
+        """
+        if "clicks" not in meta:
+            raise ValueError("not a click model: its meta has no 'clicks'")
+        return cls(**meta["clicks"])
+
+
+# -- guidance maps and network input --------------------------------------------------------------------------
+
+
+def guidance_maps(fg: Sequence[Point], bg: Sequence[Point], size: Sequence[int], sigma: float) -> np.ndarray:
+    """(2, h, w) float32 foreground and background guidance maps of clicks on an (h, w) grid."""
+    add = AddGuidanceSignald(image="image", guidance="guidance", sigma=sigma, number_intensity_ch=0)
+    empty = np.zeros((1, int(size[0]), int(size[1])), dtype=np.float32)
+    guidance = [[[int(r), int(c)] for r, c in fg], [[int(r), int(c)] for r, c in bg]]
+    return np.asarray(add({"image": empty, "guidance": guidance})["image"], dtype=np.float32)
+
+
+def click_input(
+    images: torch.Tensor,
+    fgs: Sequence[Sequence[Point]],
+    bgs: Sequence[Sequence[Point]],
+    cfg: ClickConfig,
+    prev: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(N, cfg.in_channels, h, w): ``images`` (N, 3, h, w), the guidance maps of each image's clicks and, when the
+    model reads it, ``prev`` (N, 1, h, w) 0/1 (None: no previous mask, zeros)."""
+    size = tuple(images.shape[-2:])
+    maps = np.stack([guidance_maps(f, b, size, cfg.sigma) for f, b in zip(fgs, bgs)])
+    parts = [images, torch.from_numpy(maps).to(images.device, images.dtype)]
+    if cfg.prev_mask:
+        parts.append(prev.to(images.device, images.dtype) if prev is not None else torch.zeros_like(images[:, :1]))
+    return torch.cat(parts, dim=1)
+
+
+def to_grid(row: float, col: float, shape: Sequence[int], size: Sequence[int]) -> Point:
+    """A pixel of an (H, W) photograph on the network's (h, w) grid (pixel centres, as bilinear resizing maps them)."""
+    h, w = shape
+    r = min(int(size[0]) - 1, max(0, int((row + 0.5) * size[0] / h)))
+    c = min(int(size[1]) - 1, max(0, int((col + 0.5) * size[1] / w)))
+    return r, c
+
+
+def click_network(automatic: dict[str, Any], cfg: ClickConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """A click model made from an automatic model's file (its checkpoint dict): (network, network spec).
+
+    Every weight is copied; the first convolution gets zero weights for the extra input channels, so with no
+    clicks (and no previous mask) the new network computes exactly the automatic one, and training teaches it
+    to read the guidance.
+    """
+    spec = {
+        "arch": automatic["network"]["arch"],
+        "kwargs": {**automatic["network"]["kwargs"], "in_channels": cfg.in_channels},
+    }
+    network = build_network(spec["arch"], **spec["kwargs"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in automatic["model"].items()}
+    first = next(k for k, v in state.items() if v.ndim == 4 and v.shape[1] == 3)
+    weight = state[first]
+    state[first] = torch.cat([weight, weight.new_zeros(weight.shape[0], cfg.in_channels - 3, *weight.shape[2:])], 1)
+    network.load_state_dict(state)
+    return network, spec
+
+
+# -- regions and the robot user -----------------------------------------------------------------------------------
+
+
+def largest_component(mask: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """(the largest 8-connected component of a boolean mask, its area in pixels); (None, 0) if empty."""
+    labels, n = ndimage.label(mask, structure=_EIGHT)
+    if n == 0:
+        return None, 0
+    areas = np.bincount(labels.ravel())[1:]
+    k = int(np.argmax(areas))
+    return labels == k + 1, int(areas[k])
+
+
+def inner_distance(region: np.ndarray) -> np.ndarray:
+    """Euclidean distance (pixels) of every region pixel to the nearest pixel outside it, the image edge counting
+    as outside (as RITM pads it), so a click never lands on the photograph's edge; 0 outside the region."""
+    out = np.zeros(region.shape, dtype=np.float64)
+    rows, cols = np.nonzero(region)
+    if rows.size == 0:
+        return out
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    out[r0:r1, c0:c1] = ndimage.distance_transform_edt(np.pad(region[r0:r1, c0:c1], 1))[1:-1, 1:-1]
+    return out
+
+
+def largest_error(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray | None, bool]:
+    """(the largest error region, whether it is missed lesion): the biggest 8-connected component among the false
+    negatives and the false positives (ties: the missed lesion); (None, False) when they agree everywhere."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    fn, fn_area = largest_component(truth & ~pred)
+    fp, fp_area = largest_component(pred & ~truth)
+    if fn_area == 0 and fp_area == 0:
+        return None, False
+    return (fn, True) if fn_area >= fp_area else (fp, False)
+
+
+def robot_click(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, bool] | None:
+    """The standard robot user's next click ``(row, col, positive)`` on (H, W) masks, or None when nothing is
+    wrong: the pixel of the largest error region farthest from its border (the first in row-major order)."""
+    region, positive = largest_error(pred, truth)
+    if region is None:
+        return None
+    dist = inner_distance(region)
+    r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return int(r), int(c), positive
+
+
+def sample_in_region(region: np.ndarray, rng: np.random.Generator, power: float = 2.0) -> Point:
+    """A random pixel of ``region``, with probability proportional to (distance to its border) ** power: the
+    training counterpart of the robot's farthest pixel, spread over the interior (MONAI's AddRandomGuidanced
+    weighs by exp(distance), which at 256 px is practically the robot's argmax)."""
+    w = inner_distance(region).ravel() ** power
+    idx = int(rng.choice(w.size, p=w / w.sum()))
+    r, c = np.unravel_index(idx, region.shape)
+    return int(r), int(c)
+
+
+# -- training: clicks simulated in the model's own errors ----------------------------------------------------------
+
+
+class ClickSimulation:
+    """The click model's batch input during training, as DeepEdit and RITM simulate clicks (an
+    :data:`lesion_app.core.training.loop.InputFn`).
+
+    With probability ``p_auto`` a batch gets no clicks. Otherwise each image starts with a positive click inside
+    the lesion (probability ``p_first``) or none; then k ~ U{0..K} passes of the network without gradients each
+    add one click in the largest error region of its own prediction (the previous-mask channel is that
+    prediction). The loop makes its one gradient step on the returned input.
+    """
+
+    def __init__(self, cfg: ClickConfig, seed: int = 0) -> None:
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        cfg, rng = self.cfg, self.rng
+        n = images.shape[0]
+        truth = labels[:, 0].detach().cpu().numpy() > 0.5
+        fgs: list[list[Point]] = [[] for _ in range(n)]
+        bgs: list[list[Point]] = [[] for _ in range(n)]
+        prev: torch.Tensor | None = None
+        if rng.random() < cfg.p_auto:
+            return click_input(images, fgs, bgs, cfg)
+        for i in range(n):
+            region, _ = largest_component(truth[i])
+            if region is not None and rng.random() < cfg.p_first:
+                fgs[i].append(sample_in_region(region, rng))
+        steps = int(rng.integers(0, cfg.max_iters + 1))
+        if steps:
+            was_training = network.training
+            network.eval()
+            try:
+                with torch.no_grad():
+                    for _ in range(steps):
+                        pred = network(click_input(images, fgs, bgs, cfg, prev)) > 0
+                        prev = pred.to(images.dtype)
+                        for i, p in enumerate(pred[:, 0].cpu().numpy()):
+                            region, positive = largest_error(p, truth[i])
+                            if region is not None:
+                                (fgs[i] if positive else bgs[i]).append(sample_in_region(region, rng))
+            finally:
+                network.train(was_training)
+        return click_input(images, fgs, bgs, cfg, prev)
+
+
+# -- the robot's session and the metrics ---------------------------------------------------------------------------
+
+#: ``predict(fg, bg, state) -> (mask at the photograph's size, new state)``; clicks on the network grid.
+SessionPredictor = Callable[[list[Point], list[Point], Any], tuple[np.ndarray, Any]]
+
+
+def robot_session(
+    predict: SessionPredictor, truth: np.ndarray, size: Sequence[int], max_clicks: int = 20
+) -> tuple[list[float], list[tuple[int, int, bool]]]:
+    """The robot user's clicks on one photograph: (IoU after 0..max_clicks clicks, the clicks at original size).
+
+    ``predict`` is asked first with no clicks (the automatic mask), then after each click with every click so far
+    on the network's ``size`` grid and the state it returned last (its previous mask). Once the mask is perfect
+    no more clicks are made and its IoU carries on.
+    """
+    fg: list[Point] = []
+    bg: list[Point] = []
+    mask, state = predict(fg, bg, None)
+    ious, clicks = [iou(mask, truth)], []
+    for _ in range(max_clicks):
+        click = robot_click(mask, truth)
+        if click is None:
+            ious.append(ious[-1])
+            continue
+        clicks.append(click)
+        (fg if click[2] else bg).append(to_grid(click[0], click[1], truth.shape, size))
+        mask, state = predict(list(fg), list(bg), state)
+        ious.append(iou(mask, truth))
+    return ious, clicks
+
+
+def noc(ious: np.ndarray, target: float, max_clicks: int = 20) -> np.ndarray:
+    """Number of clicks per image to reach IoU ``target`` (NoC@target), ``max_clicks`` when never reached.
+
+    ``ious`` is (N, max_clicks + 1), column k the IoU after k clicks; column 0 is the automatic mask, so an image
+    already good enough costs 0 clicks.
+    """
+    reached = np.asarray(ious)[:, : max_clicks + 1] >= target
+    return np.where(reached.any(axis=1), reached.argmax(axis=1), max_clicks)
+
+
+def never_reached(ious: np.ndarray, target: float = 0.90, max_clicks: int = 20) -> np.ndarray:
+    """Per image, whether IoU never reaches ``target`` within ``max_clicks`` clicks."""
+    return ~(np.asarray(ious)[:, : max_clicks + 1] >= target).any(axis=1)
+
+
+class ClickValidation:
+    """The validation of a click model after an epoch (a :data:`lesion_app.core.training.loop.ValidateFn`):
+    the robot user clicks ``clicks`` times on each validation image at the network's size, and the scores are
+    means over the images and over 0..clicks clicks (``iou`` picks the best epoch and is what the gate compares);
+    ``iou@k`` is the mean IoU after k clicks.
+    """
+
+    def __init__(self, cfg: ClickConfig, clicks: int = 3) -> None:
+        self.cfg = cfg
+        self.clicks = clicks
+
+    @torch.inference_mode()
+    def __call__(self, network: nn.Module, loader: Any, device: torch.device | str = "cpu") -> dict[str, float]:
+        network.eval()
+        per_step: list[list[Scores]] = [[] for _ in range(self.clicks + 1)]
+        for batch in loader:
+            images = batch["image"].to(device)
+            truth = (batch["label"][:, 0] > 0.5).numpy()
+            fgs: list[list[Point]] = [[] for _ in range(len(images))]
+            bgs: list[list[Point]] = [[] for _ in range(len(images))]
+            prev: torch.Tensor | None = None
+            for step in range(self.clicks + 1):
+                pred = network(click_input(images, fgs, bgs, self.cfg, prev)) > 0
+                prev = pred.float()
+                for i, p in enumerate(pred[:, 0].cpu().numpy()):
+                    per_step[step].append(score(p, truth[i]))
+                    click = robot_click(p, truth[i])
+                    if click is not None:
+                        (fgs[i] if click[2] else bgs[i]).append(click[:2])
+        means = [mean_scores(s) for s in per_step]
+        out = {k: float(np.mean([m[k] for m in means])) for k in means[0]}
+        out.update({f"iou@{k}": m["iou"] for k, m in enumerate(means)})
+        return out
+
+
+def training_options(meta: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """What a training run of this model needs besides the loop's defaults, from its model file's meta: for a
+    click model the click simulation, the click validation and the ``clicks`` entry its new file keeps; for an
+    automatic model nothing."""
+    if "clicks" not in meta:
+        return {}
+    cfg = ClickConfig.of(meta)
+    return {"inputs": ClickSimulation(cfg, seed), "validate": ClickValidation(cfg), "meta": {"clicks": cfg.as_dict()}}

@@ -1,0 +1,103 @@
+"""Infer task of the click model ``deepedit``: the photograph and the clinician's clicks in, the corrected mask out.
+
+It takes what 3D Slicer's MONAI Label module sends on a click (``foreground`` and ``background`` as ``[i, j, k]``
+points on the single-slice volume of the photograph's stored pixel grid, ``label``, ``slice``, ``roi`` when a box
+was placed); with no click it segments automatically. The segmentation is the one predictor's
+(:class:`lesion_app.core.predictor.Predictor`) on the click model's input (:func:`lesion_app.core.clicks.click_input`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from monailabel.interfaces.tasks.infer_v2 import InferType
+
+from lesion_app.core.checkpoint import model_meta
+from lesion_app.core.clicks import ClickConfig, Point, click_input, to_grid
+from lesion_app.core.transforms import ORIGINAL_SIZE_KEY
+from lesion_app.io.images import SWAPPING_ORIENTATIONS, exif_orientation, stored_point_to_upright
+from lesion_app.lib.infers.segmentation import SegmentationInfer
+from lesion_app.server import checks
+
+#: The request keys 3D Slicer's module sends for a click model (the rest of the request is the usual infer).
+CLICK_KEYS = ("foreground", "background", "roi", "slice", "label")
+
+
+class DeepEditInfer(SegmentationInfer):
+    """The click model's infer task (MONAI Label type ``deepedit``, 2D, one label ``lesion``).
+
+    Clicks are checked (400 for malformed lists, points outside the photograph or on another slice), moved from
+    the stored grid to the upright photograph (its EXIF orientation) and onto the network's grid; a box (``roi``,
+    ``[i0, i1, j0, j1, k0, k1]``) limits the mask to it. The clean-up keeps every region a positive click is in.
+    """
+
+    def __init__(self, members: list[list[str]], spatial_size: Any, description: str, config: dict | None = None):
+        super().__init__(members, spatial_size, description, config, infer_type=InferType.DEEPEDIT)
+
+    def click_config(self) -> ClickConfig:
+        """How the model being served reads clicks (from its file's meta)."""
+        path = self._serving[0] if self._serving else self.get_path()
+        if not path:
+            raise checks.unavailable("the click model has no loadable model file")
+        return ClickConfig.of(model_meta(path, os.stat(path).st_mtime))
+
+    def upright_clicks(self, data: dict[str, Any]) -> tuple[list[Point], list[Point]]:
+        """The request's positive and negative clicks as (row, col) on the upright photograph."""
+        h, w = data[ORIGINAL_SIZE_KEY]
+        path = data.get("image_path")
+        orientation = exif_orientation(path) if isinstance(path, str) else 1
+        stored = (w, h) if orientation in SWAPPING_ORIENTATIONS else (h, w)
+        if data.get("slice") not in (None, "", 0, "0"):
+            raise checks.bad_request(f"slice {data['slice']!r}: the photograph is one slice (0)")
+
+        def upright(name: str) -> list[Point]:
+            points = checks.click_points(data.get(name), name, stored)
+            return [tuple(int(v) for v in stored_point_to_upright(r, c, orientation, stored)) for r, c in points]
+
+        return upright("foreground"), upright("background")
+
+    def network_input(self, data: dict[str, Any], device: str) -> torch.Tensor:
+        cfg = self.click_config()
+        fg, bg = self.upright_clicks(data)
+        data["positive_clicks"], data["negative_clicks"] = fg, bg
+        size = data[ORIGINAL_SIZE_KEY]
+        on_grid = [[to_grid(r, c, size, self.spatial_size) for r, c in points] for points in (fg, bg)]
+        image = torch.as_tensor(data["image"])[None].float()
+        return click_input(image, [on_grid[0]], [on_grid[1]], cfg).to(device)
+
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
+        device = str(device)
+        predictor = self.predictor(data, device)
+        probs = predictor.batch_probabilities(self.network_input(data, device))[0].cpu()
+        data["probabilities"] = predictor.restore(probs, data[ORIGINAL_SIZE_KEY])
+        mask = predictor.mask_from(data["probabilities"], keep=data["positive_clicks"])
+        data["pred"] = self.within_roi(mask, data)
+        return data
+
+    def within_roi(self, mask: np.ndarray, data: dict[str, Any]) -> np.ndarray:
+        """The mask cleared outside 3D Slicer's box (``roi`` as [i0, i1, j0, j1, k0, k1] on the stored grid)."""
+        roi = data.get("roi")
+        if not roi:
+            return mask
+        if not isinstance(roi, list | tuple) or len(roi) < 4 or not all(isinstance(v, int | float) for v in roi):
+            raise checks.bad_request(f"roi must be [i0, i1, j0, j1, k0, k1], got {roi!r}")
+        h, w = data[ORIGINAL_SIZE_KEY]
+        path = data.get("image_path")
+        orientation = exif_orientation(path) if isinstance(path, str) else 1
+        stored = (w, h) if orientation in SWAPPING_ORIENTATIONS else (h, w)
+        i0, i1, j0, j1 = (float(v) for v in roi[:4])
+        corners = [stored_point_to_upright(r, c, orientation, stored) for r in (j0, j1) for c in (i0, i1)]
+        rows, cols = [p[0] for p in corners], [p[1] for p in corners]
+        box = np.zeros_like(mask)
+        box[max(0, round(min(rows))) : round(max(rows)) + 1, max(0, round(min(cols))) : round(max(cols)) + 1] = 1
+        return mask * box
+
+    def result(self, data: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+        clicks = {
+            "foreground": len(data.get("positive_clicks", [])),
+            "background": len(data.get("negative_clicks", [])),
+        }
+        return {**super().result(data, mask), "clicks": clicks}
