@@ -12,6 +12,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CONF ?=
 PYTEST_ARGS ?=
+# The long-running programs replace the recipe's shell (exec), so the SIGTERM make forwards reaches them, and they
+# stop when make ends (make forwards no SIGHUP, and a killed make nothing): see "Stopping" in README.md.
+RUN_UNDER_MAKE = LESION_STOP_WITH_PARENT=$$PPID exec
 
 .PHONY: venv serve test lint sample-data clean viewers orthanc
 
@@ -28,7 +31,7 @@ venv: $(VENV)/.installed
 serve: venv
 	@if [ "$(STUDIES)" = "$(WORKSPACE)/sample-data" ] && [ ! -d "$(STUDIES)" ]; then \
 		mkdir -p "$(WORKSPACE)" && cp -r sample-data "$(STUDIES)" && echo "serving a copy of sample-data: $(STUDIES)"; fi
-	$(VENV)/bin/lesion-serve --studies "$(STUDIES)" --host "$(HOST)" --port "$(PORT)" \
+	$(RUN_UNDER_MAKE) $(VENV)/bin/lesion-serve --studies "$(STUDIES)" --host "$(HOST)" --port "$(PORT)" \
 		--conf model_dir "$(abspath $(MODEL_DIR))" $(CONF)
 
 test: venv
@@ -43,11 +46,12 @@ viewers:
 	$(SUDO) apt-get update -q
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(VIEWER_PACKAGES)
 
-# A private Orthanc with DICOMweb on 127.0.0.1:8042 (storage in ORTHANC_STORAGE); serve it with
+# A private Orthanc with DICOMweb on 127.0.0.1:ORTHANC_PORT (storage in ORTHANC_STORAGE); serve it with
 # `make serve STUDIES=http://127.0.0.1:8042/dicom-web` after `lesion-dicom-import sample-data --stow ...`.
 ORTHANC_STORAGE ?= $(HOME)/.cache/lesion-orthanc
+ORTHANC_PORT ?= 8042
 orthanc: venv
-	$(VENV)/bin/lesion-orthanc --storage "$(ORTHANC_STORAGE)" --port 8042
+	$(RUN_UNDER_MAKE) $(VENV)/bin/lesion-orthanc --storage "$(ORTHANC_STORAGE)" --port "$(ORTHANC_PORT)"
 
 lint: venv
 	$(PY) -m ruff check --fix .

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from apps.process_control import stoppable
+
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser")
 #: WebGL without a GPU (Chromium's software rasteriser); --no-sandbox because CI runs as root.
 CHROMIUM_ARGS = ["--no-sandbox", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
@@ -129,6 +131,7 @@ def overlay_mask(before: np.ndarray, after: np.ndarray, threshold: float = 40.0)
     return change > threshold
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lesion-ohif-screenshot", description=__doc__.splitlines()[0])
     p.add_argument("server", help="MONAI Label server URL, e.g. http://127.0.0.1:8000")

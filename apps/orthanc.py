@@ -4,20 +4,22 @@ The configuration is ``apps/orthanc.json`` in this repository: DICOMweb at ``/di
 remote access (Orthanc 1.10 cannot bind to one address, so it refuses every client that is not on loopback),
 storage in a folder of your choice. Debian's system service is not used; this is a private instance::
 
-    lesion-orthanc --storage ~/orthanc-lesion --port 8042      # in the foreground; Ctrl-C stops it
+    lesion-orthanc --storage ~/orthanc-lesion --port 8042      # in the foreground; Ctrl-C or SIGTERM stops it
     monailabel start_server --app lesion_app --studies http://127.0.0.1:8042/dicom-web
 
-Tests start it with :func:`running_orthanc` and stop it afterwards.
+Ctrl-C, SIGTERM and SIGHUP stop Orthanc, and so does the death of the program that started it (Linux). The storage
+folder is locked (``lesion-orthanc.lock``) while an Orthanc serves it: a second start on it is refused, naming the
+process that holds it. Tests start it with :func:`running_orthanc` and stop it afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,14 +29,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from apps.process_control import parent_death_signal, port_in_use, stop_process_tree, stoppable
+
 CONFIG_TEMPLATE = Path(__file__).with_name("orthanc.json")
 PLUGIN_DIRS = ("/usr/share/orthanc/plugins", "/usr/lib/orthanc/plugins")
 DICOMWEB_PLUGIN = "libOrthancDicomWeb.so"
 INSTALL_HINT = "install Debian's packages: apt-get install orthanc orthanc-dicomweb"
+#: In the storage folder, locked while an Orthanc serves it; says which processes hold it.
+LOCK_FILE = "lesion-orthanc.lock"
 
 
 class OrthancMissing(RuntimeError):
     pass
+
+
+class StorageBusy(RuntimeError):
+    """The storage folder is in use by a running Orthanc (its lock is held)."""
+
+
+class PortBusy(RuntimeError):
+    """Something already listens on the port."""
 
 
 def orthanc_binary() -> str:
@@ -67,11 +81,44 @@ def write_config(storage: Path, port: int) -> Path:
     return config
 
 
+def lock_storage(storage: Path) -> int:
+    """Takes the storage folder's lock and returns its descriptor; Orthanc inherits it, so the lock lasts until
+    both this process and Orthanc have ended. Raises :class:`StorageBusy` naming the holders."""
+    storage.mkdir(parents=True, exist_ok=True)
+    fd = os.open(storage / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 4096).decode(errors="replace").strip() or "a process that has not said which"
+        os.close(fd)
+        raise StorageBusy(f"storage folder {storage} is in use by a running Orthanc: {holder}") from None
+    return fd
+
+
+def _note_holder(fd: int, orthanc_pid: int, port: int) -> None:
+    """Writes who holds the lock (read by a refused second start)."""
+    text = f"Orthanc pid {orthanc_pid} on port {port}, started by pid {os.getpid()} (stop it with: kill {os.getpid()})"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text.encode() + b"\n", 0)
+
+
+def last_error(storage: Path, pid: int) -> str:
+    """The last error line of the log Orthanc (process ``pid``) wrote to ``storage``, or ""."""
+    errors = [
+        line.strip()
+        for log in storage.glob(f"Orthanc.log.*.{pid}")
+        for line in log.read_text(errors="replace").splitlines()
+        if line.startswith("E")
+    ]
+    return errors[-1] if errors else ""
+
+
 @dataclass
 class Orthanc:
     process: subprocess.Popen
     port: int
     storage: Path
+    lock: int  # descriptor of the storage folder's lock, closed by stop()
 
     @property
     def url(self) -> str:
@@ -82,13 +129,13 @@ class Orthanc:
         return f"{self.url}/dicom-web"
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        """SIGTERM, SIGKILL after ``timeout`` seconds; then frees the storage folder."""
+        try:
+            stop_process_tree(self.process, timeout)
+        finally:
+            if self.lock >= 0:
+                os.close(self.lock)
+                self.lock = -1
 
 
 def wait_until_up(url: str, process: subprocess.Popen | None = None, timeout: float = 30.0) -> dict:
@@ -108,17 +155,36 @@ def wait_until_up(url: str, process: subprocess.Popen | None = None, timeout: fl
 
 
 def start_orthanc(storage: Path, port: int = 8042, log: Path | None = None, timeout: float = 30.0) -> Orthanc:
-    config = write_config(Path(storage), port)
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed with the process)
-    process = subprocess.Popen(
-        [orthanc_binary(), "--logdir=" + str(Path(storage).resolve()), str(config)],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    orthanc = Orthanc(process, port, Path(storage))
+    """Starts Orthanc on ``storage`` and waits until it serves; it gets SIGTERM if this process dies. Raises
+    :class:`StorageBusy`, :class:`PortBusy`, :class:`OrthancMissing`, or RuntimeError/TimeoutError if it does not
+    come up (stopped again then)."""
+    storage = Path(storage)
+    binary = orthanc_binary()
+    lock = lock_storage(storage)
     try:
+        if port_in_use(port):
+            raise PortBusy(f"port {port} is already in use on this machine; choose another --port")
+        config = write_config(storage, port)
+        with open(log, "ab") if log else open(os.devnull, "wb") as out:  # the child keeps its own descriptor
+            process = subprocess.Popen(
+                [binary, "--logdir=" + str(storage.resolve()), str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(lock,),
+                preexec_fn=parent_death_signal(),
+            )
+    except BaseException:
+        os.close(lock)
+        raise
+    orthanc = Orthanc(process, port, storage, lock)
+    try:
+        _note_holder(lock, process.pid, port)
         wait_until_up(orthanc.url, process, timeout)
+    except RuntimeError as e:
+        orthanc.stop()
+        reason = last_error(storage, process.pid)
+        raise RuntimeError(f"{e}: {reason}" if reason else str(e)) from None
     except BaseException:
         orthanc.stop()
         raise
@@ -134,7 +200,10 @@ def running_orthanc(storage: Path, port: int, log: Path | None = None) -> Iterat
         orthanc.stop()
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
+    """Runs Orthanc until Ctrl-C, SIGTERM or SIGHUP, then stops it and returns 0; 2 if it cannot start, 1 if
+    it fails."""
     p = argparse.ArgumentParser(prog="lesion-orthanc", description=__doc__.splitlines()[0])
     p.add_argument("--storage", required=True, help="folder for Orthanc's database and DICOM files")
     p.add_argument("--port", type=int, default=8042, help="HTTP port on 127.0.0.1 (DICOMweb at /dicom-web)")
@@ -145,14 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"Orthanc {orthanc.url} (DICOMweb {orthanc.dicomweb}); storage {orthanc.storage}; Ctrl-C stops it")
+    sys.stdout.flush()
     try:
         while orthanc.process.poll() is None:
             time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the normal end
+        return 0
     finally:
         orthanc.stop()
-    return 0
+    if orthanc.process.returncode == 0:  # shut down through its REST API, say
+        return 0
+    print(f"error: Orthanc failed (status {orthanc.process.returncode}; log in {orthanc.storage})", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

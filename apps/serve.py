@@ -9,16 +9,20 @@ Example::
 
     lesion-serve --studies "/data/derm photos" --conf models unet --conf threads 2
     lesion-serve --studies http://127.0.0.1:8042/dicom-web
+
+Ctrl-C, SIGTERM and SIGHUP stop the server and the training and scoring processes it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import lesion_app
+from apps.process_control import stop_children, stoppable
 
 APP_DIR = Path(lesion_app.__file__).resolve().parent
 
@@ -47,13 +51,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@stoppable
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses the options, then runs MONAI Label's server in this process until it is stopped."""
+    """Parses the options, runs MONAI Label's server in this process until Ctrl-C, SIGTERM or SIGHUP, then stops
+    the training and scoring processes it started; returns 0."""
     args = parse_args(argv)
+    import uvicorn.server
     from monailabel.main import Main
 
+    # uvicorn shuts down gracefully on the signals it handles, then re-raises them (Stopped, which it swallows
+    # as KeyboardInterrupt); SIGHUP would otherwise break into its event loop
+    uvicorn.server.HANDLED_SIGNALS = (*uvicorn.server.HANDLED_SIGNALS, signal.SIGHUP)
     sys.argv = monailabel_argv(args)
-    Main().run()
+    try:
+        Main().run()
+    finally:
+        stop_children()
     return 0
 
 

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import torch
 
+from apps.process_control import stop_signals
 from tests.support.images import draw_studies
 from tests.support.paths import MODEL_DIR, REPO, SAMPLE_DATA, SHARED_DATA
 
 torch.set_num_threads(2)
 
 __all__ = ["MODEL_DIR", "REPO", "SHARED_DATA"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM and SIGHUP stop a test run as Ctrl-C does: fixtures are torn down, so their servers stop."""
+    stack = ExitStack()
+    stack.enter_context(stop_signals())
+    config.add_cleanup(stack.close)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from apps.process_control import stoppable
 from apps.research.local_server import REPO, running_server
 from lesion_app.core.predictor import Predictor
 from lesion_app.lib.settings import shipped_models
@@ -51,6 +52,7 @@ def timings(call: Callable[[], None], repeats: int, warmup: int = 3) -> list[flo
     return out
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.research.benchmark_server", description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=30)

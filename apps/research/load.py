@@ -37,6 +37,8 @@ import httpx
 import numpy as np
 import psutil
 
+from apps.process_control import stoppable
+
 #: How often the server's memory is sampled, in seconds.
 SAMPLE_EVERY = 0.2
 
@@ -266,6 +268,7 @@ def started_server(conf: dict[str, str], env: dict[str, str]) -> Iterator[tuple[
         yield server.url, server.proc.pid
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lesion-load", description=__doc__.splitlines()[0])
     where = p.add_mutually_exclusive_group(required=True)

@@ -2,7 +2,8 @@
 
 ``running_server`` yields the base URL; ``server_process`` yields a :class:`Server` with the process too,
 so fault tests can SIGKILL it (its whole process group: MONAI Label trains in a child process) and start
-it again on the same workdir.
+it again on the same workdir. The server is stopped when the block ends, also by an error, Ctrl-C, or SIGTERM
+and SIGHUP in a :func:`apps.process_control.stoppable` program; it gets SIGTERM if the caller dies (Linux).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from apps.process_control import parent_death_signal, stop_process_tree, wait_gone
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -29,13 +32,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 @dataclass
@@ -64,19 +60,11 @@ class Server:
             with suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
-        # wait until no child still runs (a zombie writes nothing), so a restart finds the files quiet
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(_alive(c) for c in children):
-            time.sleep(0.05)
+        wait_gone(children, 10.0)  # no child still runs (a zombie writes nothing), so a restart finds the files quiet
 
     def stop(self) -> None:
-        """SIGTERM the process group; SIGKILL it if it is still there after 15 s."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """SIGTERM the process group and whatever the server started; SIGKILL what is still there after 15 s."""
+        stop_process_tree(self.proc, timeout=15)
 
 
 @contextmanager
@@ -95,8 +83,8 @@ def server_process(
     Models the server trains go to ``workdir/models``, never into the repository. ``reuse=True`` serves what
     an earlier start left in ``workdir`` (a restart after a crash), copying sample-data only if nothing is
     there. ``env`` is added to this process's environment (e.g. ``MONAI_LABEL_*`` settings); ``preexec_fn``
-    runs in the child before it starts (e.g. ``resource.setrlimit``). ``studies_url`` serves a DICOMweb server
-    instead, caching in ``workdir/dicom-cache``.
+    runs in the child before it starts (e.g. ``resource.setrlimit``), after it has asked for SIGTERM when this
+    process dies. ``studies_url`` serves a DICOMweb server instead, caching in ``workdir/dicom-cache``.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     studies = workdir / "studies"
@@ -111,6 +99,13 @@ def server_process(
     cmd += ["--studies", studies_url or str(studies), "--host", "127.0.0.1", "--port", str(port)]
     for k, v in conf.items():
         cmd += ["--conf", k, v]
+    die_with_us = parent_death_signal()
+
+    def preexec() -> None:
+        die_with_us()
+        if preexec_fn is not None:
+            preexec_fn()
+
     log_path = workdir / "server.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "a") as log:  # the child keeps its own copy of the descriptor
@@ -121,7 +116,7 @@ def server_process(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             env={**os.environ, **(env or {})},
-            preexec_fn=preexec_fn,
+            preexec_fn=preexec,
         )
     server = Server(f"http://127.0.0.1:{port}", proc, workdir, log_path, offset)
     try:
