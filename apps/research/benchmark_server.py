@@ -33,7 +33,7 @@ from PIL import Image
 from apps.process_control import stoppable
 from apps.research.local_server import REPO, running_server
 from lesion_app.core.predictor import Predictor
-from lesion_app.lib.settings import shipped_models
+from lesion_app.lib.settings import CLICK_MODELS, shipped_models
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -52,12 +52,30 @@ def timings(call: Callable[[], None], repeats: int, warmup: int = 3) -> list[flo
     return out
 
 
+def click_timings(client: httpx.Client, url: str, model: str, image_id: str, image: Path, clicks: int) -> list[float]:
+    """Seconds per click request: the clicks of a session sent as 3D Slicer sends them, all clicks so far with each
+    new one (``[i, j, 0]`` on the photograph's grid), positive and negative in turn around the photograph's middle."""
+    with Image.open(image) as img:
+        w, h = img.size
+    points = [[w // 2 + (k * 37) % 61 - 30, h // 2 + (k * 53) % 47 - 23, 0] for k in range(clicks)]
+    out = []
+    for n in range(1, clicks + 1):
+        params = {"foreground": points[:n:2], "background": points[1:n:2], "label": "lesion", "slice": 0}
+        t = time.perf_counter()
+        r = client.post(
+            f"{url}/infer/{model}", params={"image": image_id, "output": "image"}, data={"params": json.dumps(params)}
+        )
+        r.raise_for_status()
+        out.append(time.perf_counter() - t)
+    return out
+
+
 @stoppable
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.research.benchmark_server", description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=30)
     p.add_argument("--image", default="lesion_005", help="image id in sample-data (512x384 JPEG)")
-    p.add_argument("--models", default="unet,deeplabv3,ensemble")
+    p.add_argument("--models", default="unet,deeplabv3,ensemble,deepedit", help="deepedit: per click, as Slicer asks")
     p.add_argument("--tta", action="store_true", help="ask for flip test-time augmentation")
     args = p.parse_args(argv)
     models = args.models.split(",")
@@ -74,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
             print("|---|---|---|---|---|")
             with httpx.Client(timeout=60) as client:
                 for model in models:
+                    if model in CLICK_MODELS:
+                        clicked = click_timings(client, url, model, args.image, image_path, args.requests)
+                        med, p95 = statistics.median(clicked), percentile(clicked, 95)
+                        print(f"| {model} (one click, as 3D Slicer sends it) | {med * 1e3:.1f} | {p95 * 1e3:.1f} | | |")
+                        continue
                     predictor = Predictor.from_files(shipped_models(model), tta=args.tta, postprocess=True)
 
                     def in_process(predictor: Predictor = predictor) -> None:

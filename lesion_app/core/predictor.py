@@ -142,6 +142,11 @@ class Predictor:
         tta = self.tta if tta is None else tta
         return [network_probabilities(net, x, tta) for net in self.networks]
 
+    def flips(self, x: torch.Tensor) -> torch.Tensor:
+        """(4, N, 1, h, w): the members' mean probabilities for each of the four flips of ``x`` (undone), the first
+        being the plain pass; what test-time augmentation averages and the quality estimate reads."""
+        return torch.stack([flip_probabilities(net, x) for net in self.networks]).mean(0)
+
     def batch_probabilities(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
         """(N, 1, h, w): the members' mean probability at the network's resolution."""
         return torch.stack(self.member_probabilities(x, tta)).mean(0)

@@ -190,6 +190,10 @@ class LesionSettings:
         """The shipped weights of a model: ``<pretrained_dir>/pretrained_<name>.pt``."""
         return str(Path(self.pretrained_dir) / f"pretrained_{name}.pt")
 
+    def quality_path(self, name: str) -> str:
+        """The shipped quality estimate of a model (predicted IoU, review flag): ``quality_<name>.json``."""
+        return str(Path(self.pretrained_dir) / f"quality_{name}.json")
+
     def published_path(self, name: str) -> str:
         """Where the server publishes a model it trained: ``<model_dir>/<name>.pt`` (served once it exists)."""
         return str(Path(self.model_dir) / f"{name}.pt")

@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import torch
@@ -20,10 +22,29 @@ from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
 from lesion_app.server import auth, checks, upload_limit
 
+logger = logging.getLogger(__name__)
+
 
 def install() -> None:
     """Patches that must be in place before the server handles a request (idempotent)."""
     auth.install()  # MONAI Label 0.8.5 refuses every token under PyJWT 2 (auth.py says why)
+
+
+#: What an infer result says about its mask that the datastore keeps in the image's info (worklist, Slicer).
+QUALITY_KEYS = ("predicted_iou", "review")
+
+
+def remember_quality(request: dict[str, Any], result: dict[str, Any], datastore: Datastore) -> None:
+    """Keeps the quality estimate of an automatic mask in the image's datastore info (with the model that made it);
+    a failure to write it is logged, never the request's failure."""
+    params = result.get("params") or {}
+    image = request.get("image")
+    if not isinstance(image, str) or not all(k in params for k in QUALITY_KEYS) or os.path.exists(image):
+        return
+    try:
+        datastore.update_image_info(image, {**{k: params[k] for k in QUALITY_KEYS}, "quality_model": request["model"]})
+    except Exception as e:  # read-only or a changed datastore: the answer stands
+        logger.warning(f"could not keep the quality estimate of {image}: {e}")
 
 
 class CpuBatchInferTask(BatchInferTask):
@@ -54,7 +75,9 @@ class MONAILabelFixes:
         let a caller segment, and learn about, arbitrary files on the server.
         """
         checks.check_infer_image(request.get("image"))
-        return super().infer(request, datastore)  # type: ignore[misc]
+        result = super().infer(request, datastore)  # type: ignore[misc]
+        remember_quality(request, result, datastore or self.datastore())  # type: ignore[attr-defined]
+        return result
 
     def async_scoring(self, method: str | None, params: dict | None = None) -> Any:
         """After a training (a separate process) MONAI Label asks the server for each method at

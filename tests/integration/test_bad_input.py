@@ -19,6 +19,7 @@ from apps.research.local_server import running_server
 from tests.support.files import folder_digest
 from tests.support.images import encode, odd_images, png_header_only, rgb
 from tests.support.paths import REPO
+from tests.support.waiting import wait_for_scoring
 
 pytestmark = pytest.mark.server
 
@@ -37,20 +38,6 @@ def url(workdir: Path) -> Iterator[str]:
     with running_server(workdir, {"models": "unet", "max_upload_mb": "1"}) as base:
         wait_for_scoring(base)
         yield base
-
-
-def wait_for_scoring(url: str, timeout: float = 120.0) -> None:
-    """Start-up scoring writes uncertainty scores into the datastore file; let it finish before hashing."""
-    deadline = time.monotonic() + timeout
-    first = time.monotonic()
-    while time.monotonic() < deadline:
-        tasks = httpx.get(f"{url}/scoring/", params={"all": True}, timeout=10).json()
-        tasks = tasks if isinstance(tasks, list) else [tasks] if tasks else []
-        active = [t for t in tasks if t.get("status") in ("SUBMITTED", "RUNNING")]
-        if (tasks and not active) or (not tasks and time.monotonic() - first > 15):
-            return
-        time.sleep(1)
-    raise TimeoutError("start-up scoring did not finish")
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from lesion_app.io.files import FAULT_MATCH_ENV, FAULT_SLEEP_ENV, atomic_write
 from lesion_app.io.images import read_mask
 from tests.support.files import folder_digest
 from tests.support.paths import REPO, SAMPLE_DATA
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.server
 
@@ -48,14 +49,6 @@ def digests(folder: Path) -> dict[str, str]:
 def temp_files(workdir: Path) -> list[str]:
     """Leftovers of interrupted atomic writes (``.<name>.<random>.tmp``, the datastore's ``.part``)."""
     return sorted(str(p.relative_to(workdir)) for pattern in ("*.tmp", "*.part") for p in workdir.rglob(pattern))
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 def infer(server: Server, image: str = "lesion_006") -> dict[str, Any]:

@@ -19,8 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from apps.make_sample_data import draw_study
 from apps.research.local_server import Server, free_port, server_process
 from lesion_app.core.metrics import iou
 from tests.support.paths import REPO, SAMPLE_DATA
+from tests.support.waiting import start_scoring, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -89,14 +89,6 @@ def finished_training(url: str, timeout: float = 300) -> dict[str, Any]:
         return None if status.get("status") in ("SUBMITTED", "RUNNING") else status
 
     return wait_for(done, timeout, "the training")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.5)
-    return value
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +153,7 @@ def test_scores_written_by_the_background_scoring_are_kept(server: Server) -> No
 
 
 def test_uncertainty_scores_written_in_the_background_are_kept(server: Server, tmp_path: Path) -> None:
-    assert httpx.post(f"{server.url}/scoring/uncertainty", json={"force": True}, timeout=60).status_code == 200
+    assert start_scoring(server.url, "uncertainty", {"force": True}).status_code == 200  # after the Dice scoring
     score = wait_for(lambda: image_info(server.url, "lesion_008").get("uncertainty_ts"), 180, "uncertainty scores")
     rgb, _ = draw_study(np.random.default_rng(5), (96, 128))
     upload(server.url, "another_photo", png(rgb), "another.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from PIL import Image
 
 from apps.make_sample_data import draw_study
 from apps.research.local_server import running_server
+from tests.support.paths import MODEL_DIR
 
 pytestmark = pytest.mark.server
 
@@ -41,8 +43,9 @@ def labelled(workdir: Path) -> int:
 
 def test_info_lists_the_models_and_trainers(client: MONAILabelClient, workdir: Path) -> None:
     info = client.info()
-    assert set(info["models"]) == {"unet", "deeplabv3", "ensemble", "uncertainty"}  # uncertainty: a map
-    assert set(info["trainers"]) == {"unet", "deeplabv3"}  # the ensemble learns through its members
+    assert set(info["models"]) == {"unet", "deeplabv3", "ensemble", "deepedit", "uncertainty"}  # uncertainty: a map
+    assert set(info["trainers"]) == {"unet", "deeplabv3", "deepedit"}  # the ensemble learns through its members
+    assert info["models"]["deepedit"]["type"] == "deepedit"  # 3D Slicer's SmartEdit lists it for clicks
     assert info["models"]["unet"]["config"]["postprocess"] is True and info["models"]["unet"]["config"]["tta"] is False
     assert info["labels"] == {"lesion": 1}
     photographs = [p for p in (workdir / "studies").iterdir() if p.suffix in (".jpg", ".png")]
@@ -146,3 +149,13 @@ def test_next_sample_offers_an_unlabelled_image(client: MONAILabelClient, workdi
     labelled = {p.stem for p in (workdir / "studies" / "labels" / "final").iterdir()}
     assert sample["id"] and sample["id"] not in labelled
     assert Path(sample["path"]).parent == workdir / "studies"
+
+
+def test_the_infer_result_estimates_the_masks_quality_and_the_datastore_keeps_it(client: MONAILabelClient) -> None:
+    """Issue 17: the predicted IoU of the served mask and the review flag, in the result and in the image's info."""
+    _, result = client.infer("unet", "lesion_008", {})
+    assert 0.0 <= result["predicted_iou"] <= 1.0 and isinstance(result["review"], bool)
+    quality = json.loads((MODEL_DIR / "quality_unet.json").read_text())
+    assert result["review"] == (result["predicted_iou"] < quality["threshold"])
+    info = client.datastore()["objects"]["lesion_008"]["image"]["info"]
+    assert info["predicted_iou"] == result["predicted_iou"] and info["quality_model"] == "unet"

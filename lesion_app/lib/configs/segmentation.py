@@ -62,8 +62,11 @@ class SegmentationConfig(TaskConfig):
         return {"tta": self.settings.infer_tta, "postprocess": self.settings.infer_postprocess}
 
     def infer(self) -> dict[str, InferTask]:
+        quality = self.settings.quality_path(self.name)
         tasks: dict[str, InferTask] = {
-            self.name: SegmentationInfer(self.members(), self.settings.spatial, self.description, self.infer_options())
+            self.name: SegmentationInfer(
+                self.members(), self.settings.spatial, self.description, self.infer_options(), quality=quality
+            )
         }
         if self.measures_uncertainty:
             tasks["uncertainty"] = UncertaintyInfer(self.uncertainty_scoring().estimator, self.name)

@@ -9,6 +9,7 @@ was placed); with no click it segments automatically. The segmentation is the on
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,8 @@ from lesion_app.io.images import SWAPPING_ORIENTATIONS, exif_orientation, stored
 from lesion_app.lib.infers.segmentation import SegmentationInfer
 from lesion_app.server import checks
 
-#: The request keys 3D Slicer's module sends for a click model (the rest of the request is the usual infer).
-CLICK_KEYS = ("foreground", "background", "roi", "slice", "label")
+#: The masks kept for the previous-mask input: 64 kB each (256x256 booleans).
+STATES_KEPT = 128
 
 
 class DeepEditInfer(SegmentationInfer):
@@ -36,6 +37,8 @@ class DeepEditInfer(SegmentationInfer):
 
     def __init__(self, members: list[list[str]], spatial_size: Any, description: str, config: dict | None = None):
         super().__init__(members, spatial_size, description, config, infer_type=InferType.DEEPEDIT)
+        #: the masks made for earlier requests, by photograph, model version and clicks (least recent first)
+        self._states: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     def click_config(self) -> ClickConfig:
         """How the model being served reads clicks (from its file's meta)."""
@@ -59,23 +62,64 @@ class DeepEditInfer(SegmentationInfer):
 
         return upright("foreground"), upright("background")
 
-    def network_input(self, data: dict[str, Any], device: str) -> torch.Tensor:
+    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
+        device = str(device)
+        predictor = self.predictor(data, device)
         cfg = self.click_config()
         fg, bg = self.upright_clicks(data)
         data["positive_clicks"], data["negative_clicks"] = fg, bg
         size = data[ORIGINAL_SIZE_KEY]
-        on_grid = [[to_grid(r, c, size, self.spatial_size) for r, c in points] for points in (fg, bg)]
-        image = torch.as_tensor(data["image"])[None].float()
-        return click_input(image, [on_grid[0]], [on_grid[1]], cfg).to(device)
-
-    def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
-        device = str(device)
-        predictor = self.predictor(data, device)
-        probs = predictor.batch_probabilities(self.network_input(data, device))[0].cpu()
+        fg_grid = [to_grid(r, c, size, self.spatial_size) for r, c in fg]
+        bg_grid = [to_grid(r, c, size, self.spatial_size) for r, c in bg]
+        image = torch.as_tensor(data["image"])[None].float().to(device)
+        prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, data) if cfg.prev_mask else None
+        probs = predictor.batch_probabilities(click_input(image, [fg_grid], [bg_grid], cfg, prev))
+        self._remember(data, fg_grid, bg_grid, probs)
+        probs = probs[0].cpu()
         data["probabilities"] = predictor.restore(probs, data[ORIGINAL_SIZE_KEY])
         mask = predictor.mask_from(data["probabilities"], keep=data["positive_clicks"])
         data["pred"] = self.within_roi(mask, data)
         return data
+
+    def _state_key(self, data: dict[str, Any], fg: list[Point], bg: list[Point]) -> tuple:
+        path = str(data.get("image_path"))
+        mtime = os.stat(path).st_mtime if os.path.exists(path) else 0.0
+        model = self._serving[0] if self._serving else ""
+        return path, mtime, model, os.stat(model).st_mtime if model else 0.0, tuple(fg), tuple(bg)
+
+    def _remember(self, data: dict[str, Any], fg: list[Point], bg: list[Point], probs: torch.Tensor) -> None:
+        self._states[self._state_key(data, fg, bg)] = (probs > 0.5).cpu()
+        self._states.move_to_end(self._state_key(data, fg, bg))
+        while len(self._states) > STATES_KEPT:
+            self._states.popitem(last=False)
+
+    def previous_mask(
+        self,
+        predictor: Any,
+        image: torch.Tensor,
+        fg: list[Point],
+        bg: list[Point],
+        cfg: ClickConfig,
+        data: dict[str, Any],
+    ) -> torch.Tensor | None:
+        """The mask before the newest click, which a model trained with its previous mask reads (RITM's iterative
+        scheme). 3D Slicer sends every click each time, the newest last in its list: the mask made for the clicks
+        without it is kept from the request before; after a restart (or out of order) the clicks are replayed
+        one by one, foreground first."""
+        if not fg and not bg:
+            return None
+        for parent in ((fg[:-1], bg), (fg, bg[:-1])):
+            if (fg, bg) != parent and (state := self._states.get(self._state_key(data, *parent))) is not None:
+                return state.float().to(image.device)
+        clicks = [(p, True) for p in fg] + [(p, False) for p in bg]
+        prev = None
+        for n in range(len(clicks)):
+            sofar_fg = [p for p, positive in clicks[:n] if positive]
+            sofar_bg = [p for p, positive in clicks[:n] if not positive]
+            probs = predictor.batch_probabilities(click_input(image, [sofar_fg], [sofar_bg], cfg, prev))
+            self._remember(data, sofar_fg, sofar_bg, probs)
+            prev = (probs > 0.5).float()
+        return prev
 
     def within_roi(self, mask: np.ndarray, data: dict[str, Any]) -> np.ndarray:
         """The mask cleared outside 3D Slicer's box (``roi`` as [i0, i1, j0, j1, k0, k1] on the stored grid)."""

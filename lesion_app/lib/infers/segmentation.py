@@ -21,6 +21,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lesion_app.core.checkpoint import ModelFiles, model_meta
 from lesion_app.core.predictor import Predictor
+from lesion_app.core.quality import QualityModel, quality_features
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, infer_transforms
 from lesion_app.io.images import write_mask
 from lesion_app.server.checks import flag, unreadable_image
@@ -47,8 +48,10 @@ class SegmentationInfer(BasicInferTask):
         description: str,
         config: dict[str, Any] | None = None,
         infer_type: InferType = InferType.SEGMENTATION,
+        quality: str | None = None,
     ) -> None:
         self.members = [list(m) for m in members]
+        self.quality = QualityModel.load(quality) if quality and os.path.exists(quality) else None
         super().__init__(
             path=[p for m in self.members for p in m],
             network=None,
@@ -111,7 +114,13 @@ class SegmentationInfer(BasicInferTask):
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
         device = str(device)
         predictor = self.predictor(data, device)
-        probs = predictor.batch_probabilities(self.network_input(data, device))[0].cpu()
+        x = self.network_input(data, device)
+        if self.quality is None:
+            probs = predictor.batch_probabilities(x)[0].cpu()
+        else:  # the four flips serve the estimate, and test-time augmentation when asked for
+            flips = predictor.flips(x)[:, 0].cpu()
+            probs = flips.mean(0) if predictor.tta else flips[0]
+            data["quality"] = self.quality.assess(quality_features(flips[:, 0].numpy()))
         data["probabilities"] = predictor.restore(probs, data[ORIGINAL_SIZE_KEY])
         data["pred"] = predictor.mask_from(data["probabilities"])
         return data
@@ -138,4 +147,5 @@ class SegmentationInfer(BasicInferTask):
             "image_size": list(data[ORIGINAL_SIZE_KEY]),
             "lesion_fraction": float(mask.mean()) if mask.size else 0.0,
             "label_values": LABELS,
+            **data.get("quality", {}),
         }

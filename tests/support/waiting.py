@@ -1,0 +1,47 @@
+"""Waiting on a running server: a condition with a deadline, and MONAI Label's one background scoring at a time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+    """Polls ``condition`` every ``poll`` seconds until it returns something truthy, and returns it.
+
+    Raises AssertionError naming ``what`` after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(poll)
+    return value
+
+
+def wait_for_scoring(url: str, timeout: float = 120.0) -> None:
+    """Waits until no scoring task runs (MONAI Label answers 429 to a second one); start-up scoring included.
+
+    With no task on record yet, waits 15 s for start-up scoring to appear. Raises TimeoutError after ``timeout`` s.
+    """
+    deadline = time.monotonic() + timeout
+    first = time.monotonic()
+    while time.monotonic() < deadline:
+        tasks = httpx.get(f"{url}/scoring/", params={"all": True}, timeout=10).json()
+        tasks = tasks if isinstance(tasks, list) else [tasks] if tasks else []
+        active = [t for t in tasks if t.get("status") in ("SUBMITTED", "RUNNING")]
+        if (tasks and not active) or (not tasks and time.monotonic() - first > 15):
+            return
+        time.sleep(1)
+    raise TimeoutError("the scoring did not finish")
+
+
+def start_scoring(url: str, method: str, body: dict[str, Any], timeout: float = 180.0) -> httpx.Response:
+    """Starts a scoring method once the one running finishes; returns the response of the start (200 expected)."""
+    deadline = time.monotonic() + timeout
+    while (response := httpx.post(f"{url}/scoring/{method}", json=body, timeout=60)).status_code == 429:
+        assert time.monotonic() < deadline, f"scoring still busy after {timeout}s"
+        time.sleep(1)
+    return response
