@@ -39,12 +39,16 @@ test: venv
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Debian packages for the OHIF/Orthanc round trip (tests skip them where missing; CI installs them).
+# Debian packages for the OHIF/Orthanc round trip (tests skip them where missing; CI installs them), Node's npm
+# where it is missing, then OHIF 3.13.2 as pinned by viewer/package-lock.json into viewer/node_modules (git-ignored;
+# the server serves its prebuilt dist/ at /ohif/, nothing is fetched at run time).
 VIEWER_PACKAGES := orthanc orthanc-dicomweb chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 viewers:
 	$(SUDO) apt-get update -q
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(VIEWER_PACKAGES)
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $(VIEWER_PACKAGES) \
+		$$(command -v npm >/dev/null || echo nodejs npm)
+	npm ci --prefix viewer --ignore-scripts --no-audit --no-fund
 
 # A private Orthanc with DICOMweb on 127.0.0.1:ORTHANC_PORT (storage in ORTHANC_STORAGE); serve it with
 # `make serve STUDIES=http://127.0.0.1:8042/dicom-web` after `lesion-dicom-import sample-data --stow ...`.

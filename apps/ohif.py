@@ -1,150 +1,124 @@
-"""Open a study in OHIF (served by the MONAI Label server) in headless Chromium and take pictures of it.
+"""Pictures of the browser loop: the app's worklist and OHIF 3.13 (served by the app at ``/ohif/``), taken in
+headless Chromium. They are the README's and docs/ohif.md's pictures::
 
-OHIF's plain viewer (``/ohif/viewer``) shows a dermoscopic photograph from the DICOMweb server and, once its
-DICOM SEG thumbnail is opened, the lesion mask the server saved over it. Pictures come from Debian's Chromium
-(``apt-get install chromium``) driven by Playwright; WebGL runs on SwiftShader, so no GPU is needed::
+    lesion-ohif-screenshot http://127.0.0.1:8000 --correction docs/ohif_correction.png --save
+    lesion-ohif-screenshot http://127.0.0.1:8000 --worklist docs/ohif_worklist.png
+    lesion-ohif-screenshot http://127.0.0.1:8000 --study <StudyInstanceUID> --out ohif.png
 
-    lesion-ohif-screenshot http://127.0.0.1:8000 --study <StudyInstanceUID> --out docs/ohif_viewer.png
-
-The tests use :func:`study_pictures` to check that the photograph and the mask are really on screen.
+``--correction`` opens the worklist's next pick (or ``--image``) from the worklist, as a clinician does, with the
+model's proposal loaded, brushes a stroke out of the lesion and erases a part of it, and takes the picture in the
+middle of the correction; ``--save`` then stores it (Export, DICOM SEG, "Create new series", Save). ``--study``
+shows a study in OHIF's segmentation mode with its photograph's newest SEG, if it has one. A server with auth on
+needs ``--token`` (sent with every request). Pictures are PNG, reduced to ``--colours`` colours to stay small.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
-import os
-import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from PIL import Image
 
+from apps import ohif_browser as ob
 from apps.process_control import stoppable
 
-CHROMIUM_CANDIDATES = ("chromium", "chromium-browser")
-#: WebGL without a GPU (Chromium's software rasteriser); --no-sandbox because CI runs as root.
-CHROMIUM_ARGS = ["--no-sandbox", "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]
-VIEWPORT_CANVAS = "canvas.cornerstone-canvas"
+
+def save_picture(page: Any, out: str, colours: int, to_content: bool = False) -> None:
+    """The page as a PNG with at most ``colours`` colours (0: full colour); ``to_content``: cut below the page's
+    content (the worklist), else the whole window."""
+    clip = None
+    if to_content:
+        bottom = page.evaluate("() => Math.ceil(document.body.getBoundingClientRect().bottom) + 16")
+        clip = {"x": 0, "y": 0, "width": page.viewport_size["width"], "height": bottom}
+    image = Image.open(io.BytesIO(page.screenshot(full_page=to_content, clip=clip))).convert("RGB")
+    if colours:
+        image = image.quantize(colors=colours, method=Image.Quantize.FASTOCTREE)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    image.save(out, optimize=True)
 
 
-class ChromiumMissing(RuntimeError):
-    pass
+def proposal_mask(client: httpx.Client, image: str) -> np.ndarray:
+    """The model's proposal for ``image`` (made now if it has none), as a (rows, columns) 0/1 mask."""
+    client.post(f"/proposal/{image}").raise_for_status()
+    r = client.get("/datastore/label", params={"label": image, "tag": "original"})
+    r.raise_for_status()
+    return (np.asarray(Image.open(io.BytesIO(r.content))) > 0).astype(np.uint8)
 
 
-def chromium_binary() -> str:
-    found = os.environ.get("LESION_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_CANDIDATES)), None)
-    if not found:
-        raise ChromiumMissing("Chromium is not installed; apt-get install chromium (or set LESION_CHROMIUM)")
-    return found
+def correction(browser: Any, client: httpx.Client, args: argparse.Namespace) -> None:
+    page = ob.new_page(browser, args.token)
+    ob.open_worklist(page, args.server)
+    image = args.image or page.locator("tr.next").get_attribute("data-image")
+    proposal = proposal_mask(client, image)
+    if args.image:
+        page.reload()  # its row now links to the proposal
+    viewer = ob.open_from_worklist(page, image)
+    ob.wait_photograph(viewer)
+    ob.wait_segmentation(viewer)
+    brush, eraser = ob.correction_strokes(proposal)
+    ob.use_tool(viewer, "Brush", args.radius)
+    ob.drag(viewer, brush)
+    ob.use_tool(viewer, "Eraser", args.radius)
+    ob.drag(viewer, eraser)
+    viewer.mouse.move(*ob.WINDOW.values())
+    save_picture(viewer, args.correction, args.colours)
+    if args.save:
+        reply = ob.save_correction(viewer)
+        if reply.status != 200:
+            raise RuntimeError(f"OHIF's store request answered {reply.status}")
 
 
-@contextmanager
-def browser_page(width: int = 1280, height: int = 800) -> Iterator[Any]:
-    """A Playwright page in Debian's Chromium; the console is kept in ``page.console_lines``."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_binary(), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.console_lines = []
-            page.on("console", lambda m: page.console_lines.append(f"{m.type}: {m.text}"))
-            page.on("pageerror", lambda e: page.console_lines.append(f"pageerror: {e}"))
-            yield page
-        finally:
-            browser.close()
-
-
-@dataclass
-class StudyPictures:
-    image: np.ndarray  # the viewport canvas showing the photograph, (H, W, 3)
-    with_seg: np.ndarray | None  # the same canvas after opening the SEG, (H, W, 3)
-    page: np.ndarray  # the whole window at the end, for people to look at
-
-
-def _png(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
-def open_study(page: Any, server: str, study: str, mode: str = "viewer", timeout_ms: int = 90_000) -> None:
-    """Loads OHIF's ``mode`` for the study and waits until the photograph is drawn."""
-    url = f"{server.rstrip('/')}/ohif/{mode}?StudyInstanceUIDs={study}"
-    page.goto(url, wait_until="networkidle", timeout=timeout_ms)
-    page.locator(VIEWPORT_CANVAS).first.wait_for(state="visible", timeout=timeout_ms)
-    with contextlib.suppress(Exception):  # the "investigational use" banner covers the viewport; newer builds lack it
-        page.get_by_text("Confirm and Hide").first.click(timeout=10_000)
-    page.wait_for_timeout(1500)  # the first frame is drawn after the canvas appears
-
-
-def open_segmentation(page: Any, timeout_ms: int = 60_000) -> None:
-    """Opens the study's DICOM SEG (its thumbnail in the study panel) over the photograph."""
-    page.get_by_text("SEG", exact=True).first.dblclick(timeout=timeout_ms)
-    with contextlib.suppress(Exception):  # "Do you want to open this Segmentation?" over the viewport: yes
-        page.get_by_role("button", name="Yes").first.click(timeout=15_000)
-    page.wait_for_timeout(4000)  # OHIF fetches the SEG, builds the labelmap and redraws
-
-
-def canvas_picture(page: Any) -> np.ndarray:
-    return _png(page.locator(VIEWPORT_CANVAS).first.screenshot())
-
-
-def study_pictures(server: str, study: str, with_seg: bool = True, out: str | None = None) -> StudyPictures:
-    with browser_page() as page:
-        open_study(page, server, study)
-        image = canvas_picture(page)
-        seg = None
-        if with_seg:
-            open_segmentation(page)
-            seg = canvas_picture(page)
-        whole = _png(page.screenshot())
-        if out:
-            Image.fromarray(whole).save(out)
-    return StudyPictures(image, seg, whole)
-
-
-def displayed_region(canvas: np.ndarray, background: int = 8) -> tuple[slice, slice]:
-    """Rows and columns of the canvas the photograph covers: the viewport around it is black, and the few
-    lit pixels of OHIF's text overlay (date, series, orientation letters) do not make a row or column lit."""
-    lit = canvas.max(axis=2) > background
-    rows = np.flatnonzero(lit.mean(axis=1) > 0.5)
-    cols = np.flatnonzero(lit.mean(axis=0) > 0.5)
-    if not len(rows) or not len(cols):
-        raise ValueError("the viewport is blank")
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
-
-
-def on_image_grid(canvas: np.ndarray, region: tuple[slice, slice], size: tuple[int, int]) -> np.ndarray:
-    """The displayed part of a canvas picture resampled to the photograph's (H, W)."""
-    crop = np.ascontiguousarray(canvas[region])
-    return np.asarray(Image.fromarray(crop).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-
-
-def overlay_mask(before: np.ndarray, after: np.ndarray, threshold: float = 40.0) -> np.ndarray:
-    """Pixels the segmentation overlay changed (OHIF tints and outlines the labelmap), as a boolean mask."""
-    change = np.abs(after.astype(np.float32) - before.astype(np.float32)).sum(axis=2)
-    return change > threshold
+def study(browser: Any, client: httpx.Client, args: argparse.Namespace) -> None:
+    rows = client.get("/worklist.json").raise_for_status().json()["rows"]
+    row = next((r for r in rows if r["study"] == args.study), None)
+    link = row["link"] if row else f"/ohif/segmentation?StudyInstanceUIDs={args.study}"
+    page = ob.new_page(browser, args.token)
+    page.goto(args.server.rstrip("/") + link, wait_until="domcontentloaded", timeout=90_000)
+    ob.wait_photograph(page)
+    if row and (row["label"] or row["proposal"]):
+        ob.wait_segmentation(page)
+    page.mouse.move(*ob.WINDOW.values())
+    save_picture(page, args.out, args.colours)
 
 
 @stoppable
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lesion-ohif-screenshot", description=__doc__.splitlines()[0])
-    p.add_argument("server", help="MONAI Label server URL, e.g. http://127.0.0.1:8000")
-    p.add_argument("--study", required=True, help="StudyInstanceUID (lesion-dicom-import's mapping CSV has them)")
-    p.add_argument("--out", required=True, help="PNG of the browser window")
-    p.add_argument("--no-seg", action="store_true", help="the photograph only, without opening its SEG")
+    p.add_argument("server", help="the app's URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--worklist", metavar="PNG", help="a picture of the worklist")
+    p.add_argument("--correction", metavar="PNG", help="a picture of a correction in progress in OHIF")
+    p.add_argument("--image", help="--correction on this image id (SeriesInstanceUID), not the worklist's pick")
+    p.add_argument("--save", action="store_true", help="--correction: then save it as a new SEG")
+    p.add_argument("--radius", type=float, default=8.0, help="brush and eraser radius in mm (default 8)")
+    p.add_argument("--study", help="a StudyInstanceUID to show in OHIF (with --out)")
+    p.add_argument("--out", metavar="PNG", help="the picture of --study")
+    p.add_argument("--token", help="bearer token for a server with auth on")
+    p.add_argument("--colours", type=int, default=64, help="PNG palette size (0: full colour; default 64)")
     args = p.parse_args(argv)
+    if bool(args.study) != bool(args.out) or not (args.worklist or args.correction or args.study):
+        p.error("give --worklist, --correction, or --study with --out")
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     try:
-        study_pictures(args.server, args.study, with_seg=not args.no_seg, out=args.out)
-    except ChromiumMissing as e:
+        with ob.browser() as browser, httpx.Client(base_url=args.server, headers=headers, timeout=300) as client:
+            if args.correction:
+                correction(browser, client, args)
+            if args.worklist:
+                page = ob.new_page(browser, args.token)
+                ob.open_worklist(page, args.server)
+                save_picture(page, args.worklist, args.colours, to_content=True)
+            if args.study:
+                study(browser, client, args)
+    except ob.ChromiumMissing as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(args.out)
+    for out in (args.correction, args.worklist, args.out):
+        if out:
+            print(out)
     return 0
 
 

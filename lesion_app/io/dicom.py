@@ -23,6 +23,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
 from lesion_app.io.images import open_image, to_rgb
+from lesion_app.io.seg import APP_CREATOR, PROPOSAL_DESCRIPTION
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 #: External-camera photography: what dermoscopic photographs are in DICOM's modality list. The app's DICOMweb
@@ -217,10 +218,16 @@ LESION_SEGMENT = {
 
 
 def mask_to_seg(
-    mask: np.ndarray, source_dir: str | os.PathLike, dest: str | os.PathLike, series_description: str = "lesion"
+    mask: np.ndarray,
+    source_dir: str | os.PathLike,
+    dest: str | os.PathLike,
+    series_description: str = "lesion",
+    algorithm_type: str = "SEMIAUTOMATIC",
 ) -> None:
     """A (H, W) 0/1 mask on a photograph's DICOM frame as a DICOM SEG referencing it, written with dcmqi.
 
+    ``ContentCreatorName`` is ``lesion_app``; ``series_description`` and ``algorithm_type`` (the segment's
+    ``SegmentAlgorithmType``) say what the mask is (:func:`proposal_to_seg` for the model's proposal).
     An empty mask (no lesion) has no segment to encode; DICOM SEG cannot say "nothing" for a single segment
     with dcmqi, so it is refused here with a clear error rather than stored as a misleading file.
     """
@@ -236,8 +243,10 @@ def mask_to_seg(
     from pydicom import dcmread
 
     geometry = FrameGeometry.of(dcmread(str(files[0]), stop_before_pixels=True))
+    # dcmqi keeps ContentCreatorName and SeriesDescription (what marks a proposal) but writes its own
+    # ContentLabel/ContentDescription ("DCMQI") whatever the template says
     template = {
-        "ContentCreatorName": "lesion_app",
+        "ContentCreatorName": APP_CREATOR,
         "ClinicalTrialSeriesID": "lesion_app",
         "ClinicalTrialTimePointID": "1",
         "ClinicalTrialCoordinatingCenterName": "lesion_app",
@@ -247,7 +256,7 @@ def mask_to_seg(
         "ContentLabel": "LESION",
         "ContentDescription": "Skin lesion segmentation",
         "BodyPartExamined": "SKIN",
-        "segmentAttributes": [[LESION_SEGMENT]],
+        "segmentAttributes": [[{**LESION_SEGMENT, "SegmentAlgorithmType": algorithm_type}]],
     }
     with tempfile.TemporaryDirectory(prefix="lesion_seg_") as tmp:
         volume, meta = Path(tmp) / "mask.nrrd", Path(tmp) / "meta.json"
@@ -259,6 +268,11 @@ def mask_to_seg(
         if run.returncode != 0 or not Path(dest).is_file():
             detail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
             raise RuntimeError(f"itkimage2segimage failed ({run.returncode}): {detail[0][:300]}")
+
+
+def proposal_to_seg(mask: np.ndarray, source_dir: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """The model's proposal as a SEG marked as such (:func:`lesion_app.io.seg.is_proposal` is true for it)."""
+    mask_to_seg(mask, source_dir, dest, PROPOSAL_DESCRIPTION, algorithm_type="AUTOMATIC")
 
 
 def seg_to_mask(ds: Dataset, rows: int, columns: int) -> np.ndarray:

@@ -7,7 +7,10 @@
   - scoring after a training is queued rather than refused while another scoring runs;
   - batch infer runs on the CPU of a machine without GPUs (MONAI Label's divides by the GPU count);
   - in the server process, oversized request bodies are refused as they arrive
-    (:mod:`lesion_app.server.upload_limit`).
+    (:mod:`lesion_app.server.upload_limit`), and OHIF 3.13, its DICOMweb proxy and the worklist replace the
+    wheel's OHIF (:mod:`lesion_app.server.viewer`);
+  - a photograph handed out as the next sample gets the model's proposal stored on the DICOMweb server
+    (:mod:`lesion_app.server.proposals`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
-from lesion_app.server import auth, checks, upload_limit
+from lesion_app.server import auth, checks, proposals, upload_limit, viewer
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +70,15 @@ class MONAILabelFixes:
         """Runs in the server process only (train subprocesses build the app too)."""
         super().on_init_complete()  # type: ignore[misc]
         upload_limit.install(upload_limit.body_limit_bytes(self.max_upload_mb))
+        viewer.install(self)
+
+    def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The photograph handed out gets the model's proposal on the DICOMweb server (reused if it has one), so
+        OHIF can load it for correction; the answer says which SEG (``proposal``), or why there is none."""
+        result = super().next_sample(request)  # type: ignore[misc]
+        if result and result.get("id"):
+            result.update(proposals.offer(self, result["id"]))
+        return result
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """Images are datastore ids or files uploaded with the request, never other paths on the server.

@@ -71,6 +71,26 @@ def url(workdir: Path, realm: Realm, realm_uri: str) -> Iterator[str]:
             yield base
 
 
+@pytest.fixture(scope="module")
+def dicomweb_url(
+    orthanc: Any, dicom_studies: dict, realm: Realm, realm_uri: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A server with auth on over Orthanc (DICOMweb studies): OHIF's data path and the worklist."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MONAI_LABEL_AUTH_ENABLE", "true")
+        mp.setenv("MONAI_LABEL_AUTH_REALM_URI", realm_uri)
+        mp.setenv("MONAI_LABEL_AUTH_TIMEOUT", "5")
+        mp.setenv("MONAI_LABEL_AUTO_UPDATE_SCORING", "false")
+        probe = bearer(realm.token("probe", [USER]))
+        mp.setattr(
+            apps.research.local_server, "httpx", SimpleNamespace(HTTPError=httpx.HTTPError, get=with_headers(probe))
+        )
+        workdir = tmp_path_factory.mktemp("auth_dicomweb")
+        with running_server(workdir, {"models": "unet", "threads": "1"}, studies_url=orthanc.dicomweb) as base:
+            mp.undo()
+            yield base
+
+
 def with_headers(headers: dict[str, str]) -> Any:
     """``httpx.get`` with a token, for the start-up probe; a 401 to a valid token fails at once, not in 90 s."""
 
@@ -231,6 +251,34 @@ def test_admin_trains_and_deletes(url: str, realm: Realm, workdir: Path) -> None
     r = httpx.delete(f"{url}/datastore/image", params={"id": "to_delete"}, headers=headers)
     assert r.status_code == 200, r.text
     assert not (workdir / "studies" / "to_delete.jpg").exists()
+
+
+@pytest.mark.server
+def test_ohifs_dicomweb_path_and_the_worklist_need_a_token(
+    dicomweb_url: str, realm: Realm, dicom_studies: dict
+) -> None:
+    """No token, no pixels: OHIF's same-origin DICOMweb path follows MONAI Label's access rules (reading needs
+    monailabel-user, storing a SEG monailabel-annotator); the viewer's own files carry no data and need none."""
+    row = dicom_studies["lesion_000.jpg"]
+    frames = f"/ohif/dicom-web/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['instance_uid']}"
+    frames += "/frames/1"
+    accept = {"Accept": "multipart/related; type=application/octet-stream; transfer-syntax=*"}
+    reads = [frames, f"/ohif/dicom-web/studies/{row['study_uid']}/series", "/worklist", "/worklist.json"]
+    for path in reads:
+        r = httpx.get(f"{dicomweb_url}{path}", headers=accept, timeout=60)
+        assert r.status_code == 401 and len(r.content) < 200, path
+        assert httpx.get(f"{dicomweb_url}{path}", headers={**accept, **bearer("not-a-jwt")}).status_code == 401
+    stow = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=x'}
+    assert httpx.post(f"{dicomweb_url}/ohif/dicom-web/studies", content=b"--x--", headers=stow).status_code == 401
+    assert httpx.post(f"{dicomweb_url}/proposal/{row['series_uid']}").status_code == 401
+
+    reader = bearer(realm.token("rita", [USER]))
+    pixels = httpx.get(f"{dicomweb_url}{frames}", headers={**accept, **reader}, timeout=60)
+    assert pixels.status_code == 200 and len(pixels.content) > 500_000  # 512 x 384 x 3
+    stored = httpx.post(f"{dicomweb_url}/ohif/dicom-web/studies", content=b"--x--", headers={**stow, **reader})
+    assert stored.status_code == 403  # reading is not annotating
+    assert httpx.get(f"{dicomweb_url}/worklist.json", headers=reader, timeout=300).status_code == 200
+    assert httpx.get(f"{dicomweb_url}/ohif/").status_code == 200  # the viewer itself: no data, no token
 
 
 def test_realm_jwks_verifies_its_tokens(realm: Realm, realm_uri: str) -> None:

@@ -25,6 +25,7 @@ from apps.orthanc import Orthanc
 from apps.research.local_server import Server, server_process
 from lesion_app.io.dicom import mask_to_seg, seg_to_mask
 from lesion_app.io.images import read_mask
+from lesion_app.io.seg import is_proposal
 from lesion_app.server.dicomweb import LesionDicomWebDatastore
 from tests.support.paths import REPO
 
@@ -49,13 +50,13 @@ def series(studies: dict, name: str) -> str:
     return studies[name]["series_uid"]
 
 
-def segs_of(client: DICOMwebClient, image_series: str) -> list[pydicom.Dataset]:
-    """Every SEG instance on the server that references ``image_series``."""
+def segs_of(client: DICOMwebClient, image_series: str, proposals: bool = False) -> list[pydicom.Dataset]:
+    """Every SEG instance on the server that references ``image_series``: the labels, or the app's proposals."""
     found = []
     for s in client.search_for_series(search_filters={"Modality": "SEG"}):
         study, uid = s["0020000D"]["Value"][0], s["0020000E"]["Value"][0]
         for ds in client.retrieve_series(study, uid):
-            if ds.ReferencedSeriesSequence[0].SeriesInstanceUID == image_series:
+            if ds.ReferencedSeriesSequence[0].SeriesInstanceUID == image_series and is_proposal(ds) == proposals:
                 found.append(ds)
     return found
 
@@ -85,12 +86,19 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
-def test_the_images_are_the_xc_series_and_next_sample_offers_them(server: Server, dicom_studies: dict) -> None:
+def test_the_images_are_the_xc_series_and_next_sample_offers_them(
+    server: Server, dicom_studies: dict, client: DICOMwebClient
+) -> None:
+    """Each photograph handed out gets the model's proposal on Orthanc (once), which is not a label."""
     uids = {row["series_uid"] for row in dicom_studies.values()}
-    for strategy in ("random", "first", "uncertainty"):
+    for strategy in ("random", "first", "uncertainty", "first"):
         r = httpx.post(f"{server.url}/activelearning/{strategy}", json={}, timeout=300)
         assert r.status_code == 200, r.text
         assert r.json()["id"] in uids
+        (proposal,) = segs_of(client, r.json()["id"], proposals=True)
+        assert r.json()["proposal"] == proposal.SeriesInstanceUID
+        assert proposal.SeriesDescription == "lesion_app proposal" and proposal.ContentCreatorName == "lesion_app"
+        assert segs_of(client, r.json()["id"]) == []
 
 
 def test_infer_lies_on_the_dicom_frame(server: Server, dicom_studies: dict) -> None:

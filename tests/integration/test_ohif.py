@@ -1,58 +1,98 @@
-"""OHIF, served by the MONAI Label server, in a real browser (Debian's Chromium, headless, via Playwright).
+"""The browser loop: the app's worklist and OHIF 3.13 (served by the app) in headless Chromium, over a real Orthanc.
 
-The server reads and writes a real Orthanc; a label saved through the server becomes a DICOM SEG there; OHIF's
-plain viewer shows the photograph and, once the SEG is opened, the lesion mask over it. Pictures of the
-viewport are compared with the photograph and the saved mask on the photograph's own pixel grid.
+One Orthanc, one server and one browser for the module. A clinician opens the worklist, opens the strategy's
+pick in OHIF with the model's proposal loaded, brushes and erases with the mouse and saves; the new SEG is on
+Orthanc, the app takes it as the label (pixels checked against what the mouse did) and a training run reads it.
+Photographs are shown upright and unstretched (an EXIF-rotated portrait, a landscape); a proposal is never a label.
 """
 
 from __future__ import annotations
 
+import csv
 import io
+import re
+import time
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
-from apps import ohif
+from apps import ohif_browser as ob
 from apps.orthanc import Orthanc
 from apps.research.local_server import Server, server_process
-from lesion_app.io.images import read_mask, to_rgb
+from lesion_app.server.viewer.dist import ViewerFiles, dist_folder
 from tests.support.paths import REPO
 from tests.support.viewers import need
 
 pytestmark = pytest.mark.server
 
-CONF = {"models": "unet", "threads": "1"}
+CONF = {"models": "unet", "threads": "1", "train_epochs": "1"}
 ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+RADIUS = 8.0  # mm of brush and eraser: pixels at the importer's 1 mm spacing
 
 
 @pytest.fixture(scope="module")
-def chromium() -> str:
+def browser() -> Iterator[Any]:
     try:
-        return ohif.chromium_binary()
-    except ohif.ChromiumMissing as e:
+        ob.chromium_binary()
+    except ob.ChromiumMissing as e:
         need(str(e))
+    if not ViewerFiles(dist_folder()).installed():
+        need(f"OHIF is not installed at {dist_folder()}; run `make viewers`")
+    with ob.browser() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")
-def server(orthanc: Orthanc, dicom_studies: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def portrait(orthanc: Orthanc, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], np.ndarray]:
+    """A portrait photograph stored on its side with EXIF orientation 6 (a phone's JPEG), imported to Orthanc;
+    its mapping row and its upright pixels."""
+    from apps import dicom_import
+
+    folder = tmp_path_factory.mktemp("exif")
+    with Image.open(REPO / "sample-data" / "lesion_002.jpg") as img:
+        upright = img.convert("RGB").transpose(Image.Transpose.ROTATE_270)  # 384 wide, 512 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # display: rotate 90 degrees clockwise
+    path = folder / "portrait_exif6.jpg"
+    upright.transpose(Image.Transpose.ROTATE_90).save(path, quality=95, exif=exif.tobytes())
+    with Image.open(path) as img:
+        assert img.size == (512, 384)  # stored on its side
+        shown = np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    mapping = folder / "uids.csv"
+    assert dicom_import.main([str(path), "--stow", orthanc.dicomweb, "--mapping", str(mapping)]) == 0
+    with mapping.open(newline="") as f:
+        (row,) = csv.DictReader(f)
+    return row, shown
+
+
+@pytest.fixture(scope="module")
+def server(
+    orthanc: Orthanc, dicom_studies: dict, portrait: tuple, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     with server_process(tmp_path_factory.mktemp("ohif"), CONF, env=ENV, studies_url=orthanc.dicomweb) as s:
         yield s
 
 
-def png(mask: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8), mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def save_final(url: str, image: str, mask: np.ndarray) -> None:
-    files = {"label": ("label.png", png(mask), "image/png")}
-    r = httpx.put(f"{url}/datastore/label", params={"image": image, "tag": "final"}, files=files, timeout=120)
+def worklist_rows(server: Server) -> dict[str, dict[str, Any]]:
+    r = httpx.get(f"{server.url}/worklist.json", timeout=300)
     assert r.status_code == 200, r.text
+    return {row["image"]: row for row in r.json()["rows"]}
+
+
+def mask_of(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return (np.asarray(Image.open(io.BytesIO(response.content))) > 0).astype(np.uint8)
+
+
+def seg_series(orthanc: Orthanc, study: str) -> dict[str, str]:
+    """SeriesInstanceUID -> SeriesDescription of the study's SEGs on Orthanc."""
+    r = httpx.get(f"{orthanc.dicomweb}/studies/{study}/series", params={"Modality": "SEG"}, timeout=30)
+    found = r.json() if r.status_code == 200 else []
+    return {s["0020000E"]["Value"][0]: s.get("0008103E", {}).get("Value", [""])[0] for s in found}
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -60,71 +100,129 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
-def check_viewer(server: Server, row: dict, photo: Path, mask: np.ndarray, picture: Path) -> float:
-    """OHIF shows this photograph and, after opening its SEG, this mask over it; returns the overlay's IoU with
-    the mask (an asymmetric mask also shows that nothing is flipped)."""
-    pictures = ohif.study_pictures(server.url, row["study_uid"], out=str(picture))
-    region = ohif.displayed_region(pictures.image)
-    before = ohif.on_image_grid(pictures.image, region, mask.shape)
-    after = ohif.on_image_grid(pictures.with_seg, region, mask.shape)
-    with Image.open(photo) as img:
-        expected = np.asarray(to_rgb(img)).astype(np.float32)
-    shown = before.astype(np.float32)
-    assert np.corrcoef(shown.ravel(), expected.ravel())[0, 1] > 0.9  # the photograph is on screen, upright
-    overlay = ohif.overlay_mask(before, after)
-    score = iou(overlay, mask)
-    flipped = max(iou(overlay, m) for m in (mask[::-1], mask[:, ::-1], mask[::-1, ::-1]))
-    print(f"{photo.name}: overlay IoU {score:.3f} (best flip {flipped:.3f})")
-    assert flipped < score
-    return score
+def train_once(server: Server) -> str:
+    """Trains the served model for one epoch; the train status's details."""
+    r = httpx.post(f"{server.url}/train/unet", json={"max_epochs": 1}, timeout=60)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 300
+    while True:
+        status = httpx.get(f"{server.url}/train/", params={"check_if_running": "false"}, timeout=30).json()
+        if status.get("status") not in ("SUBMITTED", "RUNNING"):
+            break
+        assert time.monotonic() < deadline, "training did not finish"
+        time.sleep(1)
+    details = "\n".join(status.get("details", []))
+    assert status["status"] == "DONE", details[-3000:]
+    return details
 
 
-def test_plain_viewer_shows_the_photograph_and_the_servers_segmentation(
-    server: Server, dicom_studies: dict, chromium: str
+def test_a_correction_saved_in_ohif_is_the_label_and_training_reads_it(
+    server: Server, orthanc: Orthanc, browser: Any
 ) -> None:
-    row = dicom_studies["lesion_000.jpg"]
-    r = httpx.post(
-        f"{server.url}/infer/unet", params={"image": row["series_uid"], "output": "image"}, json={}, timeout=120
-    )
-    assert r.status_code == 200
-    proposal = np.asarray(Image.open(io.BytesIO(r.content))) > 0  # the model's mask, accepted as it is
-    assert iou(proposal, read_mask(REPO / "sample-data/labels/final/lesion_000.png")) > 0.8
-    save_final(server.url, row["series_uid"], proposal)
-    score = check_viewer(server, row, REPO / "sample-data/lesion_000.jpg", proposal, server.workdir / "ohif_000.png")
-    assert score > 0.9
+    page = ob.new_page(browser)
+    started = time.monotonic()
+    marks: dict[str, float] = {}
+
+    def mark(step: str) -> None:
+        marks[step] = round(time.monotonic() - started, 1)
+
+    ob.open_worklist(page, server.url)
+    mark("worklist shown")
+    pick = page.locator("tr.next").get_attribute("data-image")
+    assert page.locator("tr.next td.state").inner_text() == "proposal ready"
+    row = worklist_rows(server)[pick]
+    proposal_seg = row["proposal"]
+    proposal = mask_of(httpx.get(f"{server.url}/datastore/label", params={"label": pick, "tag": "original"}))
+    assert httpx.get(f"{server.url}/info/").json()["datastore"]["completed"] == 0  # a proposal is no label
+
+    viewer = ob.open_from_worklist(page, pick)
+    ob.wait_photograph(viewer)
+    mark("photograph shown")
+    assert ob.wait_segmentation(viewer) == int(proposal.sum())  # the proposal, loaded as it was stored
+    mark("proposal loaded")
+    brush, eraser = ob.correction_strokes(proposal)
+    ob.use_tool(viewer, "Brush", RADIUS)
+    painted = ob.drag(viewer, brush)
+    mark(f"brushed ({len(painted)} mouse events)")
+    ob.use_tool(viewer, "Eraser", RADIUS)
+    erased = ob.drag(viewer, eraser)
+    mark(f"erased ({len(erased)} mouse events)")
+    reply = ob.save_correction(viewer)
+    assert reply.status == 200
+    mark("saved (STOW-RS answered)")
+    print(f"from opening the worklist to a saved correction: {marks} s")
+    viewer.screenshot(path=str(server.workdir / "ohif_saved.png"))
+    assert not [line for line in viewer.console_lines if "pageerror" in line], viewer.console_lines
+
+    # on Orthanc: the correction beside the proposal, which stays
+    segs = seg_series(orthanc, row["study"])
+    assert segs[proposal_seg] == "lesion_app proposal"
+    (correction_seg,) = [uid for uid, name in segs.items() if name == ob.CORRECTION_NAME]
+    # the app: labelled with it, and a training run reads it (its process syncs the label file read below)
+    row = worklist_rows(server)[pick]
+    assert (row["state"], row["label"], row["proposal"]) == ("corrected", correction_seg, proposal_seg)
+    details = train_once(server)
+    counts = re.search(r"training unet from \S+: (\d+) train, (\d+) val", details)
+    assert counts and int(counts[1]) == 1, details[-2000:]  # the one correction (too few to hold any out)
+    label = mask_of(httpx.get(f"{server.url}/datastore/label", params={"label": pick, "tag": "final"}))
+    shape = proposal.shape
+    expected = (proposal.astype(bool) | ob.stroke_mask(painted, RADIUS, shape)) & ~ob.stroke_mask(erased, RADIUS, shape)
+    score = iou(label, expected)
+    print(f"saved label vs proposal + brush - eraser: IoU {score:.4f} ({int(label.sum())} pixels)")
+    assert score >= 0.95
+    assert iou(label, proposal) < 0.97  # the strokes changed it
 
 
-def test_an_asymmetric_label_lands_where_it_was_drawn(server: Server, dicom_studies: dict, chromium: str) -> None:
-    row = dicom_studies["lesion_005.jpg"]  # 512 wide, 384 high
-    h, w = int(row["rows"]), int(row["columns"])
-    mask = np.zeros((h, w), np.uint8)
-    mask[30 : h // 2, 40:110] = 1  # an L in the top-left quarter
-    mask[h // 2 - 50 : h // 2, 40 : w // 2] = 1
-    save_final(server.url, row["series_uid"], mask)
-    score = check_viewer(server, row, REPO / "sample-data/lesion_005.jpg", mask, server.workdir / "ohif_005.png")
-    assert score > 0.9
-    assert max(iou(mask, m) for m in (mask[::-1], mask[:, ::-1], mask[::-1, ::-1])) < 0.1  # flips miss it
+def test_a_proposal_is_stored_on_request_and_is_never_a_label(server: Server, orthanc: Orthanc) -> None:
+    rows = worklist_rows(server)
+    image = next(i for i, r in sorted(rows.items()) if r["state"] == "no label" and not r["next"])
+    made = httpx.post(f"{server.url}/proposal/{image}", timeout=120).json()
+    assert made["made"] and made["proposal"]
+    again = httpx.post(f"{server.url}/proposal/{image}", timeout=120).json()
+    assert not again["made"] and again["proposal"] == made["proposal"]  # reused, not made twice
+    replaced = httpx.post(f"{server.url}/proposal/{image}", params={"replace": "true"}, timeout=120).json()
+    assert replaced["made"] and replaced["proposal"] != made["proposal"]
+    segs = seg_series(orthanc, rows[image]["study"])
+    assert {made["proposal"], replaced["proposal"]} <= set(segs)  # nothing is lost
+    row = worklist_rows(server)[image]
+    assert (row["state"], row["label"], row["proposal"]) == ("proposal ready", None, replaced["proposal"])
+    r = httpx.get(f"{server.url}/datastore/label", params={"label": image, "tag": "final"}, timeout=60)
+    assert r.status_code == 404
+    assert httpx.post(f"{server.url}/proposal/1.2.3.4", timeout=60).status_code == 404
 
 
-@pytest.mark.parametrize("name", ["lesion_000.jpg", "lesion_002.jpg"])  # with a SEG, and without
-def test_monai_label_mode_cannot_draw_a_single_frame_photograph(
-    server: Server, dicom_studies: dict, chromium: str, name: str
+@pytest.mark.parametrize("which", ["portrait, EXIF orientation 6", "landscape"])
+def test_photographs_are_shown_upright_and_unstretched(
+    server: Server, dicom_studies: dict, portrait: tuple, browser: Any, which: str
 ) -> None:
-    """Why OHIF's MONAI Label mode stays black for dermoscopy (README, "OHIF"): its layout is three volume
-    (MPR) viewports. A study with only the photograph matches no display set for them; with a SEG, the
-    one-frame volume gives the ray caster a NaN step count, its shader does not compile and the viewports
-    fail. If a newer OHIF build draws the photograph, this test fails: update the README."""
-    if name == "lesion_000.jpg":  # its sample-data label, saved as a SEG (again, if another test saved one)
-        save_final(
-            server.url, dicom_studies[name]["series_uid"], read_mask(REPO / "sample-data/labels/final/lesion_000.png")
-        )
-    with ohif.browser_page() as page:
-        url = f"{server.url}/ohif/monai-label?StudyInstanceUIDs={dicom_studies[name]['study_uid']}"
-        page.goto(url, wait_until="networkidle", timeout=90_000)
-        page.wait_for_timeout(6000)
-        pictures = [ohif._png(c.screenshot()) for c in page.locator(ohif.VIEWPORT_CANVAS).all() if c.is_visible()]
-        console = "\n".join(page.console_lines)
-    lit = [float((p.max(axis=2) > 8).mean()) for p in pictures]
-    assert all(f < 0.3 for f in lit), lit  # the photograph (two thirds of a viewport) is in none; buttons may be
-    if name == "lesion_000.jpg":
-        assert "'NaN' : undeclared identifier" in console
+    if which == "landscape":
+        row = dicom_studies["lesion_005.jpg"]
+        with Image.open(REPO / "sample-data" / "lesion_005.jpg") as img:
+            photo = np.asarray(img.convert("RGB"))
+    else:
+        row, photo = portrait
+    assert photo.shape[:2] == (int(row["rows"]), int(row["columns"])) and photo.shape[0] != photo.shape[1]
+    page = ob.new_page(browser)
+    page.goto(f"{server.url}/ohif/segmentation?StudyInstanceUIDs={row['study_uid']}", wait_until="domcontentloaded")
+    ob.wait_photograph(page)
+    shown, pixel_aspect = ob.displayed_photograph(page, photo.shape[:2])
+    page.context.close()
+
+    def corr(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.corrcoef(a.astype(np.float64).ravel(), b.astype(np.float64).ravel())[0, 1])
+
+    upright = corr(shown, photo)
+    flipped = {"up-down": photo[::-1], "left-right": photo[:, ::-1], "rotated 180": photo[::-1, ::-1]}
+    others = {k: round(corr(shown, v), 3) for k, v in flipped.items()}
+    print(f"{which}: pixel aspect {pixel_aspect:.4f}, correlation {upright:.3f} upright, {others} otherwise")
+    assert abs(pixel_aspect - 1) < 0.01
+    assert upright > 0.9 and max(others.values()) < upright - 0.1
+
+
+def test_missing_viewer_files_are_404_and_routes_are_the_app(server: Server) -> None:
+    assert httpx.get(f"{server.url}/ohif/no-such-chunk.js").status_code == 404
+    page = httpx.get(f"{server.url}/ohif/segmentation", params={"StudyInstanceUIDs": "1.2"})
+    assert page.status_code == 200 and 'window.PUBLIC_URL="/ohif/"' in page.text
+    assert page.headers["cache-control"] == "no-store"
+    assert httpx.get(f"{server.url}/ohif", follow_redirects=False).headers["location"] == "/ohif/"
+    assert httpx.get(f"{server.url}/ohif/dicom-web/tools/lookup").status_code == 400  # only DICOMweb passes

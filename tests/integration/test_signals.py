@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from apps import ohif
+from apps import ohif_browser
 from apps.orthanc import Orthanc, OrthancMissing, dicomweb_plugin, lock_storage, orthanc_binary
 from apps.process_control import descendants, port_in_use, stop_processes, wait_gone
 from apps.research.load import is_train_process
@@ -57,8 +57,8 @@ def orthanc_installed() -> None:
 @pytest.fixture(scope="module")
 def chromium() -> str:
     try:
-        return ohif.chromium_binary()
-    except ohif.ChromiumMissing as e:
+        return ohif_browser.chromium_binary()
+    except ohif_browser.ChromiumMissing as e:
         need(str(e))
 
 

@@ -11,7 +11,11 @@ and stores whatever label file arrives. Here:
   SEG place masks exactly), written atomically;
 - a final label is checked like the local datastore's (size, values, axes), turned into a DICOM SEG with the
   dcmqi wheel's ``itkimage2segimage`` and stored on the server (STOW-RS); the local cache keeps a 0/1 PNG;
-- training reads the SEGs on the server: labels saved by other users or other tools count too.
+- the model's proposal (label tag ``original``) is stored on the server too, as a SEG marked as the app's proposal
+  (:mod:`lesion_app.io.seg`), so OHIF can load it for correction; a proposal is never a label;
+- training reads the SEGs on the server: a photograph's label is its newest usable correction
+  (:mod:`.listing`), whoever saved it (OHIF, 3D Slicer, this app); an empty one means "no lesion" and is kept as
+  an all-zero label; odd SEGs are reported (``/info``, the worklist, the log), never fatal.
 """
 
 from __future__ import annotations
@@ -38,13 +42,22 @@ from lesion_app.io.dicom import (
     dicom_to_rgb,
     mask_to_seg,
     photo_to_dicom,
-    seg_to_mask,
+    proposal_to_seg,
     write_photo_nrrd,
 )
 from lesion_app.io.layout import label_file_name
+from lesion_app.io.seg import read_lesion
 from lesion_app.server import checks
 from lesion_app.server.datastore_file import SharedDatastoreFile
-from lesion_app.server.dicomweb.listing import MODALITY_TAG, STUDY_UID, DicomWebListing, answers_503, value_of
+from lesion_app.server.dicomweb.arrivals import Arrivals
+from lesion_app.server.dicomweb.listing import (
+    MODALITY_TAG,
+    STUDY_UID,
+    DicomWebListing,
+    SegSeries,
+    answers_503,
+    value_of,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,6 +85,10 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         # dicomweb-client retries a failed request five times over half a minute; a viewer waits for us
         client.set_http_retry_params(retry=True, max_attempts=2, wait_exponential_multiplier=100)
         super().__init__(client, {"Modality": modality}, cache_path, fetch_by_frame=False, convert_to_nifti=True)
+        if not self.writes_refused:  # shared with the training process, which lists the SEGs too
+            self.listing.arrivals = Arrivals(Path(self._datastore_path) / "seg_arrivals.json")
+        #: SEG series UID -> why its pixels could not be read as a label (found when syncing)
+        self.unreadable_segs: dict[str, list[str]] = {}
 
     def list_images(self) -> list[str]:
         return sorted(self.listing.series())
@@ -79,7 +96,7 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
     def get_labeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
         if label_tag not in (None, DefaultLabelTag.FINAL, DefaultLabelTag.FINAL.value):
             return LocalDatastore.get_labeled_images(self, label_tag, labels)
-        return sorted(self.listing.segs())
+        return sorted(self.listing.labels())
 
     def get_unlabeled_images(self, label_tag: str | None = None, labels: list[str] | None = None) -> list[str]:
         labelled = set(self.get_labeled_images(label_tag, labels))
@@ -88,7 +105,8 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
     def status(self) -> dict[str, Any]:
         """``/info``'s datastore counts; while the DICOMweb server is down, ``/info`` still answers and says so."""
         try:
-            return {**super().status(), "server": self._client.base_url}
+            problems = self.listing.problems() + [p for lines in self.unreadable_segs.values() for p in lines]
+            return {**super().status(), "server": self._client.base_url, "seg_problems": problems}
         except HTTPException as e:
             return {
                 "total": None,
@@ -220,6 +238,8 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         info = dict(label_info or {})
         if label_tag == DefaultLabelTag.FINAL:
             info.update(self._store_seg(image_id, mask, info))
+        elif label_tag == DefaultLabelTag.ORIGINAL:
+            info.update(self._store_proposal(image_id, mask))
         label_dir = Path(self._datastore.label_path(label_tag))
         label_dir.mkdir(parents=True, exist_ok=True)
         name = label_file_name(image_id)
@@ -235,10 +255,22 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
             raise checks.bad_request(
                 "the label is empty; DICOM SEG needs at least one lesion pixel (delete it instead)"
             )
+        description = str(info.get("model") or "lesion")
+        return self._send_seg(image_id, lambda dest: mask_to_seg(mask, self._series_dir(image_id), dest, description))
+
+    def _store_proposal(self, image_id: str, mask: np.ndarray) -> dict[str, Any]:
+        """The model's mask as the app's proposal SEG; an empty one (no lesion found) stays local only."""
+        if not mask.any():
+            logger.info(f"the proposal for {image_id} is empty (no lesion found): no SEG is stored")
+            return {"proposal": "empty"}
+        return self._send_seg(image_id, lambda dest: proposal_to_seg(mask, self._series_dir(image_id), dest))
+
+    def _send_seg(self, image_id: str, write: Any) -> dict[str, Any]:
+        """Writes a SEG with ``write(path)`` (dcmqi) and stores it on the server; its arrival is recorded now."""
         with tempfile.TemporaryDirectory(prefix="lesion_seg_") as tmp:
             seg_file = Path(tmp) / "seg.dcm"
             try:
-                mask_to_seg(mask, self._series_dir(image_id), seg_file, str(info.get("model") or "lesion"))
+                write(seg_file)
             except (FileNotFoundError, RuntimeError) as e:
                 raise checks.unavailable(f"cannot write the DICOM SEG: {e}") from None
             seg = dcmread(str(seg_file))
@@ -246,40 +278,60 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
                 self._client.store_instances([seg])
             except Exception as e:
                 raise checks.bad_gateway(f"the DICOMweb server refused the SEG ({type(e).__name__}: {e})") from None
-        logger.info(f"saved the label of {image_id} to the DICOMweb server as SEG {seg.SeriesInstanceUID}")
+        self.listing.arrivals.stamp([str(seg.SeriesInstanceUID)], time.time())
+        logger.info(f"stored SEG {seg.SeriesInstanceUID} ({seg.SeriesDescription}) for {image_id} on the server")
         return {"SeriesInstanceUID": str(seg.SeriesInstanceUID), "StudyInstanceUID": str(seg.StudyInstanceUID)}
 
     def get_label_uri(self, label_id: str, label_tag: str, image_id: str = "") -> str:
+        """A final label is first brought in line with the photograph's newest correction on the server."""
+        if label_tag == DefaultLabelTag.FINAL and label_id in self.listing.series():
+            label = self.listing.labels().get(label_id)
+            if label is not None:
+                self._sync_label(label)
         return LocalDatastore.get_label_uri(self, label_id, label_tag)
 
     @answers_503
-    def _sync_final_labels(self) -> None:
-        """Brings the cache's final labels in line with the SEGs on the server (newest SEG per image wins)."""
-        segs = self.listing.segs()
+    def _sync_label(self, seg: SegSeries) -> None:
+        """The photograph's cached final label becomes the mask of ``seg`` (its newest correction), unless it is
+        already; a SEG whose pixels cannot be read is reported and leaves the label as it was."""
+        image_id = seg.image
+        self.get_image_uri(image_id)
+        current = self._datastore.objects[image_id].labels.get(DefaultLabelTag.FINAL)
+        if current and current.info.get("SeriesInstanceUID") == seg.series:
+            return
+        photo = self.listing.photo(image_id)
+        instances = self._client.retrieve_series(seg.study, seg.series)
+        reading = read_lesion(instances[0], photo.rows, photo.columns, photo.sop)
+        if reading.mask is None:
+            self.unreadable_segs[seg.series] = [f"SEG {seg.series} of {image_id}: {p}" for p in reading.problems]
+            logger.warning(f"SEG {seg.series} of {image_id} is not used as its label: {reading.problems}")
+            return
+        if reading.problems:
+            logger.warning(f"SEG {seg.series} of {image_id}, used as its label: {'; '.join(reading.problems)}")
         label_dir = Path(self._datastore.label_path(DefaultLabelTag.FINAL))
         label_dir.mkdir(parents=True, exist_ok=True)
+        with self._changing():
+            checks.stored_png(reading.mask, label_dir / label_file_name(image_id))
+            info = {
+                "SeriesInstanceUID": seg.series,
+                "StudyInstanceUID": seg.study,
+                "ts": int(time.time()),
+                "name": label_file_name(image_id),
+                "notes": reading.problems,  # e.g. "it is empty: no lesion" (stored as an all-zero label)
+            }
+            self._datastore.objects[image_id].labels[DefaultLabelTag.FINAL] = DataModel(info=info, ext=".png")
+
+    @answers_503
+    def _sync_final_labels(self) -> None:
+        """Brings the cache's final labels in line with the SEGs on the server (the newest correction wins)."""
+        labels = self.listing.labels()
         self._fresh()
-        for image_id, (study, seg_series) in segs.items():
-            image_path = self.get_image_uri(image_id)
-            current = self._datastore.objects[image_id].labels.get(DefaultLabelTag.FINAL)
-            if current and current.info.get("SeriesInstanceUID") == seg_series:
-                continue
-            instances = self._client.retrieve_series(study, seg_series)
-            rows, columns = checks.image_size(image_path)
-            try:
-                mask = seg_to_mask(instances[0], rows, columns)
-            except ValueError as e:
-                logger.warning(f"SEG {seg_series} of {image_id} ignored: {e}")
-                continue
-            with self._changing():
-                checks.stored_png(mask, label_dir / label_file_name(image_id))
-                info = {"SeriesInstanceUID": seg_series, "StudyInstanceUID": study, "ts": int(time.time())}
-                self._datastore.objects[image_id].labels[DefaultLabelTag.FINAL] = DataModel(
-                    info={**info, "name": label_file_name(image_id)}, ext=".png"
-                )
+        for seg in labels.values():
+            self._sync_label(seg)
+        label_dir = Path(self._datastore.label_path(DefaultLabelTag.FINAL))
         with self._changing():  # SEGs deleted on the server
             for image_id, obj in list(self._datastore.objects.items()):
-                if image_id not in segs and obj.labels.pop(DefaultLabelTag.FINAL, None) is not None:
+                if image_id not in labels and obj.labels.pop(DefaultLabelTag.FINAL, None) is not None:
                     (label_dir / label_file_name(image_id)).unlink(missing_ok=True)
 
     def datalist(self, full_path: bool = True) -> list[dict[str, Any]]:
@@ -288,16 +340,25 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         return LocalDatastore.datalist(self, full_path)
 
 
+def dicomweb_login() -> tuple[str, str] | None:
+    """(user, password) for the DICOMweb server from MONAI Label's settings
+    (``MONAI_LABEL_DICOMWEB_USERNAME``/``_PASSWORD``, or the datastore ones), or None."""
+    from monailabel.config import settings as ml
+
+    user = ml.MONAI_LABEL_DICOMWEB_USERNAME or ml.MONAI_LABEL_DATASTORE_USERNAME
+    password = ml.MONAI_LABEL_DICOMWEB_PASSWORD or ml.MONAI_LABEL_DATASTORE_PASSWORD
+    return (user, password) if user and password else None
+
+
 def dicomweb_datastore(url: str, settings: Any) -> LesionDicomWebDatastore:
-    """The datastore for ``--studies http(s)://.../dicom-web``, with MONAI Label's DICOMweb login and cache path
-    settings (``MONAI_LABEL_DICOMWEB_USERNAME``/``_PASSWORD``, ``MONAI_LABEL_DICOMWEB_CACHE_PATH``)."""
+    """The datastore for ``--studies http(s)://.../dicom-web``, with MONAI Label's DICOMweb login
+    (:func:`dicomweb_login`) and cache path (``MONAI_LABEL_DICOMWEB_CACHE_PATH``)."""
     from dicomweb_client.session_utils import create_session_from_user_pass
     from monailabel.config import settings as ml
     from monailabel.datastore.dicom import DICOMwebClientX
 
-    user = ml.MONAI_LABEL_DICOMWEB_USERNAME or ml.MONAI_LABEL_DATASTORE_USERNAME
-    password = ml.MONAI_LABEL_DICOMWEB_PASSWORD or ml.MONAI_LABEL_DATASTORE_PASSWORD
-    session = create_session_from_user_pass(user, password) if user and password else None
+    login = dicomweb_login()
+    session = create_session_from_user_pass(*login) if login else None
     client = DICOMwebClientX(
         url=url,
         session=session,

@@ -1,0 +1,153 @@
+"""The worklist a clinician opens first: every photograph, its state, its uncertainty, a link into OHIF.
+
+States: ``no label`` (nothing on the server), ``proposal ready`` (the app's proposal SEG waits to be corrected),
+``corrected`` (a correction SEG is its final label). The active-learning strategy's next pick is at the top, with
+its proposal made (:mod:`lesion_app.server.proposals`); the rest follow, unlabelled first, most uncertain first.
+The pick stays the same on every reload until it is labelled (the newest photograph the strategy handed out and
+still unlabelled); ``?next=new`` asks the strategy for another.
+
+Each link opens OHIF's segmentation mode on the photograph with its newest correction, else its proposal, loaded
+for editing (``SeriesInstanceUIDs=<photo>,<SEG>&hangingProtocolId=@ohif/seg``); without either, OHIF opens the
+photograph alone ("Add segmentation" starts an empty one).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from monailabel.interfaces.datastore import DefaultLabelTag
+
+from lesion_app.server.dicomweb import LesionDicomWebDatastore
+from lesion_app.server.dicomweb.listing import SERIES_DESCRIPTION, STUDY_UID, value_of
+
+NO_LABEL, PROPOSAL_READY, CORRECTED = "no label", "proposal ready", "corrected"
+
+
+@dataclass
+class Row:
+    """One photograph on the worklist."""
+
+    image: str  # its series UID: the app's image id
+    study: str
+    name: str  # its SeriesDescription (the file name lesion-dicom-import wrote)
+    state: str
+    uncertainty: float | None
+    link: str  # OHIF's segmentation mode on it
+    next: bool = False  # the strategy's pick
+    label: str | None = None  # SEG series UID of its final label
+    proposal: str | None = None  # SEG series UID of the app's newest proposal
+    notes: list[str] = field(default_factory=list)  # what is odd about its SEGs
+
+
+def ohif_link(prefix: str, study: str, image: str, seg: str | None) -> str:
+    """OHIF's segmentation mode on the photograph, with ``seg`` loaded for editing when given."""
+    query = {"StudyInstanceUIDs": study}
+    if seg:
+        query |= {"SeriesInstanceUIDs": f"{image},{seg}", "hangingProtocolId": "@ohif/seg"}
+    return f"{prefix}/segmentation?{urlencode(query, safe=',@/')}"
+
+
+def current_pick(datastore: LesionDicomWebDatastore, strategy: str, unlabelled: list[str]) -> str | None:
+    """The unlabelled photograph the strategy handed out last, if any."""
+    handed = {i: datastore.get_image_info(i).get("strategy", {}).get(strategy, {}).get("ts", 0) for i in unlabelled}
+    best = max(handed, key=lambda i: handed[i], default=None)
+    return best if best is not None and handed[best] > 0 else None
+
+
+def record_pick(datastore: LesionDicomWebDatastore, strategy: str, image: str) -> None:
+    """Notes the hand-out as MONAI Label's next-sample endpoint does (strategies weigh by it)."""
+    info = datastore.get_image_info(image).get("strategy", {})
+    info[strategy] = {"ts": int(time.time()), "client_id": "worklist"}
+    datastore.update_image_info(image, {"strategy": info})
+
+
+def rows(datastore: LesionDicomWebDatastore, prefix: str, pick: str | None) -> list[Row]:
+    """Every photograph on the DICOMweb server as a worklist row, the pick first."""
+    listing = datastore.listing
+    labels, proposals = listing.labels(), listing.proposals()
+    notes: dict[str, list[str]] = {}
+    for seg in listing.seg_series():
+        if seg.image:
+            notes.setdefault(seg.image, []).extend(seg.check.problems)
+    out = []
+    for image, qido in listing.series().items():
+        study = value_of(qido, STUDY_UID)
+        label, proposal = labels.get(image), proposals.get(image)
+        state = CORRECTED if label else PROPOSAL_READY if proposal else NO_LABEL
+        info = datastore.get_image_info(image)
+        final = datastore.get_label_info(image, DefaultLabelTag.FINAL)
+        extra = final.get("notes", []) if label and final.get("SeriesInstanceUID") == label.series else []
+        shown = label or proposal
+        out.append(
+            Row(
+                image=image,
+                study=study,
+                name=value_of(qido, SERIES_DESCRIPTION) or image,
+                state=state,
+                uncertainty=info.get("uncertainty"),
+                link=ohif_link(prefix, study, image, shown.series if shown else None),
+                next=image == pick,
+                label=label.series if label else None,
+                proposal=proposal.series if proposal else None,
+                notes=list(dict.fromkeys([*notes.get(image, []), *extra])),
+            )
+        )
+    rank = {NO_LABEL: 0, PROPOSAL_READY: 0, CORRECTED: 1}
+    return sorted(out, key=lambda r: (not r.next, rank[r.state], -(r.uncertainty or -1.0), r.name))
+
+
+def as_json(found: list[Row], strategy: str, problems: list[str]) -> dict[str, Any]:
+    pick = next((r.image for r in found if r.next), None)
+    return {"strategy": strategy, "next": pick, "rows": [asdict(r) for r in found], "problems": problems}
+
+
+STYLE = """
+body{font:15px/1.4 system-ui,sans-serif;margin:24px;color:#1b1f24;background:#f6f7f9}
+h1{font-size:20px;margin:0 0 4px}p{margin:4px 0 14px;color:#555}
+table{border-collapse:collapse;background:#fff;min-width:760px}
+th,td{padding:7px 12px;border-bottom:1px solid #e3e5e8;text-align:left;vertical-align:top}
+th{background:#eef0f3;font-weight:600}tr.next{background:#fff6d6}
+.state{font-weight:600}.no-label{color:#8a5a00}.proposal-ready{color:#0b5cad}.corrected{color:#1d7a33}
+a.open{font-weight:600;color:#0b5cad}.notes{color:#a33;font-size:13px}.uid{color:#888;font-size:12px}
+ul.problems{color:#a33;font-size:13px}
+"""
+
+
+def render(found: list[Row], strategy: str, problems: list[str]) -> str:
+    """The worklist as a plain HTML page (no scripts)."""
+    e = html.escape
+    counts = {s: sum(r.state == s for r in found) for s in (NO_LABEL, PROPOSAL_READY, CORRECTED)}
+    lines = []
+    for r in found:
+        uncertainty = f"{r.uncertainty:.3f}" if isinstance(r.uncertainty, int | float) else "-"
+        badge = " <b>next</b>" if r.next else ""
+        notes = f'<div class="notes">{"<br>".join(e(n) for n in r.notes)}</div>' if r.notes else ""
+        lines.append(
+            f'<tr class="{"next" if r.next else ""}" data-image="{e(r.image)}">'
+            f'<td>{e(r.name)}{badge}<div class="uid">{e(r.image)}</div></td>'
+            f'<td class="state {r.state.replace(" ", "-")}">{e(r.state)}</td>'
+            f"<td>{uncertainty}</td>"
+            f'<td><a class="open" href="{e(r.link)}" target="_blank" rel="noopener">Open in OHIF</a>{notes}</td>'
+            "</tr>"
+        )
+    problem_list = "".join(f"<li>{e(p)}</li>" for p in problems)
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items())
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>lesion_app worklist</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>
+<body><h1>Lesion worklist</h1>
+<p>{len(found)} photographs: {e(summary)}. Next pick by the <b>{e(strategy)}</b> strategy on top
+(<a href="?strategy={e(strategy)}&amp;next=new">another pick</a>). Open a photograph, correct the mask with Brush and
+Eraser, then the segmentation's menu &rarr; Export &rarr; DICOM SEG &rarr; Series "Create new series" &rarr; Save.
+Research software: not for clinical use.</p>
+<table><thead><tr><th>photograph</th><th>state</th><th>uncertainty</th><th>OHIF</th></tr></thead>
+<tbody>
+{chr(10).join(lines)}
+</tbody></table>
+{f'<h2>Odd SEGs (not used, or used as noted)</h2><ul class="problems">{problem_list}</ul>' if problems else ""}
+</body></html>
+"""
