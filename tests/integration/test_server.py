@@ -14,6 +14,7 @@ from PIL import Image
 
 from apps.make_sample_data import draw_study
 from apps.research.local_server import running_server
+from lesion_app.core.checkpoint import model_meta
 from tests.support.paths import MODEL_DIR
 
 pytestmark = pytest.mark.server
@@ -105,14 +106,19 @@ def test_saved_label_lands_in_labels_final(client: MONAILabelClient, workdir: Pa
     assert client.info()["datastore"]["completed"] == before + 1 == labelled(workdir)
 
 
-def test_one_epoch_training_finishes_and_the_new_model_serves(tmp_path: Path) -> None:
-    """On a server of its own: the model it publishes would change what the other tests' infers serve."""
-    with running_server(tmp_path, {"models": "unet"}) as url:
-        check_one_epoch_training(MONAILabelClient(url, tmpdir=str(tmp_path / "client")), tmp_path)
+@pytest.mark.parametrize("model", ["unet", "deepedit"])
+def test_one_epoch_training_finishes_and_the_new_model_serves(tmp_path: Path, model: str) -> None:
+    """On a server of its own: the model it publishes would change what the other tests' infers serve. The click
+    model trains with simulated clicks (its file says so) and its new version still reads clicks."""
+    with running_server(tmp_path, {"models": model}) as url:
+        check_one_epoch_training(MONAILabelClient(url, tmpdir=str(tmp_path / "client")), tmp_path, model)
+    if model == "deepedit":
+        published = tmp_path / "models" / "deepedit.pt"
+        assert model_meta(str(published), published.stat().st_mtime)["clicks"]["prev_mask"] is True
 
 
-def check_one_epoch_training(client: MONAILabelClient, workdir: Path) -> None:
-    started = client.train_start("unet", {"max_epochs": 1})
+def check_one_epoch_training(client: MONAILabelClient, workdir: Path, model: str = "unet") -> None:
+    started = client.train_start(model, {"max_epochs": 1})
     assert started["status"] in ("SUBMITTED", "RUNNING")
     deadline = time.monotonic() + 300
     while True:
@@ -124,11 +130,12 @@ def check_one_epoch_training(client: MONAILabelClient, workdir: Path) -> None:
     assert status["status"] == "DONE", "\n".join(status.get("details", [])[-30:])
     details = "\n".join(status["details"])
     assert "epoch 1/1" in details and "val_iou" in details
-    assert (workdir / "models" / "unet.pt").exists()
-    stats = client.info()["train_stats"]["unet"]
+    assert (workdir / "models" / f"{model}.pt").exists()
+    stats = client.info()["train_stats"][model]
     assert stats["state"] == "DONE" and len(stats["history"]) == 1
-    _, params = client.infer("unet", "lesion_006", {})
-    assert params["model_path"] == "unet.pt"
+    clicks = {"foreground": [[200, 150, 0]], "background": []} if model == "deepedit" else {}
+    _, params = client.infer(model, "lesion_006", clicks)
+    assert params["model_path"] == f"{model}.pt"
     assert params["model_epoch"] == 1
 
 

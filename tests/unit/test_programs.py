@@ -14,12 +14,15 @@ from apps import (
     benchmark,
     dicom_import,
     evaluate,
+    evaluate_clicks,
     figures,
     import_annotations,
     make_sample_data,
     ohif,
     orthanc,
     predict,
+    quality,
+    serve,
     train,
 )
 from apps.research import load, simulate
@@ -27,7 +30,7 @@ from lesion_app.core.checkpoint import network_spec, save_model
 from lesion_app.core.networks import build_network
 from tests.contracts.programs import FileProgramContract, ProgramContract
 from tests.support.images import draw_studies
-from tests.support.paths import SAMPLE_DATA
+from tests.support.paths import MODEL_DIR, SAMPLE_DATA
 
 
 def tiny_model(path: Path) -> Path:
@@ -63,6 +66,27 @@ class TestEvaluate(FileProgramContract):
         summary = folder / "summary file.json"
         assert self.run([str(data), str(model), "--split", "all", "--json", str(summary)]) == 0
         assert json.loads(summary.read_text())["n"] == 3
+
+
+class TestEvaluateClicks(FileProgramContract):
+    prog, main = "lesion-evaluate-clicks", evaluate_clicks.main
+
+    def run_in(self, folder: Path) -> None:
+        """Two photographs (the validation one of five, and one more data set's only one), the shipped click
+        model beside both baselines; the table, the per-image IoU after 0..20 clicks and the curves."""
+        first = draw_studies(folder / "my data", 5, seed=3, shape=(96, 128))
+        second = draw_studies(folder / "other data", 1, seed=4, shape=(96, 128))
+        model, auto = MODEL_DIR / "pretrained_deepedit.pt", MODEL_DIR / "pretrained_unet.pt"
+        argv = [str(first), str(second), "--model", str(model), "--auto", str(auto), "--random-walker"]
+        assert self.run([*argv, "--out", str(folder / "click results")]) == 0
+        rows = (folder / "click results.csv").read_text().splitlines()
+        assert rows[0].startswith("data,method,id,iou_0,") and rows[0].endswith(",iou_20") and len(rows) == 1 + 2 * 3
+        assert {r.split(",")[0] for r in rows[1:]} == {"my data", "other data"}
+        ious = np.array([[float(v) for v in r.split(",")[3:]] for r in rows[1:]])
+        assert ((ious >= 0) & (ious <= 1)).all() and ious[:, 0].max() > 0.5  # drawn lesions: found without clicks
+        table = (folder / "click results.md").read_text()
+        assert "NoC@90" in table and "random walker" in table
+        assert Image.open(folder / "click results.png").size[0] > 300
 
 
 class TestPredict(FileProgramContract):
@@ -129,3 +153,11 @@ class TestOhifScreenshot(ProgramContract):
 
 class TestLoad(ProgramContract):
     prog, main = "lesion-load", load.main
+
+
+class TestQuality(ProgramContract):
+    prog, main = "lesion-quality", quality.main
+
+
+class TestServe(ProgramContract):
+    prog, main = "lesion-serve", serve.main

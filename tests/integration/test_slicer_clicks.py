@@ -1,0 +1,180 @@
+"""Clicks as 3D Slicer's SmartEdit sends them, against the real server serving the shipped click model.
+
+The plugin (``onClickDeepgrow`` of ``monailabel/plugins/slicer/MONAILabel/MONAILabel.py``, monailabel 0.8.5) sends
+``foreground`` and ``background`` as ``[i, j, k]`` points on the single-slice volume ITK makes of the photograph
+(i: column, j: row of the stored pixel grid, k = 0), ``label``, ``slice`` and the model's ``config``, and loads the
+``.nrrd`` result. The photograph is drawn so the automatic mask misses a pale lobe of the lesion and includes a
+dark patch of skin beside it; the same photograph is also uploaded stored sideways with EXIF orientation 6, where
+the stored grid Slicer clicks on is not the upright one the model sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import itk
+import numpy as np
+import pytest
+from monailabel.client import MONAILabelClient
+from monailabel.client.client import MONAILabelClientException
+from PIL import Image
+from scipy import ndimage
+
+from apps.make_sample_data import draw_study
+from apps.research.local_server import running_server
+
+pytestmark = pytest.mark.server
+
+SHAPE = (240, 360)  # (H, W) of the upright photograph
+SOURCES = {"clicks_png": ".png", "clicks_exif": ".jpg"}
+
+
+def asymmetric_study(seed: int = 203) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """An upright (H, W, 3) photograph and its boolean regions: ``truth`` (the lesion with its pale lobe to the
+    right), ``lobe`` (the pale part the automatic model misses) and ``patch`` (dark skin to the left, not lesion)."""
+    rng = np.random.default_rng(seed)
+    img, mask = draw_study(rng, SHAPE)
+    img, mask = img.astype(np.float64), mask.astype(bool)
+    ys, xs = np.nonzero(mask)
+    cy, cx, ry, rx = ys.mean(), xs.mean(), np.ptp(ys) / 2, np.ptp(xs) / 2
+    yy, xx = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    skin = np.median(img[~ndimage.binary_dilation(mask, iterations=10)], axis=0)
+    lesion = np.median(img[mask], axis=0)
+    lobe = (((yy - cy) / (ry * 0.6)) ** 2 + ((xx - (cx + rx * 0.9)) / (rx * 0.6)) ** 2 < 1) & ~mask
+    img[lobe] = 0.55 * skin + 0.45 * lesion + rng.normal(0, 4, (int(lobe.sum()), 3))
+    patch = (((yy - cy) / (ry * 0.45)) ** 2 + ((xx - (cx - rx * 1.05)) / (rx * 0.45)) ** 2 < 1) & ~mask & ~lobe
+    img[patch] = lesion * 0.8 + rng.normal(0, 4, (int(patch.sum()), 3))
+    return np.clip(img, 0, 255).astype(np.uint8), {"truth": mask | lobe, "lobe": lobe, "patch": patch}
+
+
+def centre(region: np.ndarray) -> tuple[int, int]:
+    """The (row, col) of a region farthest from its border (where the robot user clicks)."""
+    distance = ndimage.distance_transform_edt(region)
+    r, c = np.unravel_index(int(distance.argmax()), distance.shape)
+    return int(r), int(c)
+
+
+def to_stored(mask: np.ndarray, name: str) -> np.ndarray:
+    """An upright (H, W) array on the stored grid of source ``name`` (Slicer's and the NRRD result's grid)."""
+    return np.rot90(mask, 1) if name == "clicks_exif" else mask
+
+
+def slicer_point(row: int, col: int, name: str) -> list[int]:
+    """An upright (row, col) as the [i, j, k] control point Slicer sends for it on the stored grid."""
+    if name == "clicks_exif":  # stored = upright turned a quarter counter-clockwise: (r, c) -> (W - 1 - c, r)
+        row, col = SHAPE[1] - 1 - col, row
+    return [col, row, 0]
+
+
+def coverage(mask: np.ndarray, region: np.ndarray) -> float:
+    return float((mask.astype(bool) & region).sum() / region.sum())
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+@pytest.fixture(scope="module")
+def study() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    return asymmetric_study()
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, study: tuple) -> Iterator[MONAILabelClient]:
+    """One server (the click model only) with the photograph uploaded upright (PNG) and sideways (EXIF JPEG)."""
+    workdir = tmp_path_factory.mktemp("slicer_clicks")
+    img, _ = study
+    (workdir / "sources").mkdir()
+    with running_server(workdir, {"models": "deepedit"}) as url:
+        client = MONAILabelClient(url, tmpdir=str(workdir / "client"))
+        Image.fromarray(img).save(workdir / "sources" / "clicks_png.png")
+        exif = Image.Exif()
+        exif[0x0112] = 6  # as phones write: stored turned a quarter, shown upright
+        sideways = Image.fromarray(img).transpose(Image.Transpose.ROTATE_90)
+        sideways.save(workdir / "sources" / "clicks_exif.jpg", quality=98, exif=exif.tobytes())
+        for name, suffix in SOURCES.items():
+            client.upload_image(str(workdir / "sources" / f"{name}{suffix}"), image_id=name)
+        yield client
+
+
+def smartedit(client: MONAILabelClient, name: str, foreground: list, background: list, **extra: object) -> np.ndarray:
+    """One SmartEdit request as the plugin makes it; the result's (H, W) mask on the stored grid."""
+    config = client.info()["models"]["deepedit"].get("config", {})
+    params = {k: v[0] if isinstance(v, list) else v for k, v in config.items()}
+    params.update(label="lesion", foreground=foreground, background=background, slice=0)
+    params.update(result_extension=".nrrd", result_dtype="uint8", **extra)
+    result_file, result = client.infer("deepedit", name, params)
+    assert result_file.endswith(".nrrd") and result["clicks"] == {
+        "foreground": len(foreground),
+        "background": len(background),
+    }
+    volume = itk.array_from_image(itk.imread(result_file))
+    return volume.reshape(volume.shape[-2:])
+
+
+def test_info_offers_the_click_model_to_smartedit(client: MONAILabelClient) -> None:
+    model = client.info()["models"]["deepedit"]
+    assert model["type"] == "deepedit" and model["dimension"] == 2 and model["labels"] == {"lesion": 1}
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_a_positive_click_on_the_missed_lobe_adds_it(client: MONAILabelClient, study: tuple, name: str) -> None:
+    _, regions = study
+    lobe, truth = to_stored(regions["lobe"], name), to_stored(regions["truth"], name)
+    automatic = smartedit(client, name, [], [])
+    clicked = smartedit(client, name, [slicer_point(*centre(regions["lobe"]), name)], [])
+    assert automatic.shape == clicked.shape == truth.shape
+    assert coverage(automatic, lobe) < 0.65, "the automatic mask already has the lobe: the test shows nothing"
+    assert coverage(clicked, lobe) > coverage(automatic, lobe) + 0.2
+    assert iou(clicked, truth) > iou(automatic, truth)
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_a_negative_click_on_the_dark_patch_takes_from_it(client: MONAILabelClient, study: tuple, name: str) -> None:
+    _, regions = study
+    patch = to_stored(regions["patch"], name)
+    automatic = smartedit(client, name, [], [])
+    clicked = smartedit(client, name, [], [slicer_point(*centre(regions["patch"]), name)])
+    assert coverage(automatic, patch) > 0.7, "the automatic mask leaves the patch out: the test shows nothing"
+    assert coverage(clicked, patch) < coverage(automatic, patch) - 0.08
+    untouched = ~ndimage.binary_dilation(patch, iterations=30)
+    assert iou(clicked[untouched], automatic[untouched]) > 0.9  # the click acts where it was placed
+
+
+def test_the_sideways_photograph_gives_the_same_mask_turned(client: MONAILabelClient, study: tuple) -> None:
+    _, regions = study
+    point = centre(regions["lobe"])
+    upright = smartedit(client, "clicks_png", [slicer_point(*point, "clicks_png")], [])
+    sideways = smartedit(client, "clicks_exif", [slicer_point(*point, "clicks_exif")], [])
+    assert iou(to_stored(upright, "clicks_exif"), sideways) > 0.95
+    assert iou(upright, np.rot90(sideways, -1)) > 0.95 and upright.shape == SHAPE
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"foreground": [[400, 10, 0]]},  # past the right edge of the 360-column photograph
+        {"foreground": [[10]]},  # not [i, j, k]
+        {"background": [[10, 10, 2]]},  # on another slice
+        {"background": "10,10,0"},
+        {"foreground": [[10, 10, 0]], "slice": 3},  # the photograph is one slice
+        {"foreground": [[10, 10, 0]], "roi": "everything"},
+    ],
+)
+def test_bad_clicks_are_a_400_and_the_server_keeps_serving(client: MONAILabelClient, params: dict) -> None:
+    base = {"foreground": [], "background": [], "result_extension": ".nrrd"}
+    with pytest.raises(MONAILabelClientException) as error:
+        client.infer("deepedit", "clicks_png", {**base, **params})
+    assert "Status: 400" in error.value.msg, error.value.msg
+    assert smartedit(client, "clicks_png", [], []).any()  # and the next request is answered
+
+
+def test_a_box_limits_the_mask(client: MONAILabelClient, study: tuple) -> None:
+    _, regions = study
+    r, c = centre(regions["truth"])
+    box = [c - 30, c + 30, r - 20, r + 20, 0, 0]  # [i0, i1, j0, j1, k0, k1] as Slicer's ROI gives it
+    mask = smartedit(client, "clicks_png", [slicer_point(r, c, "clicks_png")], [], roi=box)
+    rows, cols = np.nonzero(mask)
+    assert mask.any() and rows.min() >= r - 20 and rows.max() <= r + 20 and cols.min() >= c - 30
+    assert cols.max() <= c + 30
