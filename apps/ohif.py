@@ -51,6 +51,7 @@ def proposal_mask(client: httpx.Client, image: str) -> np.ndarray:
 
 
 def correction(browser: Any, client: httpx.Client, args: argparse.Namespace) -> None:
+    """``--correction``: the pick (or ``--image``) opened from the worklist, brushed and erased, pictured, saved."""
     page = ob.new_page(browser, args.token)
     ob.open_worklist(page, args.server)
     image = args.image or page.locator("tr.next").get_attribute("data-image")
@@ -74,6 +75,7 @@ def correction(browser: Any, client: httpx.Client, args: argparse.Namespace) -> 
 
 
 def study(browser: Any, client: httpx.Client, args: argparse.Namespace) -> None:
+    """``--study``: the study in OHIF's segmentation mode with its photograph's newest SEG, pictured."""
     rows = client.get("/worklist.json").raise_for_status().json()["rows"]
     row = next((r for r in rows if r["study"] == args.study), None)
     link = row["link"] if row else f"/ohif/segmentation?StudyInstanceUIDs={args.study}"

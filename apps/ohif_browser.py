@@ -84,7 +84,7 @@ JS_LABELMAP_COUNT = """() => {
 
 
 class ChromiumMissing(RuntimeError):
-    pass
+    """Debian's Chromium is not installed (and ``LESION_CHROMIUM`` names none)."""
 
 
 def chromium_binary() -> str:
@@ -124,6 +124,7 @@ def watch(page: Any) -> Any:
 
 
 def png_array(data: bytes) -> np.ndarray:
+    """A screenshot's PNG bytes as an (H, W, 3) uint8 array."""
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
@@ -163,6 +164,7 @@ def wait_segmentation(page: Any, segment: str = "lesion", timeout_ms: int = 60_0
 
 
 def labelmap_count(page: Any) -> int:
+    """How many labelmap segmentations OHIF holds in the page now."""
     return int(page.evaluate(JS_LABELMAP_COUNT))
 
 

@@ -63,6 +63,7 @@ def measure(models: list[str], pairs: list[dict[str, str]], label: str) -> list[
 
 
 def interval(values: np.ndarray, fmt: str = "{:.3f}") -> str:
+    """``mean [low, high]``: the mean with its 95% percentile-bootstrap interval; ``n/a`` for no values."""
     if len(values) == 0:
         return "n/a"
     low, high = bootstrap_ci(values)

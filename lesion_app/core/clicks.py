@@ -58,6 +58,7 @@ class ClickConfig:
         return 6 if self.prev_mask else 5
 
     def as_dict(self) -> dict[str, Any]:
+        """The fields, as the model file's meta stores them under ``clicks``."""
         return asdict(self)
 
     @classmethod

@@ -2,7 +2,7 @@
 
 Even the best lesion segmenters fail (IoU < 0.65) on some photographs; a clinician needs to know which masks to
 look at twice. The estimate is a small linear model on features of the prediction itself, fitted on a selection
-split carved from the training data (``lesion-evaluate --fit-quality``) and shipped beside the weights as
+split carved from the training data (``lesion-quality fit``) and shipped beside the weights as
 ``quality_<model>.json``:
 
 - ``disagreement``: 1 - mean pairwise IoU of the masks of the four flips (the app's uncertainty score);
@@ -31,6 +31,7 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
 from lesion_app.core.metrics import pairwise_iou
+from lesion_app.io.files import atomic_write
 
 FEATURES = ("disagreement", "doubtful", "mean_probability", "area", "border", "components", "solidity")
 #: ISIC 2018's failure line: a mask below this IoU scores 0 in the challenge (Codella et al. 2019).
@@ -87,7 +88,9 @@ class QualityModel:
         return {"predicted_iou": round(predicted, 4), "review": bool(predicted < self.threshold)}
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1) + "\n")
+        """Writes the estimate as ``quality_<model>.json`` atomically (every field, readable by :meth:`load`)."""
+        text = json.dumps(asdict(self), indent=1) + "\n"
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> QualityModel:

@@ -86,6 +86,7 @@ class SegCheck:
 
     @property
     def usable(self) -> bool:
+        """Whether a lesion segment was found, so the SEG can be read as a label."""
         return self.segment is not None
 
 
@@ -110,6 +111,7 @@ class SegReading:
 
     @property
     def empty(self) -> bool:
+        """Whether the SEG was read and marks no lesion (a 'no lesion' label)."""
         return self.mask is not None and not self.mask.any()
 
 

@@ -28,6 +28,7 @@ from lesion_app.io.images import read_mask
 from lesion_app.io.seg import is_proposal
 from lesion_app.server.dicomweb import LesionDicomWebDatastore
 from tests.support.paths import REPO
+from tests.support.waiting import train_and_wait
 
 pytestmark = pytest.mark.server
 
@@ -191,16 +192,7 @@ def test_training_reads_the_segs(server: Server, dicom_studies: dict, client: DI
     row = dicom_studies["lesion_004.jpg"]
     assert save_label(server.url, row["series_uid"], png(l_shape((int(row["rows"]), int(row["columns"]))))).is_success
     labelled = {n for n, r in dicom_studies.items() if segs_of(client, r["series_uid"])}
-    assert httpx.post(f"{server.url}/train/unet", json={"max_epochs": 1}, timeout=60).status_code == 200
-    deadline = time.monotonic() + 300
-    while True:
-        status = httpx.get(f"{server.url}/train/", params={"check_if_running": "false"}, timeout=30).json()
-        if status.get("status") not in ("SUBMITTED", "RUNNING"):
-            break
-        assert time.monotonic() < deadline, "training did not finish"
-        time.sleep(1)
-    details = "\n".join(status.get("details", []))
-    assert status["status"] == "DONE", details[-3000:]
+    details = train_and_wait(server.url)
     counts = re.search(r"training unet from \S+: (\d+) train, (\d+) val", details)
     assert counts, details[-2000:]
     assert "epoch 1/1" in details

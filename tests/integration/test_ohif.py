@@ -26,6 +26,7 @@ from apps.research.local_server import Server, server_process
 from lesion_app.server.viewer.dist import ViewerFiles, dist_folder
 from tests.support.paths import REPO
 from tests.support.viewers import need
+from tests.support.waiting import train_and_wait
 
 pytestmark = pytest.mark.server
 
@@ -100,22 +101,6 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / max(1, (a | b).sum()))
 
 
-def train_once(server: Server) -> str:
-    """Trains the served model for one epoch; the train status's details."""
-    r = httpx.post(f"{server.url}/train/unet", json={"max_epochs": 1}, timeout=60)
-    assert r.status_code == 200, r.text
-    deadline = time.monotonic() + 300
-    while True:
-        status = httpx.get(f"{server.url}/train/", params={"check_if_running": "false"}, timeout=30).json()
-        if status.get("status") not in ("SUBMITTED", "RUNNING"):
-            break
-        assert time.monotonic() < deadline, "training did not finish"
-        time.sleep(1)
-    details = "\n".join(status.get("details", []))
-    assert status["status"] == "DONE", details[-3000:]
-    return details
-
-
 def test_a_correction_saved_in_ohif_is_the_label_and_training_reads_it(
     server: Server, orthanc: Orthanc, browser: Any
 ) -> None:
@@ -132,6 +117,9 @@ def test_a_correction_saved_in_ohif_is_the_label_and_training_reads_it(
     assert page.locator("tr.next td.state").inner_text() == "proposal ready"
     row = worklist_rows(server)[pick]
     proposal_seg = row["proposal"]
+    assert 0.0 <= row["predicted_iou"] <= 1.0  # the proposal's quality estimate (issue 17), shown in the row
+    shown = page.locator("tr.next td").nth(3).inner_text()
+    assert shown.startswith(f"{row['predicted_iou']:.2f}") and ("review" in shown) == row["review"]
     proposal = mask_of(httpx.get(f"{server.url}/datastore/label", params={"label": pick, "tag": "original"}))
     assert httpx.get(f"{server.url}/info/").json()["datastore"]["completed"] == 0  # a proposal is no label
 
@@ -161,7 +149,7 @@ def test_a_correction_saved_in_ohif_is_the_label_and_training_reads_it(
     # the app: labelled with it, and a training run reads it (its process syncs the label file read below)
     row = worklist_rows(server)[pick]
     assert (row["state"], row["label"], row["proposal"]) == ("corrected", correction_seg, proposal_seg)
-    details = train_once(server)
+    details = train_and_wait(server.url)
     counts = re.search(r"training unet from \S+: (\d+) train, (\d+) val", details)
     assert counts and int(counts[1]) == 1, details[-2000:]  # the one correction (too few to hold any out)
     label = mask_of(httpx.get(f"{server.url}/datastore/label", params={"label": pick, "tag": "final"}))

@@ -45,3 +45,19 @@ def start_scoring(url: str, method: str, body: dict[str, Any], timeout: float = 
         assert time.monotonic() < deadline, f"scoring still busy after {timeout}s"
         time.sleep(1)
     return response
+
+
+def train_and_wait(url: str, model: str = "unet", max_epochs: int = 1, timeout: float = 300.0) -> str:
+    """Starts a training of ``model`` over HTTP, waits for it and asserts it finished DONE; the status's details."""
+    r = httpx.post(f"{url}/train/{model}", json={"max_epochs": max_epochs}, timeout=60)
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + timeout
+    while True:
+        status = httpx.get(f"{url}/train/", params={"check_if_running": "false"}, timeout=30).json()
+        if status.get("status") not in ("SUBMITTED", "RUNNING"):
+            break
+        assert time.monotonic() < deadline, "training did not finish"
+        time.sleep(1)
+    details = "\n".join(status.get("details", []))
+    assert status["status"] == "DONE", details[-3000:]
+    return details

@@ -25,7 +25,7 @@ from apps import (
     serve,
     train,
 )
-from apps.research import load, simulate
+from apps.research import load, resized_copy, simulate
 from lesion_app.core.checkpoint import network_spec, save_model
 from lesion_app.core.networks import build_network
 from tests.contracts.programs import FileProgramContract, ProgramContract
@@ -161,3 +161,15 @@ class TestQuality(ProgramContract):
 
 class TestServe(ProgramContract):
     prog, main = "lesion-serve", serve.main
+
+
+class TestResizedCopy(FileProgramContract):
+    prog, main = "python -m apps.research.resized_copy", resized_copy.main
+
+    def run_in(self, folder: Path) -> None:
+        data = draw_studies(folder / "my data", 3, seed=5, shape=(96, 128))
+        assert self.run([str(data), str(folder / "resized copy"), "--spatial-size", "64"]) == 0
+        for name in ("s0", "s1", "s2"):
+            image = Image.open(folder / "resized copy" / "images" / f"{name}.jpg")
+            mask = np.asarray(Image.open(folder / "resized copy" / "masks" / f"{name}.png"))
+            assert image.size == (64, 64) and image.mode == "RGB" and set(np.unique(mask)) == {0, 255}

@@ -165,6 +165,8 @@ def test_the_worklist_page_links_each_photograph_into_ohif() -> None:
             worklist.ohif_link("/ohif", "9.1", "1.2", "5.5"),
             next=True,
             proposal="5.5",
+            predicted_iou=0.58,
+            review=True,
         ),
         worklist.Row(
             "1.3",
@@ -185,5 +187,6 @@ def test_the_worklist_page_links_each_photograph_into_ohif() -> None:
     assert page.index("lesion_002.jpg") < page.index("odd") and "<b>odd</b>" not in page
     assert 'href="/ohif/segmentation?StudyInstanceUIDs=9.1&amp;SeriesInstanceUIDs=1.2,5.5' in page
     assert "proposal ready" in page and "0.400" in page and "its frames are 10x10" in page and "SEG 7.7" in page
+    assert '0.58 <b class="review">review</b>' in page and page.count('class="review"') == 1  # only the flagged one
     data = worklist.as_json(rows, "random", [])
     assert data["next"] == "1.2" and data["rows"][1]["state"] == "no label"

@@ -1,4 +1,5 @@
-"""The worklist a clinician opens first: every photograph, its state, its uncertainty, a link into OHIF.
+"""The worklist a clinician opens first: every photograph, its state, its uncertainty, the predicted IoU of the
+model's mask with its review flag (:mod:`lesion_app.core.quality`), a link into OHIF.
 
 States: ``no label`` (nothing on the server), ``proposal ready`` (the app's proposal SEG waits to be corrected),
 ``corrected`` (a correction SEG is its final label). The active-learning strategy's next pick is at the top, with
@@ -41,6 +42,8 @@ class Row:
     label: str | None = None  # SEG series UID of its final label
     proposal: str | None = None  # SEG series UID of the app's newest proposal
     notes: list[str] = field(default_factory=list)  # what is odd about its SEGs
+    predicted_iou: float | None = None  # the quality estimate of the model's newest mask of it
+    review: bool = False  # that estimate is below the review threshold
 
 
 def ohif_link(prefix: str, study: str, image: str, seg: str | None) -> str:
@@ -94,6 +97,8 @@ def rows(datastore: LesionDicomWebDatastore, prefix: str, pick: str | None) -> l
                 label=label.series if label else None,
                 proposal=proposal.series if proposal else None,
                 notes=list(dict.fromkeys([*notes.get(image, []), *extra])),
+                predicted_iou=info.get("predicted_iou"),
+                review=bool(info.get("review", False)),
             )
         )
     rank = {NO_LABEL: 0, PROPOSAL_READY: 0, CORRECTED: 1}
@@ -113,7 +118,7 @@ th,td{padding:7px 12px;border-bottom:1px solid #e3e5e8;text-align:left;vertical-
 th{background:#eef0f3;font-weight:600}tr.next{background:#fff6d6}
 .state{font-weight:600}.no-label{color:#8a5a00}.proposal-ready{color:#0b5cad}.corrected{color:#1d7a33}
 a.open{font-weight:600;color:#0b5cad}.notes{color:#a33;font-size:13px}.uid{color:#888;font-size:12px}
-ul.problems{color:#a33;font-size:13px}
+ul.problems{color:#a33;font-size:13px}b.review{color:#a33;margin-left:4px}
 """
 
 
@@ -124,6 +129,8 @@ def render(found: list[Row], strategy: str, problems: list[str]) -> str:
     lines = []
     for r in found:
         uncertainty = f"{r.uncertainty:.3f}" if isinstance(r.uncertainty, int | float) else "-"
+        quality = f"{r.predicted_iou:.2f}" if isinstance(r.predicted_iou, int | float) else "-"
+        quality += ' <b class="review">review</b>' if r.review else ""
         badge = " <b>next</b>" if r.next else ""
         notes = f'<div class="notes">{"<br>".join(e(n) for n in r.notes)}</div>' if r.notes else ""
         lines.append(
@@ -131,6 +138,7 @@ def render(found: list[Row], strategy: str, problems: list[str]) -> str:
             f'<td>{e(r.name)}{badge}<div class="uid">{e(r.image)}</div></td>'
             f'<td class="state {r.state.replace(" ", "-")}">{e(r.state)}</td>'
             f"<td>{uncertainty}</td>"
+            f"<td>{quality}</td>"
             f'<td><a class="open" href="{e(r.link)}" target="_blank" rel="noopener">Open in OHIF</a>{notes}</td>'
             "</tr>"
         )
@@ -144,7 +152,7 @@ def render(found: list[Row], strategy: str, problems: list[str]) -> str:
 (<a href="?strategy={e(strategy)}&amp;next=new">another pick</a>). Open a photograph, correct the mask with Brush and
 Eraser, then the segmentation's menu &rarr; Export &rarr; DICOM SEG &rarr; Series "Create new series" &rarr; Save.
 Research software: not for clinical use.</p>
-<table><thead><tr><th>photograph</th><th>state</th><th>uncertainty</th><th>OHIF</th></tr></thead>
+<table><thead><tr><th>photograph</th><th>state</th><th>uncertainty</th><th>predicted IoU</th><th>OHIF</th></tr></thead>
 <tbody>
 {chr(10).join(lines)}
 </tbody></table>
