@@ -47,12 +47,17 @@ class DeepEditInfer(SegmentationInfer):
             raise checks.unavailable("the click model has no loadable model file")
         return ClickConfig.of(model_meta(path, os.stat(path).st_mtime))
 
-    def upright_clicks(self, data: dict[str, Any]) -> tuple[list[Point], list[Point]]:
-        """The request's positive and negative clicks as (row, col) on the upright photograph."""
+    @staticmethod
+    def stored_grid(data: dict[str, Any]) -> tuple[int, tuple[int, int]]:
+        """(the photograph's EXIF orientation, the (rows, columns) of its stored pixel grid: Slicer's grid)."""
         h, w = data[ORIGINAL_SIZE_KEY]
         path = data.get("image_path")
         orientation = exif_orientation(path) if isinstance(path, str) else 1
-        stored = (w, h) if orientation in SWAPPING_ORIENTATIONS else (h, w)
+        return orientation, ((w, h) if orientation in SWAPPING_ORIENTATIONS else (h, w))
+
+    def upright_clicks(self, data: dict[str, Any]) -> tuple[list[Point], list[Point]]:
+        """The request's positive and negative clicks as (row, col) on the upright photograph."""
+        orientation, stored = self.stored_grid(data)
         if data.get("slice") not in (None, "", 0, "0"):
             raise checks.bad_request(f"slice {data['slice']!r}: the photograph is one slice (0)")
 
@@ -88,8 +93,9 @@ class DeepEditInfer(SegmentationInfer):
         return path, mtime, model, os.stat(model).st_mtime if model else 0.0, tuple(fg), tuple(bg)
 
     def _remember(self, data: dict[str, Any], fg: list[Point], bg: list[Point], probs: torch.Tensor) -> None:
-        self._states[self._state_key(data, fg, bg)] = (probs > 0.5).cpu()
-        self._states.move_to_end(self._state_key(data, fg, bg))
+        key = self._state_key(data, fg, bg)
+        self._states[key] = (probs > 0.5).cpu()
+        self._states.move_to_end(key)
         while len(self._states) > STATES_KEPT:
             self._states.popitem(last=False)
 
@@ -128,10 +134,7 @@ class DeepEditInfer(SegmentationInfer):
             return mask
         if not isinstance(roi, list | tuple) or len(roi) < 4 or not all(isinstance(v, int | float) for v in roi):
             raise checks.bad_request(f"roi must be [i0, i1, j0, j1, k0, k1], got {roi!r}")
-        h, w = data[ORIGINAL_SIZE_KEY]
-        path = data.get("image_path")
-        orientation = exif_orientation(path) if isinstance(path, str) else 1
-        stored = (w, h) if orientation in SWAPPING_ORIENTATIONS else (h, w)
+        orientation, stored = self.stored_grid(data)
         i0, i1, j0, j1 = (float(v) for v in roi[:4])
         corners = [stored_point_to_upright(r, c, orientation, stored) for r in (j0, j1) for c in (i0, i1)]
         rows, cols = [p[0] for p in corners], [p[1] for p in corners]
