@@ -33,8 +33,18 @@ from skimage.draw import disk
 from skimage.segmentation import random_walker
 
 from lesion_app.core.checkpoint import load_model
-from lesion_app.core.clicks import ClickConfig, Point, SessionPredictor, click_input, never_reached, noc, robot_session
-from lesion_app.core.data import split
+from lesion_app.core.clicks import (
+    CLICK_RADIUS,
+    ClickConfig,
+    Point,
+    SessionPredictor,
+    click_constraints,
+    click_input,
+    never_reached,
+    noc,
+    robot_session,
+)
+from lesion_app.core.data import selection_split, split
 from lesion_app.core.metrics import bootstrap_ci, paired_difference
 from lesion_app.core.predictor import Predictor, Prepared, prepare
 from lesion_app.io.images import read_mask
@@ -55,8 +65,9 @@ class Method:
     session: Callable[[Prepared, tuple[int, int]], SessionPredictor]
 
 
-def click_model(path: str, postprocess: bool) -> Method:
-    """The click model of a model file, through the one predictor; positive clicks' regions survive the clean-up."""
+def click_model(path: str, postprocess: bool, radius: float = CLICK_RADIUS) -> Method:
+    """The click model of a model file, through the one predictor; positive clicks' regions survive the clean-up and
+    a disk of ``radius`` pixels around each click takes its label (:func:`click_constraints`; 0: off)."""
     network, meta = load_model(path)
     cfg = ClickConfig.of(meta)
     predictor = Predictor([network], postprocess=postprocess)
@@ -65,16 +76,18 @@ def click_model(path: str, postprocess: bool) -> Method:
         def predict(fg: list[Point], bg: list[Point], state: Any) -> tuple[np.ndarray, Any]:
             prev = state if cfg.prev_mask else None
             probs = predictor.batch_probabilities(click_input(prepared.batch, [fg], [bg], cfg, prev))
+            constrained = click_constraints(probs[0], fg, bg, radius)
             keep = [
                 (int((r + 0.5) * original[0] / probs.shape[-2]), int((c + 0.5) * original[1] / probs.shape[-1]))
                 for r, c in fg
             ]
-            mask = predictor.mask_from(predictor.restore(probs[0], original), keep=keep)
+            mask = predictor.mask_from(predictor.restore(constrained, original), keep=keep)
             return mask.astype(bool), (probs > 0.5).float()
 
         return predict
 
-    return Method(Path(path).stem.removeprefix("pretrained_"), session)
+    name = Path(path).stem.removeprefix("pretrained_")
+    return Method(f"{name} (clicks as seeds, radius {radius:g})" if radius > 0 else name, session)
 
 
 def automatic_model(path: str, postprocess: bool) -> Method:
@@ -191,10 +204,13 @@ def plot(path: Path, everything: dict[str, dict[str, np.ndarray]]) -> None:
 
 
 def pairs_of(data: str, which: str, limit: int) -> list[dict[str, str]]:
-    """The photographs of one data folder: its validation split (ISIC's 80/20, fixed seed) or all of them."""
+    """The photographs of one data folder: its validation split (ISIC's 80/20, fixed seed), the selection split
+    carved from its training part (where options are chosen), or all of them (``all``)."""
     pairs = find_pairs(data)
     if which == "val":
         pairs = split(pairs, 0.2)[1]
+    elif which == "selection":
+        pairs = selection_split(pairs)
     return pairs[:limit] if limit else pairs
 
 
@@ -205,6 +221,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auto", help="an automatic model's file, as a baseline")
     p.add_argument("--random-walker", action="store_true", help="scikit-image's random walker, as a baseline")
     p.add_argument("--no-postprocess", action="store_true", help="keep every region the click model gives")
+    p.add_argument(
+        "--click-radius",
+        type=float,
+        nargs="+",
+        default=[CLICK_RADIUS],
+        help=f"disk around each click that takes its label, pixels at the network's size (0: off; several: one row "
+        f"each; default {CLICK_RADIUS:g})",
+    )
+    p.add_argument(
+        "--split",
+        choices=("val", "selection"),
+        default="val",
+        help="the first folder's split: val (reported) or selection (for choosing options)",
+    )
     p.add_argument("--limit", type=int, default=0, help="only the first N photographs of each data set")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", help="prefix of <out>.csv, <out>.md and <out>.png")
@@ -212,10 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        methods = [click_model(args.model, not args.no_postprocess)]
+        methods = [click_model(args.model, not args.no_postprocess, radius) for radius in args.click_radius]
         if args.auto:
             methods.append(automatic_model(args.auto, not args.no_postprocess))
-        datasets = {Path(d).name: pairs_of(d, "val" if i == 0 else "all", args.limit) for i, d in enumerate(args.data)}
+        datasets = {
+            Path(d).name: pairs_of(d, args.split if i == 0 else "all", args.limit) for i, d in enumerate(args.data)
+        }
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         print(f"lesion-evaluate-clicks: error: {e}", file=sys.stderr)
         return 2

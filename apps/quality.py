@@ -28,14 +28,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lesion_app.core.data import SELECTION_SEED, split
+from lesion_app.core.data import selection_split, split
 from lesion_app.core.metrics import bootstrap_ci, score
 from lesion_app.core.predictor import Predictor
 from lesion_app.core.quality import FAILURE_IOU, QualityModel, fit_quality, quality_features
 from lesion_app.io.images import read_mask
 from lesion_app.io.layout import find_pairs
-
-SELECTION_FRACTION = 0.15
 
 
 def measure(models: list[str], pairs: list[dict[str, str]], label: str) -> list[dict[str, Any]]:
@@ -161,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.command == "fit":
-        train, _ = split(find_pairs(args.data), 0.2)
-        _, selection = split(train, SELECTION_FRACTION, SELECTION_SEED)
+        selection = selection_split(find_pairs(args.data))
         selection = selection[: args.limit] if args.limit else selection
         rows = measure(args.model, selection, "selection")
         names = "+".join(Path(m).name for m in args.model)

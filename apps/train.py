@@ -24,7 +24,7 @@ import torch
 
 from lesion_app.core.checkpoint import network_from, network_spec, read_checkpoint
 from lesion_app.core.clicks import ClickConfig, click_network, training_options
-from lesion_app.core.data import SELECTION_SEED, split
+from lesion_app.core.data import SELECTION_FRACTION, SELECTION_SEED, split
 from lesion_app.core.networks import ARCHITECTURES, build_network
 from lesion_app.core.training.distributed import destroy_distributed, init_distributed, torchrun_env
 from lesion_app.core.training.loop import EpochStats, FitConfig, Hooks, TrainingRun, fit
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--selection-fraction",
         type=float,
-        default=0.15,
+        default=SELECTION_FRACTION,
         help="share of the training part held out to choose the best epoch (fixed seed), so the validation split "
         "stays unseen; 0: choose on the validation split itself (its figures are then optimistic)",
     )

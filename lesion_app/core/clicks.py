@@ -30,6 +30,10 @@ from lesion_app.core.metrics import Scores, iou, mean_scores, score
 from lesion_app.core.networks import build_network
 
 Point = tuple[int, int]
+#: The disk around each click that takes the click's label (:func:`click_constraints`), pixels at the network's
+#: size; chosen on ISIC's selection split (``lesion-evaluate-clicks ../shared/data/isic --split selection
+#: --click-radius 0 4 8 12 --limit 60``: NoC@90 8.98, 8.25, 8.30, 9.27; docs/clicks_selection.md).
+CLICK_RADIUS = 4.0
 #: 8-connectivity for error regions and lesion components.
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -99,6 +103,28 @@ def click_input(
     if cfg.prev_mask:
         parts.append(prev.to(images.device, images.dtype) if prev is not None else torch.zeros_like(images[:, :1]))
     return torch.cat(parts, dim=1)
+
+
+def click_constraints(probs: torch.Tensor, fg: Sequence[Point], bg: Sequence[Point], radius: float) -> torch.Tensor:
+    """``probs`` (..., h, w) with a disk of ``radius`` pixels (network grid) around each click set to its label: 1 for
+    a positive click, 0 for a negative one, the nearest click winning where disks overlap. The clicks act as hard
+    seeds, as in graph cuts and the random walker, so every click changes the mask where it was placed even where
+    the network would not follow it. ``radius`` 0 leaves ``probs`` as they are."""
+    if radius <= 0 or not (fg or bg):
+        return probs
+    h, w = probs.shape[-2:]
+    rows = torch.arange(h, dtype=torch.float32).view(-1, 1)
+    cols = torch.arange(w, dtype=torch.float32).view(1, -1)
+    nearest = torch.full((h, w), float("inf"))
+    label = torch.zeros((h, w))
+    for points, value in ((fg, 1.0), (bg, 0.0)):
+        for r, c in points:
+            distance = (rows - r) ** 2 + (cols - c) ** 2
+            closer = distance < nearest
+            nearest = torch.where(closer, distance, nearest)
+            label = torch.where(closer, torch.tensor(value), label)
+    inside = (nearest <= radius**2).to(probs.device)
+    return torch.where(inside, label.to(probs.device, probs.dtype), probs)
 
 
 def to_grid(row: float, col: float, shape: Sequence[int], size: Sequence[int]) -> Point:

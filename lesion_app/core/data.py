@@ -13,6 +13,14 @@ from collections.abc import Sequence
 #: carves the selection split (where epochs, thresholds and options are chosen) out of the training part.
 VAL_SEED = 0
 SELECTION_SEED = 1
+#: The selection split's share of the training part.
+SELECTION_FRACTION = 0.15
+
+
+def selection_split(pairs: Sequence[dict[str, str]], val_fraction: float = 0.2) -> list:
+    """The selection split of a data set: :data:`SELECTION_FRACTION` of the part the validation split leaves for
+    training (fixed seeds, the same ids on every machine)."""
+    return split(split(pairs, val_fraction)[0], SELECTION_FRACTION, SELECTION_SEED)[1]
 
 
 def split(pairs: Sequence[dict[str, str]], val_fraction: float = 0.2, seed: int = VAL_SEED) -> tuple[list, list]:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
+from lesion_app.core.clicks import CLICK_RADIUS
+
 #: The models that segment a photograph alone; the first served one is also the one whose uncertainty is measured.
 AUTOMATIC_MODELS = ("unet", "deeplabv3", "ensemble")
 #: The click-guided model (MONAI Label type ``deepedit``): the photograph plus the clinician's clicks.
@@ -45,6 +47,8 @@ FIELDS_DOC = {
     "threads": "torch CPU threads for inference (0: all cores)",
     "infer_tta": "average the four flips of each image by default (a request's `tta` overrides it)",
     "infer_postprocess": "keep the largest lesion region and fill its holes by default (request: `postprocess`)",
+    "click_radius": "`deepedit`: the disk around each click that takes its label, pixels at the network's size "
+    "(0: off; request: `click_radius`)",
     "train_epochs": "epochs of one training run",
     "train_minutes": "time budget of one training run in minutes (0: none); the learning rate decays to fit it",
     "train_batch_size": "training batch size",
@@ -91,6 +95,7 @@ class LesionSettings:
     threads: int = 0
     infer_tta: bool = False
     infer_postprocess: bool = True
+    click_radius: float = CLICK_RADIUS
     train_epochs: int = 10
     train_minutes: float = 0.0
     train_batch_size: int = 8
@@ -154,6 +159,8 @@ class LesionSettings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.spatial_size % 32 or settings.spatial_size < 32:
             raise ValueError(f"--conf spatial_size must be a positive multiple of 32, got {settings.spatial_size}")
+        if not 0.0 <= settings.click_radius <= 64.0:
+            raise ValueError(f"--conf click_radius must lie between 0 and 64 pixels, got {settings.click_radius}")
         if not 0.0 < settings.val_fraction < 1.0:
             raise ValueError(f"--conf val_fraction must lie in (0, 1), got {settings.val_fraction}")
         if settings.retrain_after_labels < 0:

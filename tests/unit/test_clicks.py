@@ -12,6 +12,7 @@ from lesion_app.core.clicks import (
     ClickConfig,
     ClickSimulation,
     ClickValidation,
+    click_constraints,
     click_input,
     click_network,
     guidance_maps,
@@ -200,3 +201,17 @@ def test_slicers_points_are_checked() -> None:
     ]:
         code, detail = refused(lambda bad=bad: checks.click_points(bad, "foreground", (10, 20)))
         assert code == 400 and message in detail and "foreground" in detail, (bad, detail)
+
+
+def test_clicks_as_seeds_set_a_disk_to_their_label_and_the_nearest_click_wins() -> None:
+    probs = torch.full((1, 40, 60), 0.3)
+    out = click_constraints(probs, [(10, 10), (20, 30)], [(20, 36)], radius=4)
+    assert out.shape == probs.shape and out[0, 10, 10] == 1 and out[0, 10, 14] == 1 and out[0, 10, 15] == 0.3
+    assert out[0, 20, 32] == 1 and out[0, 20, 34] == 0 and out[0, 20, 36] == 0  # between the two: the nearer one
+    yy, xx = np.mgrid[:40, :60]
+    disks = np.zeros((40, 60), bool)
+    for r, c in [(10, 10), (20, 30), (20, 36)]:
+        disks |= (yy - r) ** 2 + (xx - c) ** 2 <= 16
+    assert np.array_equal((out[0] != 0.3).numpy(), disks)  # exactly the disks changed
+    assert torch.equal(click_constraints(probs, [(10, 10)], [], radius=0), probs)
+    assert torch.equal(click_constraints(probs, [], [], radius=5), probs)

@@ -98,7 +98,8 @@ class DeepEditConfig(SegmentationConfig):
     train task (its model file says it is a click model)."""
 
     def infer(self) -> dict[str, InferTask]:
-        return {self.name: DeepEditInfer(self.members(), self.settings.spatial, self.description, self.infer_options())}
+        options = {**self.infer_options(), "click_radius": self.settings.click_radius}
+        return {self.name: DeepEditInfer(self.members(), self.settings.spatial, self.description, options)}
 
     def trainer(self) -> SegmentationTrain:
         return SegmentationTrain(self.name, self.settings, self.description, arch="unet")

@@ -17,7 +17,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lesion_app.core.checkpoint import model_meta
-from lesion_app.core.clicks import ClickConfig, Point, click_input, to_grid
+from lesion_app.core.clicks import CLICK_RADIUS, ClickConfig, Point, click_constraints, click_input, to_grid
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY
 from lesion_app.io.images import SWAPPING_ORIENTATIONS, exif_orientation, stored_point_to_upright
 from lesion_app.lib.infers.segmentation import SegmentationInfer
@@ -32,7 +32,9 @@ class DeepEditInfer(SegmentationInfer):
 
     Clicks are checked (400 for malformed lists, points outside the photograph or on another slice), moved from
     the stored grid to the upright photograph (its EXIF orientation) and onto the network's grid; a box (``roi``,
-    ``[i0, i1, j0, j1, k0, k1]``) limits the mask to it. The clean-up keeps every region a positive click is in.
+    ``[i0, i1, j0, j1, k0, k1]``) limits the mask to it. A disk of ``click_radius`` pixels (network grid; config or
+    request) around each click takes the click's label (:func:`lesion_app.core.clicks.click_constraints`). The
+    clean-up keeps every region a positive click is in.
     """
 
     def __init__(self, members: list[list[str]], spatial_size: Any, description: str, config: dict | None = None):
@@ -54,6 +56,18 @@ class DeepEditInfer(SegmentationInfer):
         path = data.get("image_path")
         orientation = exif_orientation(path) if isinstance(path, str) else 1
         return orientation, ((w, h) if orientation in SWAPPING_ORIENTATIONS else (h, w))
+
+    @staticmethod
+    def click_radius(data: dict[str, Any]) -> float:
+        """The request's ``click_radius`` (pixels at the network's size, 0: off); 400 unless a number from 0 to 64."""
+        value = data.get("click_radius", CLICK_RADIUS)
+        try:
+            radius = float(value)
+        except (TypeError, ValueError):
+            raise checks.bad_request(f"click_radius must be a number of pixels, got {value!r}") from None
+        if not 0 <= radius <= 64:
+            raise checks.bad_request(f"click_radius must lie between 0 and 64 pixels, got {value!r}")
+        return radius
 
     def upright_clicks(self, data: dict[str, Any]) -> tuple[list[Point], list[Point]]:
         """The request's positive and negative clicks as (row, col) on the upright photograph."""
@@ -80,7 +94,7 @@ class DeepEditInfer(SegmentationInfer):
         prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, data) if cfg.prev_mask else None
         probs = predictor.batch_probabilities(click_input(image, [fg_grid], [bg_grid], cfg, prev))
         self._remember(data, fg_grid, bg_grid, probs)
-        probs = probs[0].cpu()
+        probs = click_constraints(probs[0].cpu(), fg_grid, bg_grid, self.click_radius(data))
         data["probabilities"] = predictor.restore(probs, data[ORIGINAL_SIZE_KEY])
         mask = predictor.mask_from(data["probabilities"], keep=data["positive_clicks"])
         data["pred"] = self.within_roi(mask, data)
