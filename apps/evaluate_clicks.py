@@ -87,7 +87,7 @@ def click_model(path: str, postprocess: bool, radius: float = CLICK_RADIUS) -> M
         return predict
 
     name = Path(path).stem.removeprefix("pretrained_")
-    return Method(f"{name} (clicks as seeds, radius {radius:g})" if radius > 0 else name, session)
+    return Method(f"{name} (seed disks of {radius:g} px)" if radius > 0 else name, session)
 
 
 def automatic_model(path: str, postprocess: bool) -> Method:

@@ -158,7 +158,8 @@ def test_a_correction_saved_in_ohif_is_the_label_and_training_reads_it(
     score = iou(label, expected)
     print(f"saved label vs proposal + brush - eraser: IoU {score:.4f} ({int(label.sum())} pixels)")
     assert score >= 0.95
-    assert iou(label, proposal) < 0.97  # the strokes changed it
+    changed = int((expected != proposal.astype(bool)).sum())  # what the strokes should change, whatever the lesion
+    assert changed > 500 and int((label.astype(bool) != proposal.astype(bool)).sum()) >= 0.9 * changed
 
 
 def test_a_proposal_is_stored_on_request_and_is_never_a_label(server: Server, orthanc: Orthanc) -> None:

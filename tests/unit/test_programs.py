@@ -3,6 +3,7 @@ errors, and a real run in a folder whose name has spaces and accents."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -79,10 +80,11 @@ class TestEvaluateClicks(FileProgramContract):
         model, auto = MODEL_DIR / "pretrained_deepedit.pt", MODEL_DIR / "pretrained_unet.pt"
         argv = [str(first), str(second), "--model", str(model), "--auto", str(auto), "--random-walker"]
         assert self.run([*argv, "--out", str(folder / "click results")]) == 0
-        rows = (folder / "click results.csv").read_text().splitlines()
-        assert rows[0].startswith("data,method,id,iou_0,") and rows[0].endswith(",iou_20") and len(rows) == 1 + 2 * 3
-        assert {r.split(",")[0] for r in rows[1:]} == {"my data", "other data"}
-        ious = np.array([[float(v) for v in r.split(",")[3:]] for r in rows[1:]])
+        with open(folder / "click results.csv", newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows[0][:4] == ["data", "method", "id", "iou_0"] and rows[0][-1] == "iou_20" and len(rows) == 1 + 2 * 3
+        assert {r[0] for r in rows[1:]} == {"my data", "other data"}
+        ious = np.array([[float(v) for v in r[3:]] for r in rows[1:]])
         assert ((ious >= 0) & (ious <= 1)).all() and ious[:, 0].max() > 0.5  # drawn lesions: found without clicks
         table = (folder / "click results.md").read_text()
         assert "NoC@90" in table and "random walker" in table
