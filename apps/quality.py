@@ -31,7 +31,7 @@ import torch
 from lesion_app.core.data import selection_split, split
 from lesion_app.core.metrics import bootstrap_ci, score
 from lesion_app.core.predictor import Predictor
-from lesion_app.core.quality import FAILURE_IOU, QualityModel, fit_quality, quality_features
+from lesion_app.core.quality import FAILURE_IOU, QUALITY_FLIPS, QualityModel, fit_quality, quality_features
 from lesion_app.io.images import read_mask
 from lesion_app.io.layout import find_pairs
 
@@ -44,8 +44,8 @@ def measure(models: list[str], pairs: list[dict[str, str]], label: str) -> list[
     t0 = time.monotonic()
     for i, pair in enumerate(pairs, 1):
         prepared = predictor.prepare(pair["image"])
-        flips = predictor.flips(prepared.batch)[:, 0, 0]  # (4, h, w)
-        mask = predictor.mask_from(predictor.restore(flips.mean(0, keepdim=True), prepared.original_size))
+        flips = predictor.flips(prepared.batch, QUALITY_FLIPS)[:, 0, 0]  # (QUALITY_FLIPS, h, w), the plain pass first
+        mask = predictor.mask_from(predictor.restore(flips[:1], prepared.original_size))  # served by default
         truth = read_mask(pair["label"])
         rows.append(
             {

@@ -43,12 +43,12 @@ def _flip(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def flip_probabilities(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Sigmoid probabilities of ``network`` for the four flips of ``x`` (N, C, h, w), each flipped back:
-    (4, N, 1, h, w) in the order of :data:`FLIP_DIMS`. One batched pass, cheaper on a CPU than four."""
-    n = x.shape[0]
-    probs = torch.sigmoid(network(torch.cat([_flip(x, d) for d in FLIP_DIMS])))
-    return torch.stack([_flip(p, d) for p, d in zip(probs.split(n), FLIP_DIMS)])
+def flip_probabilities(network: nn.Module, x: torch.Tensor, count: int = 4) -> torch.Tensor:
+    """Sigmoid probabilities of ``network`` for the first ``count`` flips of ``x`` (N, C, h, w), each flipped back:
+    (count, N, 1, h, w) in the order of :data:`FLIP_DIMS` (the plain pass first). One batched pass."""
+    n, dims = x.shape[0], FLIP_DIMS[:count]
+    probs = torch.sigmoid(network(torch.cat([_flip(x, d) for d in dims])))
+    return torch.stack([_flip(p, d) for p, d in zip(probs.split(n), dims)])
 
 
 @torch.inference_mode()
@@ -142,10 +142,11 @@ class Predictor:
         tta = self.tta if tta is None else tta
         return [network_probabilities(net, x, tta) for net in self.networks]
 
-    def flips(self, x: torch.Tensor) -> torch.Tensor:
-        """(4, N, 1, h, w): the members' mean probabilities for each of the four flips of ``x`` (undone), the first
-        being the plain pass; what test-time augmentation averages and the quality estimate reads."""
-        return torch.stack([flip_probabilities(net, x) for net in self.networks]).mean(0)
+    def flips(self, x: torch.Tensor, count: int = 4) -> torch.Tensor:
+        """(count, N, 1, h, w): the members' mean probabilities for the first ``count`` of the four flips of ``x``
+        (undone), the first being the plain pass; what test-time augmentation averages and the quality estimate
+        reads (its first :data:`lesion_app.core.quality.QUALITY_FLIPS`)."""
+        return torch.stack([flip_probabilities(net, x, count) for net in self.networks]).mean(0)
 
     def batch_probabilities(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
         """(N, 1, h, w): the members' mean probability at the network's resolution."""

@@ -21,7 +21,7 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 
 from lesion_app.core.checkpoint import ModelFiles, model_meta
 from lesion_app.core.predictor import Predictor
-from lesion_app.core.quality import QualityModel, quality_features
+from lesion_app.core.quality import QUALITY_FLIPS, QualityModel, quality_features
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, infer_transforms
 from lesion_app.io.images import write_mask
 from lesion_app.server.checks import flag, unreadable_image
@@ -117,8 +117,8 @@ class SegmentationInfer(BasicInferTask):
         x = self.network_input(data, device)
         if self.quality is None:
             probs = predictor.batch_probabilities(x)[0].cpu()
-        else:  # the four flips serve the estimate, and test-time augmentation when asked for
-            flips = predictor.flips(x)[:, 0].cpu()
+        else:  # the first flips serve the estimate, all four test-time augmentation when asked for
+            flips = predictor.flips(x, 4 if predictor.tta else QUALITY_FLIPS)[:, 0].cpu()
             probs = flips.mean(0) if predictor.tta else flips[0]
             data["quality"] = self.quality.assess(quality_features(flips[:, 0].numpy()))
         data["probabilities"] = predictor.restore(probs, data[ORIGINAL_SIZE_KEY])
