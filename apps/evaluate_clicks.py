@@ -38,8 +38,6 @@ from lesion_app.core.clicks import (
     ClickConfig,
     Point,
     SessionPredictor,
-    click_constraints,
-    click_input,
     never_reached,
     noc,
     robot_session,
@@ -75,14 +73,10 @@ def click_model(path: str, postprocess: bool, radius: float = CLICK_RADIUS) -> M
     def session(prepared: Prepared, original: tuple[int, int]) -> SessionPredictor:
         def predict(fg: list[Point], bg: list[Point], state: Any) -> tuple[np.ndarray, Any]:
             prev = state if cfg.prev_mask else None
-            probs = predictor.batch_probabilities(click_input(prepared.batch, [fg], [bg], cfg, prev))
-            constrained = click_constraints(probs[0], fg, bg, radius)
-            keep = [
-                (int((r + 0.5) * original[0] / probs.shape[-2]), int((c + 0.5) * original[1] / probs.shape[-1]))
-                for r, c in fg
-            ]
-            mask = predictor.mask_from(predictor.restore(constrained, original), keep=keep)
-            return mask.astype(bool), (probs > 0.5).float()
+            h, w = prepared.batch.shape[-2:]
+            keep = [(int((r + 0.5) * original[0] / h), int((c + 0.5) * original[1] / w)) for r, c in fg]
+            _, mask, raw = predictor.with_clicks(prepared.batch, fg, bg, cfg, prev, radius, original, keep)
+            return mask.astype(bool), (raw > 0.5).float()
 
         return predict
 

@@ -29,6 +29,7 @@ from monai.transforms import Compose
 from torch import nn
 
 from lesion_app.core.checkpoint import load_model
+from lesion_app.core.clicks import ClickConfig, Point, click_constraints, click_input
 from lesion_app.core.postprocess import clean_mask
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, infer_transforms, restore_size
 
@@ -169,6 +170,26 @@ class Predictor:
         postprocess = self.postprocess if postprocess is None else postprocess
         mask = (np.asarray(probabilities) > threshold).astype(np.uint8)
         return clean_mask(mask, keep) if postprocess else mask
+
+    def with_clicks(
+        self,
+        x: torch.Tensor,
+        fg: Sequence[Point],
+        bg: Sequence[Point],
+        cfg: ClickConfig,
+        prev: torch.Tensor | None,
+        radius: float,
+        original_size: Sequence[int],
+        keep: Sequence[tuple[int, int]] = (),
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+        """A click model's pass on one photograph (x: (1, 3, h, w)) with its clicks on the network's grid and, for a
+        model that reads it, ``prev`` (1, 1, h, w): (probabilities (H, W) at ``original_size`` with a disk of
+        ``radius`` around each click set to its label, the mask from them keeping the regions of the ``keep``
+        points (the positive clicks at original size), the network's own (1, 1, h, w) probabilities, from which
+        the next click's previous mask is made)."""
+        raw = self.batch_probabilities(click_input(x, [list(fg)], [list(bg)], cfg, prev))
+        probabilities = self.restore(click_constraints(raw[0].cpu(), fg, bg, radius), original_size)
+        return probabilities, self.mask_from(probabilities, keep=keep), raw
 
     def probabilities(self, image_path: str | Path, tta: bool | None = None) -> np.ndarray:
         """Lesion probability per pixel of the photograph, (H, W) float32 at its original (upright) size."""

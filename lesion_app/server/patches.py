@@ -44,8 +44,12 @@ def remember_quality(request: dict[str, Any], result: dict[str, Any], datastore:
     image = request.get("image")
     if not isinstance(image, str) or not all(k in params for k in QUALITY_KEYS) or os.path.exists(image):
         return
+    estimate = {**{k: params[k] for k in QUALITY_KEYS}, "quality_model": request["model"]}
     try:
-        datastore.update_image_info(image, {**{k: params[k] for k in QUALITY_KEYS}, "quality_model": request["model"]})
+        known = datastore.get_image_info(image)
+        if all(known.get(k) == v for k, v in estimate.items()):
+            return  # the same photograph asked again: no write of the shared datastore file
+        datastore.update_image_info(image, estimate)
     except Exception as e:  # read-only or a changed datastore: the answer stands
         logger.warning(f"could not keep the quality estimate of {image}: {e}")
 

@@ -17,7 +17,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lesion_app.core.checkpoint import model_meta
-from lesion_app.core.clicks import CLICK_RADIUS, ClickConfig, Point, click_constraints, click_input, to_grid
+from lesion_app.core.clicks import CLICK_RADIUS, ClickConfig, Point, click_input, to_grid
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY
 from lesion_app.io.images import SWAPPING_ORIENTATIONS, exif_orientation, stored_point_to_upright
 from lesion_app.lib.infers.segmentation import SegmentationInfer
@@ -92,11 +92,9 @@ class DeepEditInfer(SegmentationInfer):
         bg_grid = [to_grid(r, c, size, self.spatial_size) for r, c in bg]
         image = torch.as_tensor(data["image"])[None].float().to(device)
         prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, data) if cfg.prev_mask else None
-        probs = predictor.batch_probabilities(click_input(image, [fg_grid], [bg_grid], cfg, prev))
-        self._remember(data, fg_grid, bg_grid, probs)
-        probs = click_constraints(probs[0].cpu(), fg_grid, bg_grid, self.click_radius(data))
-        data["probabilities"] = predictor.restore(probs, data[ORIGINAL_SIZE_KEY])
-        mask = predictor.mask_from(data["probabilities"], keep=data["positive_clicks"])
+        radius = self.click_radius(data)
+        data["probabilities"], mask, raw = predictor.with_clicks(image, fg_grid, bg_grid, cfg, prev, radius, size, fg)
+        self._remember(data, fg_grid, bg_grid, raw)
         data["pred"] = self.within_roi(mask, data)
         return data
 
