@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -34,8 +35,11 @@ from skimage.segmentation import random_walker
 
 from lesion_app.core.checkpoint import load_model
 from lesion_app.core.clicks import (
+    CLICK_PRIOR,
+    CLICK_PRIOR_SIGMA,
     CLICK_RADIUS,
     ClickConfig,
+    ClickEffect,
     Point,
     SessionPredictor,
     never_reached,
@@ -63,9 +67,9 @@ class Method:
     session: Callable[[Prepared, tuple[int, int]], SessionPredictor]
 
 
-def click_model(path: str, postprocess: bool, radius: float = CLICK_RADIUS) -> Method:
+def click_model(path: str, postprocess: bool, effect: ClickEffect) -> Method:
     """The click model of a model file, through the one predictor; positive clicks' regions survive the clean-up and
-    a disk of ``radius`` pixels around each click takes its label (:func:`click_constraints`; 0: off)."""
+    each click has its ``effect`` (prior and seed disk) on the network's probabilities."""
     network, meta = load_model(path)
     cfg = ClickConfig.of(meta)
     predictor = Predictor([network], postprocess=postprocess)
@@ -75,13 +79,13 @@ def click_model(path: str, postprocess: bool, radius: float = CLICK_RADIUS) -> M
             prev = state if cfg.prev_mask else None
             h, w = prepared.batch.shape[-2:]
             keep = [(int((r + 0.5) * original[0] / h), int((c + 0.5) * original[1] / w)) for r, c in fg]
-            _, mask, raw = predictor.with_clicks(prepared.batch, fg, bg, cfg, prev, radius, original, keep)
+            _, mask, raw = predictor.with_clicks(prepared.batch, fg, bg, cfg, prev, effect, original, keep)
             return mask.astype(bool), (raw > 0.5).float()
 
         return predict
 
     name = Path(path).stem.removeprefix("pretrained_")
-    return Method(f"{name} (seed disks of {radius:g} px)" if radius > 0 else name, session)
+    return Method(f"{name} ({effect.describe()})", session)
 
 
 def automatic_model(path: str, postprocess: bool) -> Method:
@@ -215,14 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auto", help="an automatic model's file, as a baseline")
     p.add_argument("--random-walker", action="store_true", help="scikit-image's random walker, as a baseline")
     p.add_argument("--no-postprocess", action="store_true", help="keep every region the click model gives")
-    p.add_argument(
-        "--click-radius",
-        type=float,
-        nargs="+",
-        default=[CLICK_RADIUS],
-        help=f"disk around each click that takes its label, pixels at the network's size (0: off; several: one row "
-        f"each; default {CLICK_RADIUS:g})",
-    )
+    for option, default, meaning in (
+        ("--click-radius", CLICK_RADIUS, "the disk around each click that takes its label, pixels, 0: off"),
+        ("--click-prior", CLICK_PRIOR, "the click prior's strength, logits, 0: off"),
+        ("--click-prior-sigma", CLICK_PRIOR_SIGMA, "the click prior's Gaussian standard deviation, pixels"),
+    ):
+        p.add_argument(
+            option,
+            type=float,
+            nargs="+",
+            default=[default],
+            help=f"{meaning} (default {default:g}); several values of the click options: a row for each combination",
+        )
     p.add_argument(
         "--split",
         choices=("val", "selection"),
@@ -236,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        methods = [click_model(args.model, not args.no_postprocess, radius) for radius in args.click_radius]
+        effects = [  # without a prior its sigma means nothing: one row
+            ClickEffect(radius, prior, sigma if prior else CLICK_PRIOR_SIGMA)
+            for radius, prior, sigma in itertools.product(args.click_radius, args.click_prior, args.click_prior_sigma)
+        ]
+        methods = [click_model(args.model, not args.no_postprocess, effect) for effect in dict.fromkeys(effects)]
         if args.auto:
             methods.append(automatic_model(args.auto, not args.no_postprocess))
         datasets = {

@@ -16,7 +16,7 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -34,6 +34,13 @@ Point = tuple[int, int]
 #: size; chosen on ISIC's selection split (``lesion-evaluate-clicks ../shared/data/isic --split selection
 #: --click-radius 0 4 8 12 --limit 60``: NoC@90 8.98, 8.25, 8.30, 9.27; docs/clicks_selection.md).
 CLICK_RADIUS = 4.0
+#: The click prior (:func:`click_prior`): a click adds this much to the lesion logit at its point (a negative click
+#: subtracts it), fading as a Gaussian of ``CLICK_PRIOR_SIGMA`` pixels at the network's size; chosen on ISIC's
+#: selection split (``lesion-evaluate-clicks ../shared/data/isic --split selection --click-prior 0 2 3 4
+#: --click-prior-sigma 25 35 --limit 60``: NoC@90 8.25 without a prior, 5.77 with 3 over 35 px, 5.72-6.28 for the
+#: others; docs/clicks_prior_selection.md).
+CLICK_PRIOR = 3.0
+CLICK_PRIOR_SIGMA = 35.0
 #: 8-connectivity for error regions and lesion components.
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -125,6 +132,89 @@ def click_constraints(probs: torch.Tensor, fg: Sequence[Point], bg: Sequence[Poi
             label = torch.where(closer, torch.tensor(value), label)
     inside = (nearest <= radius**2).to(probs.device)
     return torch.where(inside, label.to(probs.device, probs.dtype), probs)
+
+
+def click_prior(
+    probs: torch.Tensor, fg: Sequence[Point], bg: Sequence[Point], strength: float, sigma: float
+) -> torch.Tensor:
+    """``probs`` (..., h, w) with each click's prior added to the logits: ``strength`` times a Gaussian of ``sigma``
+    pixels (network grid) around a positive click, minus the same around a negative one. Clicks of one kind do not
+    add up (their maximum counts), so the prior of many clicks in one place stays ``strength``. Where the network
+    is unsure (near the boundary) the mask follows the click over a neighbourhood of about ``sigma``; where it is
+    sure, only close to the click. ``strength`` 0 leaves ``probs`` as they are."""
+    if strength <= 0 or not (fg or bg):
+        return probs
+    h, w = probs.shape[-2:]
+    rows = torch.arange(h, dtype=torch.float32).view(-1, 1)
+    cols = torch.arange(w, dtype=torch.float32).view(1, -1)
+
+    def bump(points: Sequence[Point]) -> torch.Tensor:
+        out = torch.zeros((h, w))
+        for r, c in points:
+            out = torch.maximum(out, torch.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2.0 * sigma**2)))
+        return out
+
+    shift = (strength * (bump(fg) - bump(bg))).to(probs.device, torch.float32)
+    logits = torch.logit(probs.float(), eps=1e-6) + shift
+    return torch.sigmoid(logits).to(probs.dtype)
+
+
+@dataclass(frozen=True)
+class ClickEffect:
+    """What a click does to the network's probabilities besides the network's guidance input: a prior on the
+    logits around it (:func:`click_prior`), then a seed disk that takes its label (:func:`click_constraints`).
+
+    Args:
+        radius: the seed disk's radius, pixels at the network's size (0: off).
+        prior: the prior's strength, logits (0: off).
+        prior_sigma: the prior's Gaussian standard deviation, pixels at the network's size.
+
+    Raises:
+        ValueError: a value outside :attr:`LIMITS`.
+    """
+
+    radius: float = CLICK_RADIUS
+    prior: float = CLICK_PRIOR
+    prior_sigma: float = CLICK_PRIOR_SIGMA
+
+    #: accepted range of each field, inclusive
+    LIMITS = {"radius": (0.0, 64.0), "prior": (0.0, 20.0), "prior_sigma": (1.0, 128.0)}
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in self.LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise ValueError(f"click_{name} must be a number from {low:g} to {high:g}, got {value!r}")
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> ClickEffect:
+        """The effect that ``values`` names (``click_radius``, ``click_prior``, ``click_prior_sigma``, as numbers or
+        numeric strings; the defaults where absent), as a request or ``--conf`` gives it.
+
+        Raises:
+            ValueError: naming the option, for a value that is not a number within :attr:`LIMITS`.
+        """
+        fields: dict[str, float] = {}
+        for name, default in asdict(cls()).items():
+            value = values.get(f"click_{name}", default)
+            try:
+                if isinstance(value, bool) or not isinstance(value, int | float | str):
+                    raise ValueError
+                fields[name] = float(value)
+            except ValueError:
+                low, high = cls.LIMITS[name]
+                raise ValueError(f"click_{name} must be a number from {low:g} to {high:g}, got {value!r}") from None
+        return cls(**fields)
+
+    def apply(self, probs: torch.Tensor, fg: Sequence[Point], bg: Sequence[Point]) -> torch.Tensor:
+        """``probs`` (..., h, w) after the clicks' prior and seed disks."""
+        return click_constraints(click_prior(probs, fg, bg, self.prior, self.prior_sigma), fg, bg, self.radius)
+
+    def describe(self) -> str:
+        """A short name of the setting, for tables."""
+        parts = [f"seed disks of {self.radius:g} px"] if self.radius else []
+        parts += [f"prior {self.prior:g} logits over {self.prior_sigma:g} px"] if self.prior else []
+        return ", ".join(parts) or "network alone"
 
 
 def to_grid(row: float, col: float, shape: Sequence[int], size: Sequence[int]) -> Point:

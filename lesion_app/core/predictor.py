@@ -29,7 +29,7 @@ from monai.transforms import Compose
 from torch import nn
 
 from lesion_app.core.checkpoint import load_model
-from lesion_app.core.clicks import ClickConfig, Point, click_constraints, click_input
+from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, click_input
 from lesion_app.core.postprocess import clean_mask
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, infer_transforms, restore_size
 
@@ -178,17 +178,17 @@ class Predictor:
         bg: Sequence[Point],
         cfg: ClickConfig,
         prev: torch.Tensor | None,
-        radius: float,
+        effect: ClickEffect,
         original_size: Sequence[int],
         keep: Sequence[tuple[int, int]] = (),
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """A click model's pass on one photograph (x: (1, 3, h, w)) with its clicks on the network's grid and, for a
-        model that reads it, ``prev`` (1, 1, h, w): (probabilities (H, W) at ``original_size`` with a disk of
-        ``radius`` around each click set to its label, the mask from them keeping the regions of the ``keep``
-        points (the positive clicks at original size), the network's own (1, 1, h, w) probabilities, from which
-        the next click's previous mask is made)."""
+        model that reads it, ``prev`` (1, 1, h, w): (probabilities (H, W) at ``original_size`` after the clicks'
+        ``effect`` (prior and seed disks), the mask from them keeping the regions of the ``keep`` points (the
+        positive clicks at original size), the network's own (1, 1, h, w) probabilities, from which the next
+        click's previous mask is made)."""
         raw = self.batch_probabilities(click_input(x, [list(fg)], [list(bg)], cfg, prev))
-        probabilities = self.restore(click_constraints(raw[0].cpu(), fg, bg, radius), original_size)
+        probabilities = self.restore(effect.apply(raw[0].cpu(), fg, bg), original_size)
         return probabilities, self.mask_from(probabilities, keep=keep), raw
 
     def probabilities(self, image_path: str | Path, tta: bool | None = None) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
-from lesion_app.core.clicks import CLICK_RADIUS
+from lesion_app.core.clicks import CLICK_PRIOR, CLICK_PRIOR_SIGMA, CLICK_RADIUS, ClickEffect
 
 #: The models that segment a photograph alone; the first served one is also the one whose uncertainty is measured.
 AUTOMATIC_MODELS = ("unet", "deeplabv3", "ensemble")
@@ -49,6 +49,10 @@ FIELDS_DOC = {
     "infer_postprocess": "keep the largest lesion region and fill its holes by default (request: `postprocess`)",
     "click_radius": "`deepedit`: the disk around each click that takes its label, pixels at the network's size "
     "(0: off; request: `click_radius`)",
+    "click_prior": "`deepedit`: how strongly a click pulls the mask its way around it, logits added at a positive "
+    "click and subtracted at a negative one (0: off; request: `click_prior`)",
+    "click_prior_sigma": "`deepedit`: how far a click's prior reaches, the standard deviation of its Gaussian in "
+    "pixels at the network's size (request: `click_prior_sigma`)",
     "train_epochs": "epochs of one training run",
     "train_minutes": "time budget of one training run in minutes (0: none); the learning rate decays to fit it",
     "train_batch_size": "training batch size",
@@ -96,6 +100,8 @@ class LesionSettings:
     infer_tta: bool = False
     infer_postprocess: bool = True
     click_radius: float = CLICK_RADIUS
+    click_prior: float = CLICK_PRIOR
+    click_prior_sigma: float = CLICK_PRIOR_SIGMA
     train_epochs: int = 10
     train_minutes: float = 0.0
     train_batch_size: int = 8
@@ -159,8 +165,10 @@ class LesionSettings:
         settings = cls(**values)  # type: ignore[arg-type]
         if settings.spatial_size % 32 or settings.spatial_size < 32:
             raise ValueError(f"--conf spatial_size must be a positive multiple of 32, got {settings.spatial_size}")
-        if not 0.0 <= settings.click_radius <= 64.0:
-            raise ValueError(f"--conf click_radius must lie between 0 and 64 pixels, got {settings.click_radius}")
+        try:
+            ClickEffect.of(settings.click_options)
+        except ValueError as e:
+            raise ValueError(f"--conf {e}") from None
         if not 0.0 < settings.val_fraction < 1.0:
             raise ValueError(f"--conf val_fraction must lie in (0, 1), got {settings.val_fraction}")
         if settings.retrain_after_labels < 0:
@@ -192,6 +200,11 @@ class LesionSettings:
     def spatial(self) -> tuple[int, int]:
         """The network input (h, w) photographs are resized to."""
         return (self.spatial_size, self.spatial_size)
+
+    @property
+    def click_options(self) -> dict[str, float]:
+        """What a click does (:class:`lesion_app.core.clicks.ClickEffect`), under the option names a request uses."""
+        return {name: getattr(self, name) for name in ("click_radius", "click_prior", "click_prior_sigma")}
 
     def pretrained_path(self, name: str) -> str:
         """The shipped weights of a model: ``<pretrained_dir>/pretrained_<name>.pt``."""

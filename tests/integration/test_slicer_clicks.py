@@ -161,6 +161,8 @@ def test_the_sideways_photograph_gives_the_same_mask_turned(client: MONAILabelCl
         {"foreground": [[10, 10, 0]], "slice": 3},  # the photograph is one slice
         {"foreground": [[10, 10, 0]], "roi": "everything"},
         {"foreground": [[10, 10, 0]], "click_radius": -3},
+        {"foreground": [[10, 10, 0]], "click_prior": "strong"},
+        {"foreground": [[10, 10, 0]], "click_prior_sigma": 0},
     ],
 )
 def test_bad_clicks_are_a_400_and_the_server_keeps_serving(client: MONAILabelClient, params: dict) -> None:

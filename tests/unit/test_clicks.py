@@ -10,11 +10,13 @@ import torch
 from lesion_app.core.checkpoint import network_from, read_checkpoint
 from lesion_app.core.clicks import (
     ClickConfig,
+    ClickEffect,
     ClickSimulation,
     ClickValidation,
     click_constraints,
     click_input,
     click_network,
+    click_prior,
     guidance_maps,
     never_reached,
     noc,
@@ -215,3 +217,48 @@ def test_clicks_as_seeds_set_a_disk_to_their_label_and_the_nearest_click_wins() 
     assert np.array_equal((out[0] != 0.3).numpy(), disks)  # exactly the disks changed
     assert torch.equal(click_constraints(probs, [(10, 10)], [], radius=0), probs)
     assert torch.equal(click_constraints(probs, [], [], radius=5), probs)
+
+
+def test_the_click_prior_shifts_the_logits_around_each_click_by_its_strength() -> None:
+    probs = torch.full((1, 60, 80), 0.5)
+    out = click_prior(probs, [(20, 20)], [(20, 60)], strength=3.0, sigma=5.0)
+    logits = torch.logit(out[0], eps=1e-6)
+    assert logits[20, 20] == pytest.approx(3.0, abs=1e-4) and logits[20, 60] == pytest.approx(-3.0, abs=1e-4)
+    assert logits[20, 25] == pytest.approx(3.0 * np.exp(-0.5), abs=1e-3)  # one sigma away
+    assert abs(float(logits[55, 40])) < 1e-3  # far from both clicks: the network's own
+    assert logits[20, 20] > logits[20, 22] > logits[20, 30] > 0 > logits[20, 50] > logits[20, 58]
+    twice = click_prior(probs, [(20, 20), (20, 20), (21, 20)], [], strength=3.0, sigma=5.0)
+    assert torch.logit(twice[0, 20, 20], eps=1e-6) == pytest.approx(3.0, abs=1e-3)  # clicks of a kind do not add up
+    sure = click_prior(torch.full((1, 60, 80), 0.999), [], [(20, 60)], strength=3.0, sigma=5.0)
+    assert sure[0, 20, 60] > 0.9  # a network that is sure keeps its mind beyond the seed disk
+    assert torch.equal(click_prior(probs, [(20, 20)], [], strength=0.0, sigma=5.0), probs)
+    assert torch.equal(click_prior(probs, [], [], strength=3.0, sigma=5.0), probs)
+
+
+def test_a_click_effect_is_its_prior_then_its_seed_disks() -> None:
+    probs = torch.rand((1, 50, 50), generator=torch.Generator().manual_seed(0))
+    effect = ClickEffect(radius=3, prior=2.0, prior_sigma=8.0)
+    expected = click_constraints(click_prior(probs, [(10, 10)], [(40, 40)], 2.0, 8.0), [(10, 10)], [(40, 40)], 3)
+    assert torch.equal(effect.apply(probs, [(10, 10)], [(40, 40)]), expected)
+    assert effect.describe() == "seed disks of 3 px, prior 2 logits over 8 px"
+    assert ClickEffect(radius=0, prior=0).describe() == "network alone"
+    assert torch.equal(ClickEffect(radius=0, prior=0).apply(probs, [(10, 10)], []), probs)
+
+
+def test_click_options_are_read_from_a_request_and_bad_ones_named() -> None:
+    effect = ClickEffect.of({"click_radius": "2", "click_prior": 1.5, "other": "ignored"})
+    assert effect == ClickEffect(radius=2.0, prior=1.5, prior_sigma=ClickEffect().prior_sigma)
+    assert ClickEffect.of({}) == ClickEffect()
+    for bad in (
+        {"click_radius": -3},
+        {"click_radius": 65},
+        {"click_prior": "strong"},
+        {"click_prior": True},
+        {"click_prior": float("nan")},
+        {"click_prior_sigma": 0},
+        {"click_prior_sigma": [5]},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ClickEffect.of(bad)
+    with pytest.raises(ValueError, match="click_prior must be a number from 0 to 20"):
+        ClickEffect(prior=21.0)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from lesion_app.core.clicks import CLICK_RADIUS
 from lesion_app.lib.settings import ALL_MODELS, LesionSettings
 
 
@@ -18,18 +19,30 @@ def test_conf_values_are_parsed(tmp_path) -> None:
         "train_epochs": "3",
         "train_lr": "1e-4",
         "model_dir": "/x",
+        "click_prior": "2.5",
+        "click_prior_sigma": "20",
         "other": "kept for monai",
     }
     s = LesionSettings.from_conf(conf, tmp_path)
     assert s.models == ("deeplabv3",) and s.train_epochs == 3 and s.train_lr == 1e-4 and s.model_dir == "/x"
+    assert s.click_options == {"click_radius": CLICK_RADIUS, "click_prior": 2.5, "click_prior_sigma": 20.0}
     assert LesionSettings.from_conf({"models": "all"}, tmp_path).models == ALL_MODELS
 
 
 @pytest.mark.parametrize(
-    "conf", [{"models": "segformer"}, {"train_epochs": "ten"}, {"roi_size": "250"}, {"val_fraction": "1.5"}]
+    "conf",
+    [
+        {"models": "segformer"},
+        {"train_epochs": "ten"},
+        {"roi_size": "250"},
+        {"val_fraction": "1.5"},
+        {"click_radius": "-1"},
+        {"click_prior": "25"},
+        {"click_prior_sigma": "0"},
+    ],
 )
 def test_bad_values_are_refused_with_the_option_named(tmp_path, conf) -> None:
-    with pytest.raises(ValueError, match="--conf"):
+    with pytest.raises(ValueError, match=f"--conf.*{next(iter(conf))}"):
         LesionSettings.from_conf(conf, tmp_path)
 
 

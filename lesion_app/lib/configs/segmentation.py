@@ -98,7 +98,7 @@ class DeepEditConfig(SegmentationConfig):
     train task (its model file says it is a click model)."""
 
     def infer(self) -> dict[str, InferTask]:
-        options = {**self.infer_options(), "click_radius": self.settings.click_radius}
+        options = {**self.infer_options(), **self.settings.click_options}
         return {self.name: DeepEditInfer(self.members(), self.settings.spatial, self.description, options)}
 
     def trainer(self) -> SegmentationTrain:

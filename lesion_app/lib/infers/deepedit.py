@@ -17,7 +17,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lesion_app.core.checkpoint import model_meta
-from lesion_app.core.clicks import CLICK_RADIUS, ClickConfig, Point, click_input, to_grid
+from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, click_input, to_grid
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY
 from lesion_app.io.images import SWAPPING_ORIENTATIONS, exif_orientation, stored_point_to_upright
 from lesion_app.lib.infers.segmentation import SegmentationInfer
@@ -32,9 +32,10 @@ class DeepEditInfer(SegmentationInfer):
 
     Clicks are checked (400 for malformed lists, points outside the photograph or on another slice), moved from
     the stored grid to the upright photograph (its EXIF orientation) and onto the network's grid; a box (``roi``,
-    ``[i0, i1, j0, j1, k0, k1]``) limits the mask to it. A disk of ``click_radius`` pixels (network grid; config or
-    request) around each click takes the click's label (:func:`lesion_app.core.clicks.click_constraints`). The
-    clean-up keeps every region a positive click is in.
+    ``[i0, i1, j0, j1, k0, k1]``) limits the mask to it. What a click does besides the network's guidance input,
+    a prior on the logits around it and a seed disk taking its label (:class:`lesion_app.core.clicks.ClickEffect`),
+    comes from the config (``--conf``) or the request (``click_radius``, ``click_prior``, ``click_prior_sigma``).
+    The clean-up keeps every region a positive click is in.
     """
 
     def __init__(self, members: list[list[str]], spatial_size: Any, description: str, config: dict | None = None):
@@ -58,16 +59,13 @@ class DeepEditInfer(SegmentationInfer):
         return orientation, ((w, h) if orientation in SWAPPING_ORIENTATIONS else (h, w))
 
     @staticmethod
-    def click_radius(data: dict[str, Any]) -> float:
-        """The request's ``click_radius`` (pixels at the network's size, 0: off); 400 unless a number from 0 to 64."""
-        value = data.get("click_radius", CLICK_RADIUS)
+    def click_effect(data: dict[str, Any]) -> ClickEffect:
+        """The request's ``click_radius``, ``click_prior`` and ``click_prior_sigma`` (the config's where it has none);
+        400 for a value that is not a number within :attr:`ClickEffect.LIMITS`."""
         try:
-            radius = float(value)
-        except (TypeError, ValueError):
-            raise checks.bad_request(f"click_radius must be a number of pixels, got {value!r}") from None
-        if not 0 <= radius <= 64:
-            raise checks.bad_request(f"click_radius must lie between 0 and 64 pixels, got {value!r}")
-        return radius
+            return ClickEffect.of(data)
+        except ValueError as e:
+            raise checks.bad_request(str(e)) from None
 
     def upright_clicks(self, data: dict[str, Any]) -> tuple[list[Point], list[Point]]:
         """The request's positive and negative clicks as (row, col) on the upright photograph."""
@@ -92,8 +90,8 @@ class DeepEditInfer(SegmentationInfer):
         bg_grid = [to_grid(r, c, size, self.spatial_size) for r, c in bg]
         image = torch.as_tensor(data["image"])[None].float().to(device)
         prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, data) if cfg.prev_mask else None
-        radius = self.click_radius(data)
-        data["probabilities"], mask, raw = predictor.with_clicks(image, fg_grid, bg_grid, cfg, prev, radius, size, fg)
+        effect = self.click_effect(data)
+        data["probabilities"], mask, raw = predictor.with_clicks(image, fg_grid, bg_grid, cfg, prev, effect, size, fg)
         self._remember(data, fg_grid, bg_grid, raw)
         data["pred"] = self.within_roi(mask, data)
         return data
