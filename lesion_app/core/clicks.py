@@ -16,6 +16,7 @@ Conventions:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -112,26 +113,30 @@ def click_input(
     return torch.cat(parts, dim=1)
 
 
+def nearest_squared_distance(points: Sequence[Point], size: Sequence[int]) -> torch.Tensor:
+    """(h, w) float32: each pixel's squared distance to the nearest of ``points`` on an (h, w) grid; inf without
+    points."""
+    h, w = int(size[0]), int(size[1])
+    if not points:
+        return torch.full((h, w), float("inf"))
+    at = torch.tensor(points, dtype=torch.float32)
+    rows = (torch.arange(h, dtype=torch.float32).view(1, -1) - at[:, :1]) ** 2
+    cols = (torch.arange(w, dtype=torch.float32).view(1, -1) - at[:, 1:]) ** 2
+    return (rows[:, :, None] + cols[:, None, :]).amin(0)
+
+
 def click_constraints(probs: torch.Tensor, fg: Sequence[Point], bg: Sequence[Point], radius: float) -> torch.Tensor:
     """``probs`` (..., h, w) with a disk of ``radius`` pixels (network grid) around each click set to its label: 1 for
-    a positive click, 0 for a negative one, the nearest click winning where disks overlap. The clicks act as hard
-    seeds, as in graph cuts and the random walker, so every click changes the mask where it was placed even where
-    the network would not follow it. ``radius`` 0 leaves ``probs`` as they are."""
+    a positive click, 0 for a negative one, the nearest click winning where disks overlap (a positive one at equal
+    distance). The clicks act as hard seeds, as in graph cuts and the random walker, so every click changes the
+    mask where it was placed even where the network would not follow it. ``radius`` 0 leaves ``probs`` as they
+    are."""
     if radius <= 0 or not (fg or bg):
         return probs
-    h, w = probs.shape[-2:]
-    rows = torch.arange(h, dtype=torch.float32).view(-1, 1)
-    cols = torch.arange(w, dtype=torch.float32).view(1, -1)
-    nearest = torch.full((h, w), float("inf"))
-    label = torch.zeros((h, w))
-    for points, value in ((fg, 1.0), (bg, 0.0)):
-        for r, c in points:
-            distance = (rows - r) ** 2 + (cols - c) ** 2
-            closer = distance < nearest
-            nearest = torch.where(closer, distance, nearest)
-            label = torch.where(closer, torch.tensor(value), label)
-    inside = (nearest <= radius**2).to(probs.device)
-    return torch.where(inside, label.to(probs.device, probs.dtype), probs)
+    to_fg, to_bg = nearest_squared_distance(fg, probs.shape[-2:]), nearest_squared_distance(bg, probs.shape[-2:])
+    inside = (torch.minimum(to_fg, to_bg) <= radius**2).to(probs.device)
+    label = (to_fg <= to_bg).to(probs.device, probs.dtype)
+    return torch.where(inside, label, probs)
 
 
 def click_prior(
@@ -139,24 +144,15 @@ def click_prior(
 ) -> torch.Tensor:
     """``probs`` (..., h, w) with each click's prior added to the logits: ``strength`` times a Gaussian of ``sigma``
     pixels (network grid) around a positive click, minus the same around a negative one. Clicks of one kind do not
-    add up (their maximum counts), so the prior of many clicks in one place stays ``strength``. Where the network
+    add up (the nearest counts), so the prior of many clicks in one place stays ``strength``. Where the network
     is unsure (near the boundary) the mask follows the click over a neighbourhood of about ``sigma``; where it is
     sure, only close to the click. ``strength`` 0 leaves ``probs`` as they are."""
     if strength <= 0 or not (fg or bg):
         return probs
-    h, w = probs.shape[-2:]
-    rows = torch.arange(h, dtype=torch.float32).view(-1, 1)
-    cols = torch.arange(w, dtype=torch.float32).view(1, -1)
-
-    def bump(points: Sequence[Point]) -> torch.Tensor:
-        out = torch.zeros((h, w))
-        for r, c in points:
-            out = torch.maximum(out, torch.exp(-((rows - r) ** 2 + (cols - c) ** 2) / (2.0 * sigma**2)))
-        return out
-
-    shift = (strength * (bump(fg) - bump(bg))).to(probs.device, torch.float32)
-    logits = torch.logit(probs.float(), eps=1e-6) + shift
-    return torch.sigmoid(logits).to(probs.dtype)
+    size = probs.shape[-2:]
+    bump_fg, bump_bg = (torch.exp(-nearest_squared_distance(p, size) / (2.0 * sigma**2)) for p in (fg, bg))
+    shift = (strength * (bump_fg - bump_bg)).to(probs.device, torch.float32)
+    return torch.sigmoid(torch.logit(probs.float(), eps=1e-6) + shift).to(probs.dtype)
 
 
 @dataclass(frozen=True)
@@ -194,16 +190,11 @@ class ClickEffect:
         Raises:
             ValueError: naming the option, for a value that is not a number within :attr:`LIMITS`.
         """
-        fields: dict[str, float] = {}
-        for name, default in asdict(cls()).items():
-            value = values.get(f"click_{name}", default)
-            try:
-                if isinstance(value, bool) or not isinstance(value, int | float | str):
-                    raise ValueError
-                fields[name] = float(value)
-            except ValueError:
-                low, high = cls.LIMITS[name]
-                raise ValueError(f"click_{name} must be a number from {low:g} to {high:g}, got {value!r}") from None
+        fields = {name: values.get(f"click_{name}", default) for name, default in asdict(cls()).items()}
+        for name, value in fields.items():
+            if isinstance(value, str):
+                with contextlib.suppress(ValueError):  # a string that is no number stays one: the check names it
+                    fields[name] = float(value)
         return cls(**fields)
 
     def apply(self, probs: torch.Tensor, fg: Sequence[Point], bg: Sequence[Point]) -> torch.Tensor:

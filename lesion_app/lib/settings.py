@@ -204,7 +204,7 @@ class LesionSettings:
     @property
     def click_options(self) -> dict[str, float]:
         """What a click does (:class:`lesion_app.core.clicks.ClickEffect`), under the option names a request uses."""
-        return {name: getattr(self, name) for name in ("click_radius", "click_prior", "click_prior_sigma")}
+        return {f"click_{f.name}": getattr(self, f"click_{f.name}") for f in fields(ClickEffect)}
 
     def pretrained_path(self, name: str) -> str:
         """The shipped weights of a model: ``<pretrained_dir>/pretrained_<name>.pt``."""
