@@ -35,6 +35,7 @@ from skimage.segmentation import random_walker
 
 from lesion_app.core.checkpoint import load_model
 from lesion_app.core.clicks import (
+    CLICK_BRS_ITERATIONS,
     CLICK_PRIOR,
     CLICK_PRIOR_SIGMA,
     CLICK_RADIUS,
@@ -77,9 +78,7 @@ def click_model(path: str, postprocess: bool, effect: ClickEffect) -> Method:
     def session(prepared: Prepared, original: tuple[int, int]) -> SessionPredictor:
         def predict(fg: list[Point], bg: list[Point], state: Any) -> tuple[np.ndarray, Any]:
             prev = state if cfg.prev_mask else None
-            h, w = prepared.batch.shape[-2:]
-            keep = [(int((r + 0.5) * original[0] / h), int((c + 0.5) * original[1] / w)) for r, c in fg]
-            _, mask, raw = predictor.with_clicks(prepared.batch, fg, bg, cfg, prev, effect, original, keep)
+            _, mask, raw = predictor.with_clicks(prepared.batch, fg, bg, cfg, prev, effect, original)
             return mask.astype(bool), (raw > 0.5).float()
 
         return predict
@@ -223,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--click-radius", CLICK_RADIUS, "the disk around each click that takes its label, pixels, 0: off"),
         ("--click-prior", CLICK_PRIOR, "the click prior's strength, logits, 0: off"),
         ("--click-prior-sigma", CLICK_PRIOR_SIGMA, "the click prior's Gaussian standard deviation, pixels"),
+        ("--click-brs-iterations", CLICK_BRS_ITERATIONS, "L-BFGS iterations of the f-BRS refinement per click, 0: off"),
     ):
         p.add_argument(
             option,
@@ -245,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         effects = [  # without a prior its sigma means nothing: one row
-            ClickEffect(radius, prior, sigma if prior else CLICK_PRIOR_SIGMA)
-            for radius, prior, sigma in itertools.product(args.click_radius, args.click_prior, args.click_prior_sigma)
+            ClickEffect(radius, prior, sigma if prior else CLICK_PRIOR_SIGMA, iterations)
+            for radius, prior, sigma, iterations in itertools.product(
+                args.click_radius, args.click_prior, args.click_prior_sigma, args.click_brs_iterations
+            )
         ]
         methods = [click_model(args.model, not args.no_postprocess, effect) for effect in dict.fromkeys(effects)]
         if args.auto:

@@ -52,15 +52,18 @@ def timings(call: Callable[[], None], repeats: int, warmup: int = 3) -> list[flo
     return out
 
 
-def click_timings(client: httpx.Client, url: str, model: str, image_id: str, image: Path, clicks: int) -> list[float]:
+def click_timings(
+    client: httpx.Client, url: str, model: str, image_id: str, image: Path, clicks: int, **options: object
+) -> list[float]:
     """Seconds per click request: the clicks of a session sent as 3D Slicer sends them, all clicks so far with each
-    new one (``[i, j, 0]`` on the photograph's grid), positive and negative in turn around the photograph's middle."""
+    new one (``[i, j, 0]`` on the photograph's grid), positive and negative in turn around the photograph's middle;
+    ``options`` go with each request (``click_brs_iterations=0``: without the refinement)."""
     with Image.open(image) as img:
         w, h = img.size
     points = [[w // 2 + (k * 37) % 61 - 30, h // 2 + (k * 53) % 47 - 23, 0] for k in range(clicks)]
     out = []
     for n in range(1, clicks + 1):
-        params = {"foreground": points[:n:2], "background": points[1:n:2], "label": "lesion", "slice": 0}
+        params = {"foreground": points[:n:2], "background": points[1:n:2], "label": "lesion", "slice": 0, **options}
         t = time.perf_counter()
         r = client.post(
             f"{url}/infer/{model}", params={"image": image_id, "output": "image"}, data={"params": json.dumps(params)}
@@ -93,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
             with httpx.Client(timeout=60) as client:
                 for model in models:
                     if model in CLICK_MODELS:
-                        clicked = click_timings(client, url, model, args.image, image_path, args.requests)
-                        med, p95 = statistics.median(clicked), percentile(clicked, 95)
-                        print(f"| {model} (one click, as 3D Slicer sends it) | {med * 1e3:.1f} | {p95 * 1e3:.1f} | | |")
+                        for label, options in (("", {}), (", without f-BRS", {"click_brs_iterations": 0})):
+                            clicked = click_timings(
+                                client, url, model, args.image, image_path, args.requests, **options
+                            )
+                            med, p95 = statistics.median(clicked), percentile(clicked, 95)
+                            name = f"{model} (one click, as 3D Slicer sends it{label})"
+                            print(f"| {name} | {med * 1e3:.1f} | {p95 * 1e3:.1f} | | |")
                         continue
                     predictor = Predictor.from_files(shipped_models(model), tta=args.tta, postprocess=True)
 

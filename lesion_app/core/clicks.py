@@ -42,6 +42,11 @@ CLICK_RADIUS = 4.0
 #: others; docs/clicks_prior_selection.md).
 CLICK_PRIOR = 3.0
 CLICK_PRIOR_SIGMA = 35.0
+#: L-BFGS iterations of the backpropagating refinement (f-BRS, :mod:`lesion_app.core.brs`) per click, 0: off;
+#: chosen on ISIC's selection split (``lesion-evaluate-clicks ../shared/data/isic --split selection
+#: --click-brs-iterations 0 5 10 20 --limit 60``: NoC@90 5.77, 4.93, 4.75, 4.98; docs/clicks_brs_selection.md) as the
+#: most that keeps a click within 100 ms through the server on 2 CPU threads (10 took 110 ms).
+CLICK_BRS_ITERATIONS = 5
 #: 8-connectivity for error regions and lesion components.
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -157,35 +162,42 @@ def click_prior(
 
 @dataclass(frozen=True)
 class ClickEffect:
-    """What a click does to the network's probabilities besides the network's guidance input: a prior on the
-    logits around it (:func:`click_prior`), then a seed disk that takes its label (:func:`click_constraints`).
+    """What a click does besides the network's guidance input: the network refined to agree with the clicks
+    (f-BRS, :func:`lesion_app.core.brs.refined_logits`), then on its probabilities a prior on the logits around
+    each click (:func:`click_prior`) and a seed disk that takes its label (:func:`click_constraints`).
 
     Args:
         radius: the seed disk's radius, pixels at the network's size (0: off).
         prior: the prior's strength, logits (0: off).
         prior_sigma: the prior's Gaussian standard deviation, pixels at the network's size.
+        brs_iterations: L-BFGS iterations of the refinement per click, a whole number (0: off).
 
     Raises:
-        ValueError: a value outside :attr:`LIMITS`.
+        ValueError: a value outside :attr:`LIMITS`, or a fractional ``brs_iterations``.
     """
 
     radius: float = CLICK_RADIUS
     prior: float = CLICK_PRIOR
     prior_sigma: float = CLICK_PRIOR_SIGMA
+    brs_iterations: int = CLICK_BRS_ITERATIONS
 
     #: accepted range of each field, inclusive
-    LIMITS = {"radius": (0.0, 64.0), "prior": (0.0, 20.0), "prior_sigma": (1.0, 128.0)}
+    LIMITS = {"radius": (0.0, 64.0), "prior": (0.0, 20.0), "prior_sigma": (1.0, 128.0), "brs_iterations": (0, 50)}
 
     def __post_init__(self) -> None:
         for name, (low, high) in self.LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise ValueError(f"click_{name} must be a number from {low:g} to {high:g}, got {value!r}")
+        if self.brs_iterations != int(self.brs_iterations):
+            raise ValueError(f"click_brs_iterations must be a whole number, got {self.brs_iterations!r}")
+        object.__setattr__(self, "brs_iterations", int(self.brs_iterations))
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> ClickEffect:
-        """The effect that ``values`` names (``click_radius``, ``click_prior``, ``click_prior_sigma``, as numbers or
-        numeric strings; the defaults where absent), as a request or ``--conf`` gives it.
+        """The effect that ``values`` names (``click_radius``, ``click_prior``, ``click_prior_sigma``,
+        ``click_brs_iterations``, as numbers or numeric strings; the defaults where absent), as a request or
+        ``--conf`` gives it.
 
         Raises:
             ValueError: naming the option, for a value that is not a number within :attr:`LIMITS`.
@@ -198,12 +210,13 @@ class ClickEffect:
         return cls(**fields)
 
     def apply(self, probs: torch.Tensor, fg: Sequence[Point], bg: Sequence[Point]) -> torch.Tensor:
-        """``probs`` (..., h, w) after the clicks' prior and seed disks."""
+        """``probs`` (..., h, w), the (refined) network's, after the clicks' prior and seed disks."""
         return click_constraints(click_prior(probs, fg, bg, self.prior, self.prior_sigma), fg, bg, self.radius)
 
     def describe(self) -> str:
         """A short name of the setting, for tables."""
-        parts = [f"seed disks of {self.radius:g} px"] if self.radius else []
+        parts = [f"f-BRS {self.brs_iterations} it."] if self.brs_iterations else []
+        parts += [f"seed disks of {self.radius:g} px"] if self.radius else []
         parts += [f"prior {self.prior:g} logits over {self.prior_sigma:g} px"] if self.prior else []
         return ", ".join(parts) or "network alone"
 
@@ -214,6 +227,12 @@ def to_grid(row: float, col: float, shape: Sequence[int], size: Sequence[int]) -
     r = min(int(size[0]) - 1, max(0, int((row + 0.5) * size[0] / h)))
     c = min(int(size[1]) - 1, max(0, int((col + 0.5) * size[1] / w)))
     return r, c
+
+
+def from_grid(row: int, col: int, size: Sequence[int], shape: Sequence[int]) -> Point:
+    """The photograph's (H, W) pixel at the centre of the network's (h, w) grid cell (row, col), the inverse of
+    :func:`to_grid` up to the cell."""
+    return int((row + 0.5) * shape[0] / size[0]), int((col + 0.5) * shape[1] / size[1])
 
 
 def click_network(automatic: dict[str, Any], cfg: ClickConfig) -> tuple[nn.Module, dict[str, Any]]:

@@ -28,8 +28,9 @@ import torch
 from monai.transforms import Compose
 from torch import nn
 
+from lesion_app.core.brs import refinable, refined_logits
 from lesion_app.core.checkpoint import load_model
-from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, click_input
+from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, click_input, from_grid
 from lesion_app.core.postprocess import clean_mask
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, infer_transforms, restore_size
 
@@ -163,13 +164,32 @@ class Predictor:
         threshold: float | None = None,
         postprocess: bool | None = None,
         keep: Sequence[tuple[int, int]] = (),
+        holes: Sequence[tuple[int, int]] = (),
     ) -> np.ndarray:
         """The (H, W) uint8 0/1 mask of (H, W) probabilities: threshold, then the clean-up if asked for (which keeps
-        the regions of the ``keep`` points, a clinician's positive clicks, as well as the largest)."""
+        the regions of the ``keep`` points, a clinician's positive clicks, as well as the largest, and leaves the holes
+        of the ``holes`` points, the negative clicks, open)."""
         threshold = self.threshold if threshold is None else threshold
         postprocess = self.postprocess if postprocess is None else postprocess
         mask = (np.asarray(probabilities) > threshold).astype(np.uint8)
-        return clean_mask(mask, keep) if postprocess else mask
+        return clean_mask(mask, keep, holes) if postprocess else mask
+
+    def click_probabilities(
+        self,
+        x: torch.Tensor,
+        fg: Sequence[Point],
+        bg: Sequence[Point],
+        cfg: ClickConfig,
+        prev: torch.Tensor | None,
+        effect: ClickEffect,
+    ) -> torch.Tensor:
+        """The click network's own (1, 1, h, w) probabilities for one photograph (x: (1, 3, h, w)), its clicks on
+        the network's grid and ``prev``: refined to agree with the clicks (f-BRS, ``effect.brs_iterations``) where
+        the predictor is one network that allows it; what the next click's previous mask is made from."""
+        inputs = click_input(x, [list(fg)], [list(bg)], cfg, prev)
+        if effect.brs_iterations and len(self.networks) == 1 and refinable(self.networks[0]):
+            return torch.sigmoid(refined_logits(self.networks[0], inputs, fg, bg, effect.brs_iterations))
+        return self.batch_probabilities(inputs)
 
     def with_clicks(
         self,
@@ -180,16 +200,18 @@ class Predictor:
         prev: torch.Tensor | None,
         effect: ClickEffect,
         original_size: Sequence[int],
-        keep: Sequence[tuple[int, int]] = (),
     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """A click model's pass on one photograph (x: (1, 3, h, w)) with its clicks on the network's grid and, for a
         model that reads it, ``prev`` (1, 1, h, w): (probabilities (H, W) at ``original_size`` after the clicks'
-        ``effect`` (prior and seed disks), the mask from them keeping the regions of the ``keep`` points (the
-        positive clicks at original size), the network's own (1, 1, h, w) probabilities, from which the next
-        click's previous mask is made)."""
-        raw = self.batch_probabilities(click_input(x, [list(fg)], [list(bg)], cfg, prev))
+        ``effect`` (the refinement where the one network allows it, the prior and the seed disks), the mask from
+        them, in which the clean-up keeps every region with a positive click and every hole with a negative one,
+        the (refined) network's own (1, 1, h, w) probabilities, from which the next click's previous mask is
+        made)."""
+        raw = self.click_probabilities(x, fg, bg, cfg, prev, effect)
         probabilities = self.restore(effect.apply(raw[0].cpu(), fg, bg), original_size)
-        return probabilities, self.mask_from(probabilities, keep=keep), raw
+        grid = x.shape[-2:]
+        keep, holes = ([from_grid(r, c, grid, original_size) for r, c in points] for points in (fg, bg))
+        return probabilities, self.mask_from(probabilities, keep=keep, holes=holes), raw
 
     def probabilities(self, image_path: str | Path, tta: bool | None = None) -> np.ndarray:
         """Lesion probability per pixel of the photograph, (H, W) float32 at its original (upright) size."""

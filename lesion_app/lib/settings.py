@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
-from lesion_app.core.clicks import CLICK_PRIOR, CLICK_PRIOR_SIGMA, CLICK_RADIUS, ClickEffect
+from lesion_app.core.clicks import CLICK_BRS_ITERATIONS, CLICK_PRIOR, CLICK_PRIOR_SIGMA, CLICK_RADIUS, ClickEffect
 
 #: The models that segment a photograph alone; the first served one is also the one whose uncertainty is measured.
 AUTOMATIC_MODELS = ("unet", "deeplabv3", "ensemble")
@@ -53,6 +53,8 @@ FIELDS_DOC = {
     "click and subtracted at a negative one (0: off; request: `click_prior`)",
     "click_prior_sigma": "`deepedit`: how far a click's prior reaches, the standard deviation of its Gaussian in "
     "pixels at the network's size (request: `click_prior_sigma`)",
+    "click_brs_iterations": "`deepedit`: L-BFGS iterations per click of the backpropagating refinement (f-BRS) "
+    "that makes the network agree with the clicks (0: off; request: `click_brs_iterations`)",
     "train_epochs": "epochs of one training run",
     "train_minutes": "time budget of one training run in minutes (0: none); the learning rate decays to fit it",
     "train_batch_size": "training batch size",
@@ -102,6 +104,7 @@ class LesionSettings:
     click_radius: float = CLICK_RADIUS
     click_prior: float = CLICK_PRIOR
     click_prior_sigma: float = CLICK_PRIOR_SIGMA
+    click_brs_iterations: int = CLICK_BRS_ITERATIONS
     train_epochs: int = 10
     train_minutes: float = 0.0
     train_batch_size: int = 8

@@ -142,6 +142,19 @@ def test_a_negative_click_on_the_dark_patch_takes_from_it(client: MONAILabelClie
     assert iou(clicked[untouched], automatic[untouched]) > 0.9  # the click acts where it was placed
 
 
+def test_a_negative_click_inside_the_lesion_opens_a_hole_there(client: MONAILabelClient, study: tuple) -> None:
+    """The clean-up fills a lesion's holes, but not the one a clinician cut with a negative click."""
+    _, regions = study
+    row, col = centre(regions["truth"])
+    automatic = smartedit(client, "clicks_png", [], [])
+    clicked = smartedit(client, "clicks_png", [], [slicer_point(row, col, "clicks_png")])
+    assert automatic[row, col] == 1, "the automatic mask has no lesion where the click goes: the test shows nothing"
+    assert clicked[row, col] == 0
+    hole = ndimage.binary_fill_holes(clicked) & ~clicked.astype(bool)
+    assert hole[row, col]  # a hole inside the mask, not a cut from its edge
+    assert iou(clicked | hole, automatic) > 0.95  # the rest of the mask is as it was
+
+
 def test_the_sideways_photograph_gives_the_same_mask_turned(client: MONAILabelClient, study: tuple) -> None:
     _, regions = study
     point = centre(regions["lobe"])
@@ -163,6 +176,7 @@ def test_the_sideways_photograph_gives_the_same_mask_turned(client: MONAILabelCl
         {"foreground": [[10, 10, 0]], "click_radius": -3},
         {"foreground": [[10, 10, 0]], "click_prior": "strong"},
         {"foreground": [[10, 10, 0]], "click_prior_sigma": 0},
+        {"foreground": [[10, 10, 0]], "click_brs_iterations": 2.5},
     ],
 )
 def test_bad_clicks_are_a_400_and_the_server_keeps_serving(client: MONAILabelClient, params: dict) -> None:

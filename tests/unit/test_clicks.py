@@ -17,6 +17,7 @@ from lesion_app.core.clicks import (
     click_input,
     click_network,
     click_prior,
+    from_grid,
     guidance_maps,
     never_reached,
     noc,
@@ -71,6 +72,14 @@ def test_points_land_on_the_network_grid() -> None:
     assert to_grid(0, 0, (384, 512), (256, 256)) == (0, 0)
     assert to_grid(383, 511, (384, 512), (256, 256)) == (255, 255)
     assert to_grid(191, 255, (384, 512), (256, 256)) == (127, 127)
+
+
+@pytest.mark.parametrize("shape", [(384, 512), (300, 1000), (256, 256)])
+def test_a_grid_cell_maps_back_to_a_photograph_pixel_in_it(shape: tuple[int, int]) -> None:
+    for cell in [(0, 0), (255, 255), (127, 40)]:
+        pixel = from_grid(*cell, (256, 256), shape)
+        assert 0 <= pixel[0] < shape[0] and 0 <= pixel[1] < shape[1]
+        assert to_grid(*pixel, shape, (256, 256)) == cell
 
 
 # -- the robot user --------------------------------------------------------------------------------------------------
@@ -237,17 +246,18 @@ def test_the_click_prior_shifts_the_logits_around_each_click_by_its_strength() -
 
 def test_a_click_effect_is_its_prior_then_its_seed_disks() -> None:
     probs = torch.rand((1, 50, 50), generator=torch.Generator().manual_seed(0))
-    effect = ClickEffect(radius=3, prior=2.0, prior_sigma=8.0)
+    effect = ClickEffect(radius=3, prior=2.0, prior_sigma=8.0, brs_iterations=10)
     expected = click_constraints(click_prior(probs, [(10, 10)], [(40, 40)], 2.0, 8.0), [(10, 10)], [(40, 40)], 3)
     assert torch.equal(effect.apply(probs, [(10, 10)], [(40, 40)]), expected)
-    assert effect.describe() == "seed disks of 3 px, prior 2 logits over 8 px"
-    assert ClickEffect(radius=0, prior=0).describe() == "network alone"
+    assert effect.describe() == "f-BRS 10 it., seed disks of 3 px, prior 2 logits over 8 px"
+    assert ClickEffect(radius=0, prior=0, brs_iterations=0).describe() == "network alone"
     assert torch.equal(ClickEffect(radius=0, prior=0).apply(probs, [(10, 10)], []), probs)
 
 
 def test_click_options_are_read_from_a_request_and_bad_ones_named() -> None:
-    effect = ClickEffect.of({"click_radius": "2", "click_prior": 1.5, "other": "ignored"})
-    assert effect == ClickEffect(radius=2.0, prior=1.5, prior_sigma=ClickEffect().prior_sigma)
+    effect = ClickEffect.of({"click_radius": "2", "click_prior": 1.5, "click_brs_iterations": "4.0", "other": "x"})
+    assert effect == ClickEffect(radius=2.0, prior=1.5, prior_sigma=ClickEffect().prior_sigma, brs_iterations=4)
+    assert isinstance(effect.brs_iterations, int)
     assert ClickEffect.of({}) == ClickEffect()
     for bad in (
         {"click_radius": -3},
@@ -257,6 +267,9 @@ def test_click_options_are_read_from_a_request_and_bad_ones_named() -> None:
         {"click_prior": float("nan")},
         {"click_prior_sigma": 0},
         {"click_prior_sigma": [5]},
+        {"click_brs_iterations": -1},
+        {"click_brs_iterations": 2.5},
+        {"click_brs_iterations": "many"},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ClickEffect.of(bad)

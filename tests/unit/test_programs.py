@@ -74,20 +74,20 @@ class TestEvaluateClicks(FileProgramContract):
 
     def run_in(self, folder: Path) -> None:
         """Two photographs (the validation one of five, and one more data set's only one), the shipped click
-        model with and without its prior beside both baselines; the table, the per-image IoU after 0..20 clicks
-        and the curves."""
+        model with and without its refinement (f-BRS) beside both baselines; the table, the per-image IoU after
+        0..20 clicks and the curves."""
         first = draw_studies(folder / "my data", 5, seed=3, shape=(96, 128))
         second = draw_studies(folder / "other data", 1, seed=4, shape=(96, 128))
         model, auto = MODEL_DIR / "pretrained_deepedit.pt", MODEL_DIR / "pretrained_unet.pt"
         argv = [str(first), str(second), "--model", str(model), "--auto", str(auto), "--random-walker"]
-        argv += ["--click-prior", "3", "0", "--click-prior-sigma", "35"]
+        argv += ["--click-brs-iterations", "5", "0", "--click-prior-sigma", "35"]
         assert self.run([*argv, "--out", str(folder / "click results")]) == 0
         with open(folder / "click results.csv", newline="") as f:
             rows = list(csv.reader(f))
         assert rows[0][:4] == ["data", "method", "id", "iou_0"] and rows[0][-1] == "iou_20" and len(rows) == 1 + 2 * 4
         assert {r[0] for r in rows[1:]} == {"my data", "other data"}
-        served = "deepedit (seed disks of 4 px, prior 3 logits over 35 px)"
-        assert [r[1] for r in rows[1:3]] == [served, "deepedit (seed disks of 4 px)"]  # a row per option, in order
+        before = "seed disks of 4 px, prior 3 logits over 35 px"
+        assert [r[1] for r in rows[1:3]] == [f"deepedit (f-BRS 5 it., {before})", f"deepedit ({before})"]  # in order
         ious = np.array([[float(v) for v in r[3:]] for r in rows[1:]])
         assert ((ious >= 0) & (ious <= 1)).all() and ious[:, 0].max() > 0.5  # drawn lesions: found without clicks
         table = (folder / "click results.md").read_text()

@@ -21,11 +21,17 @@ def test_conf_values_are_parsed(tmp_path) -> None:
         "model_dir": "/x",
         "click_prior": "2.5",
         "click_prior_sigma": "20",
+        "click_brs_iterations": "4",
         "other": "kept for monai",
     }
     s = LesionSettings.from_conf(conf, tmp_path)
     assert s.models == ("deeplabv3",) and s.train_epochs == 3 and s.train_lr == 1e-4 and s.model_dir == "/x"
-    assert s.click_options == {"click_radius": CLICK_RADIUS, "click_prior": 2.5, "click_prior_sigma": 20.0}
+    assert s.click_options == {
+        "click_radius": CLICK_RADIUS,
+        "click_prior": 2.5,
+        "click_prior_sigma": 20.0,
+        "click_brs_iterations": 4,
+    }
     assert LesionSettings.from_conf({"models": "all"}, tmp_path).models == ALL_MODELS
 
 
@@ -39,6 +45,8 @@ def test_conf_values_are_parsed(tmp_path) -> None:
         {"click_radius": "-1"},
         {"click_prior": "25"},
         {"click_prior_sigma": "0"},
+        {"click_brs_iterations": "2.5"},
+        {"click_brs_iterations": "51"},
     ],
 )
 def test_bad_values_are_refused_with_the_option_named(tmp_path, conf) -> None:

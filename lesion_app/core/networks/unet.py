@@ -81,13 +81,32 @@ class LesionUNet(nn.Module):
             self.decoders.append(_Block(in_channels=2 * fine, out_channels=fine, **args))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = UpSample(spatial_dims, channels[0], out_channels, scale_factor=2, mode="deconv")
+        #: how far (pixels at half the input size) :meth:`tail` looks around a position: the last decoder block's two
+        #: 3x3 convolutions and its attention convolution; the output layer adds nothing (2x2, stride 2)
+        self.tail_reach = 2 + (attention_kernel // 2 if attention else 0)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before the last decoder block: its input, (N, 2 * channels[0], h / 2, w / 2) (the upsampled
+        coarser level beside the finest skip)."""
         skips = []
         for encoder in self.encoders:
             x = encoder(x)
             skips.append(x)
-        x = skips.pop()
-        for up, decoder in zip(self.ups, self.decoders):
-            x = decoder(torch.cat([up(x), skips.pop()], dim=1))
+        x = features = skips.pop()
+        for level, (up, decoder) in enumerate(zip(self.ups, self.decoders)):  # loops, not [-1]: TorchScript
+            features = torch.cat([up(x), skips.pop()], dim=1)
+            if level < self.depth - 1:
+                x = decoder(features)
+        return features
+
+    def tail(self, features: torch.Tensor) -> torch.Tensor:
+        """The logits (N, out_channels, h, w) from :meth:`trunk`'s features: the last decoder block and the output
+        layer; an output pixel reads the features within :attr:`tail_reach` of its position."""
+        x = features
+        for level, decoder in enumerate(self.decoders):
+            if level == self.depth - 1:
+                x = decoder(features)
         return self.head(self.dropout(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.trunk(x))

@@ -17,7 +17,7 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lesion_app.core.checkpoint import model_meta
-from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, click_input, to_grid
+from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, to_grid
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY
 from lesion_app.io.images import SWAPPING_ORIENTATIONS, exif_orientation, stored_point_to_upright
 from lesion_app.lib.infers.segmentation import SegmentationInfer
@@ -33,9 +33,10 @@ class DeepEditInfer(SegmentationInfer):
     Clicks are checked (400 for malformed lists, points outside the photograph or on another slice), moved from
     the stored grid to the upright photograph (its EXIF orientation) and onto the network's grid; a box (``roi``,
     ``[i0, i1, j0, j1, k0, k1]``) limits the mask to it. What a click does besides the network's guidance input,
-    a prior on the logits around it and a seed disk taking its label (:class:`lesion_app.core.clicks.ClickEffect`),
-    comes from the config (``--conf``) or the request (``click_radius``, ``click_prior``, ``click_prior_sigma``).
-    The clean-up keeps every region a positive click is in.
+    the network refined to agree with it (f-BRS), a prior on the logits around it and a seed disk taking its label
+    (:class:`lesion_app.core.clicks.ClickEffect`), comes from the config (``--conf``) or the request
+    (``click_radius``, ``click_prior``, ``click_prior_sigma``, ``click_brs_iterations``).
+    The clean-up keeps every region a positive click is in and every hole a negative click cut.
     """
 
     def __init__(self, members: list[list[str]], spatial_size: Any, description: str, config: dict | None = None):
@@ -60,8 +61,8 @@ class DeepEditInfer(SegmentationInfer):
 
     @staticmethod
     def click_effect(data: dict[str, Any]) -> ClickEffect:
-        """The request's ``click_radius``, ``click_prior`` and ``click_prior_sigma`` (the config's where it has none);
-        400 for a value that is not a number within :attr:`ClickEffect.LIMITS`."""
+        """The request's ``click_radius``, ``click_prior``, ``click_prior_sigma`` and ``click_brs_iterations`` (the
+        config's where it has none); 400 for a value that is not a number within :attr:`ClickEffect.LIMITS`."""
         try:
             return ClickEffect.of(data)
         except ValueError as e:
@@ -89,9 +90,9 @@ class DeepEditInfer(SegmentationInfer):
         fg_grid = [to_grid(r, c, size, self.spatial_size) for r, c in fg]
         bg_grid = [to_grid(r, c, size, self.spatial_size) for r, c in bg]
         image = torch.as_tensor(data["image"])[None].float().to(device)
-        prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, data) if cfg.prev_mask else None
         effect = self.click_effect(data)
-        data["probabilities"], mask, raw = predictor.with_clicks(image, fg_grid, bg_grid, cfg, prev, effect, size, fg)
+        prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, effect, data) if cfg.prev_mask else None
+        data["probabilities"], mask, raw = predictor.with_clicks(image, fg_grid, bg_grid, cfg, prev, effect, size)
         self._remember(data, fg_grid, bg_grid, raw)
         data["pred"] = self.within_roi(mask, data)
         return data
@@ -116,6 +117,7 @@ class DeepEditInfer(SegmentationInfer):
         fg: list[Point],
         bg: list[Point],
         cfg: ClickConfig,
+        effect: ClickEffect,
         data: dict[str, Any],
     ) -> torch.Tensor | None:
         """The mask before the newest click, which a model trained with its previous mask reads (RITM's iterative
@@ -132,7 +134,7 @@ class DeepEditInfer(SegmentationInfer):
         for n in range(len(clicks)):
             sofar_fg = [p for p, positive in clicks[:n] if positive]
             sofar_bg = [p for p, positive in clicks[:n] if not positive]
-            probs = predictor.batch_probabilities(click_input(image, [sofar_fg], [sofar_bg], cfg, prev))
+            probs = predictor.click_probabilities(image, sofar_fg, sofar_bg, cfg, prev, effect)
             self._remember(data, sofar_fg, sofar_bg, probs)
             prev = (probs > 0.5).float()
         return prev
