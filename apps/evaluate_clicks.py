@@ -78,7 +78,8 @@ def click_model(path: str, postprocess: bool, effect: ClickEffect) -> Method:
     def session(prepared: Prepared, original: tuple[int, int]) -> SessionPredictor:
         def predict(fg: list[Point], bg: list[Point], state: Any) -> tuple[np.ndarray, Any]:
             prev = state if cfg.prev_mask else None
-            _, mask, raw = predictor.with_clicks(prepared.batch, fg, bg, cfg, prev, effect, original)
+            raw = predictor.click_probabilities(prepared.batch, fg, bg, cfg, prev, effect)
+            _, mask = predictor.click_mask(raw, fg, bg, effect, original)
             return mask.astype(bool), (raw > 0.5).float()
 
         return predict

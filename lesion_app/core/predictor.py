@@ -185,33 +185,29 @@ class Predictor:
     ) -> torch.Tensor:
         """The click network's own (1, 1, h, w) probabilities for one photograph (x: (1, 3, h, w)), its clicks on
         the network's grid and ``prev``: refined to agree with the clicks (f-BRS, ``effect.brs_iterations``) where
-        the predictor is one network that allows it; what the next click's previous mask is made from."""
+        the predictor is one network that allows it; what the next click's previous mask is made from and what
+        :meth:`click_mask` turns into the result."""
         inputs = click_input(x, [list(fg)], [list(bg)], cfg, prev)
         if effect.brs_iterations and len(self.networks) == 1 and refinable(self.networks[0]):
             return torch.sigmoid(refined_logits(self.networks[0], inputs, fg, bg, effect.brs_iterations))
         return self.batch_probabilities(inputs)
 
-    def with_clicks(
+    def click_mask(
         self,
-        x: torch.Tensor,
+        raw: torch.Tensor,
         fg: Sequence[Point],
         bg: Sequence[Point],
-        cfg: ClickConfig,
-        prev: torch.Tensor | None,
         effect: ClickEffect,
         original_size: Sequence[int],
-    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-        """A click model's pass on one photograph (x: (1, 3, h, w)) with its clicks on the network's grid and, for a
-        model that reads it, ``prev`` (1, 1, h, w): (probabilities (H, W) at ``original_size`` after the clicks'
-        ``effect`` (the refinement where the one network allows it, the prior and the seed disks), the mask from
-        them, in which the clean-up keeps every region with a positive click and every hole with a negative one,
-        the (refined) network's own (1, 1, h, w) probabilities, from which the next click's previous mask is
-        made)."""
-        raw = self.click_probabilities(x, fg, bg, cfg, prev, effect)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The click model's result from its (1, 1, h, w) probabilities (:meth:`click_probabilities`) and the clicks
+        on the network's (h, w) grid: (probabilities (H, W) at ``original_size`` after the clicks' ``effect`` (the
+        prior and the seed disks), the mask from them, in which the clean-up keeps every region with a positive click
+        and every hole with a negative one)."""
         probabilities = self.restore(effect.apply(raw[0].cpu(), fg, bg), original_size)
-        grid = x.shape[-2:]
+        grid = raw.shape[-2:]
         keep, holes = ([from_grid(r, c, grid, original_size) for r, c in points] for points in (fg, bg))
-        return probabilities, self.mask_from(probabilities, keep=keep, holes=holes), raw
+        return probabilities, self.mask_from(probabilities, keep=keep, holes=holes)
 
     def probabilities(self, image_path: str | Path, tta: bool | None = None) -> np.ndarray:
         """Lesion probability per pixel of the photograph, (H, W) float32 at its original (upright) size."""

@@ -92,7 +92,8 @@ class DeepEditInfer(SegmentationInfer):
         image = torch.as_tensor(data["image"])[None].float().to(device)
         effect = self.click_effect(data)
         prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, effect, data) if cfg.prev_mask else None
-        data["probabilities"], mask, raw = predictor.with_clicks(image, fg_grid, bg_grid, cfg, prev, effect, size)
+        raw = predictor.click_probabilities(image, fg_grid, bg_grid, cfg, prev, effect)
+        data["probabilities"], mask = predictor.click_mask(raw, fg_grid, bg_grid, effect, size)
         self._remember(data, fg_grid, bg_grid, raw)
         data["pred"] = self.within_roi(mask, data)
         return data
