@@ -25,6 +25,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lesion_app.io import files, layout
 from lesion_app.io.images import (
+    RESULT_EXTENSIONS,
     exif_orientation,
     itk_geometry,
     itk_header,
@@ -438,6 +439,34 @@ def click_points(value: Any, name: str, stored_hw: tuple[int, int]) -> list[tupl
             raise bad_request(f"{name} point {list(point)} lies outside the photograph ({w}x{h}, columns x rows)")
         points.append((min(max(round(j), 0), h - 1), min(max(round(i), 0), w - 1)))
     return points
+
+
+def infer_params(params: Any) -> None:
+    """400 unless an infer request's ``params`` form field is empty or a JSON object (MONAI Label's endpoint reads
+    it with ``json.loads`` and merges it into the request, a 500 for anything else)."""
+    if params in (None, ""):
+        return
+    try:
+        value = json.loads(params) if isinstance(params, str | bytes) else params
+    except ValueError as e:
+        raise bad_request(f"params is not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise bad_request(f"params must be a JSON object of options, got {type(value).__name__}")
+
+
+def infer_options(request: dict[str, Any]) -> None:
+    """400 for an infer request's ``threshold`` that is not a number between 0 and 1 (exclusive), or a
+    ``result_extension`` the app does not write (:data:`lesion_app.io.images.RESULT_EXTENSIONS`)."""
+    threshold = request.get("threshold", 0.5)
+    try:
+        number = float(threshold)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(threshold, bool) or not 0.0 < number < 1.0:
+        raise bad_request(f"threshold must be a number between 0 and 1, got {threshold!r}")
+    extension = request.get("result_extension") or ".png"
+    if extension not in RESULT_EXTENSIONS:
+        raise bad_request(f"result_extension must be one of {', '.join(RESULT_EXTENSIONS)}, got {extension!r}")
 
 
 def is_upload(path: str) -> bool:

@@ -1,9 +1,12 @@
 """MONAI Label 0.8.5 patched in one place: every behaviour of the stock server this app changes.
 
-- :func:`install` (at import): bearer tokens checked with PyJWT 2 (:mod:`lesion_app.server.auth`).
+- :func:`install` (at import): bearer tokens checked with PyJWT 2 (:mod:`lesion_app.server.auth`); the infer
+  endpoint checks its ``params`` form field before MONAI Label parses it.
 - :class:`MONAILabelFixes`, mixed into ``LesionApp`` before ``MONAILabelApp`` (MONAI Label finds the app as the
   class in main.py whose direct bases include ``MONAILabelApp``):
-  - infer refuses image paths on the server (only datastore ids and the request's own upload);
+  - infer refuses image paths on the server (only datastore ids and the request's own upload), and answers an
+    unknown model with 404 and bad options (``params`` that is no JSON object, a threshold outside (0, 1), a
+    result format the app does not write) with 400, where the stock server fails with 500;
   - scoring after a training is queued rather than refused while another scoring runs;
   - batch infer runs on the CPU of a machine without GPUs (MONAI Label's divides by the GPU count);
   - in the server process, oversized request bodies are refused as they arrive
@@ -15,11 +18,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from monailabel.endpoints import infer as infer_endpoint
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
@@ -31,6 +37,21 @@ logger = logging.getLogger(__name__)
 def install() -> None:
     """Patches that must be in place before the server handles a request (idempotent)."""
     auth.install()  # MONAI Label 0.8.5 refuses every token under PyJWT 2 (auth.py says why)
+    if not hasattr(infer_endpoint.run_inference, "__wrapped__"):
+        infer_endpoint.run_inference = checked_params(infer_endpoint.run_inference)
+
+
+def checked_params(run_inference: Callable[..., Any]) -> Callable[..., Any]:
+    """MONAI Label's ``run_inference`` (what ``POST /infer/<model>`` calls) with its ``params`` form field checked
+    first (:func:`lesion_app.server.checks.infer_params`): a 400 instead of a 500 for a field that is no JSON
+    object."""
+
+    @functools.wraps(run_inference)
+    def checked(background_tasks: Any, model: str, image: str = "", session_id: str = "", params: str = "{}", *rest):
+        checks.infer_params(params)
+        return run_inference(background_tasks, model, image, session_id, params, *rest)
+
+    return checked
 
 
 #: What an infer result says about its mask that the datastore keeps in the image's info (worklist, Slicer).
@@ -88,9 +109,14 @@ class MONAILabelFixes:
         """Images are datastore ids or files uploaded with the request, never other paths on the server.
 
         MONAI Label uses any ``image`` that exists on disk as a path (and ``params`` may set it), which would
-        let a caller segment, and learn about, arbitrary files on the server.
+        let a caller segment, and learn about, arbitrary files on the server. An unknown model is a 404 and a bad
+        ``threshold`` or ``result_extension`` a 400 here, before any work (MONAI Label's own answer is a 500).
         """
         checks.check_infer_image(request.get("image"))
+        if request.get("model") not in self._infers:  # type: ignore[attr-defined]
+            known = ", ".join(sorted(self._infers))  # type: ignore[attr-defined]
+            raise checks.not_found(f"no model {request.get('model')!r}: this server has {known}")
+        checks.infer_options(request)
         result = super().infer(request, datastore)  # type: ignore[misc]
         remember_quality(request, result, datastore or self.datastore())  # type: ignore[attr-defined]
         return result

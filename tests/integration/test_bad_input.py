@@ -53,6 +53,11 @@ def unchanged(url: str, workdir: Path) -> Iterator[None]:
     assert sorted(p.name for p in workdir.iterdir()) == parent
 
 
+def infer_with(url: str, params: str) -> httpx.Response:
+    """``POST /infer/unet`` on the sample photograph with ``params`` as the form field, as curl and Slicer send it."""
+    return httpx.post(f"{url}/infer/unet", params={"image": IMAGE}, data={"params": params}, timeout=60)
+
+
 def put_image(url: str, name: str, data: bytes, image: str | None = None) -> httpx.Response:
     params = {"image": image} if image is not None else {}
     return httpx.put(f"{url}/datastore/", params=params, files={"file": (name, data)}, timeout=60)
@@ -135,6 +140,12 @@ BAD_REQUESTS = {
         400,
         "image id",
     ),
+    "infer_params_not_json": (lambda u: infer_with(u, "{foreground: [[1, 2, 0]]"), 400, "params is not JSON"),
+    "infer_params_a_list": (lambda u: infer_with(u, "[1, 2, 3]"), 400, "JSON object"),
+    "infer_threshold_above_1": (lambda u: infer_with(u, json.dumps({"threshold": 1.5})), 400, "threshold"),
+    "infer_threshold_text": (lambda u: infer_with(u, json.dumps({"threshold": "half"})), 400, "threshold"),
+    "infer_jpeg_result": (lambda u: infer_with(u, json.dumps({"result_extension": ".jpg"})), 400, "result_extension"),
+    "infer_unknown_model": (lambda u: httpx.post(f"{u}/infer/deepedt", params={"image": IMAGE}), 404, "no model"),
 }
 
 

@@ -186,3 +186,44 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> 
     assert dest.read_bytes() == b"old" and os.listdir(tmp_path) == ["label.png"]
     checks.stored(dest, lambda f: f.write(b"new"))
     assert dest.read_bytes() == b"new" and os.listdir(tmp_path) == ["label.png"]
+
+
+# -- infer options ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("params", ["", None, "{}", '{"threshold": 0.4, "foreground": [[1, 2, 0]]}'])
+def test_infer_params_that_are_json_objects_pass(params: str | None) -> None:
+    checks.infer_params(params)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [("{foreground: [[1, 2, 0]]", "not JSON"), ("[1, 2, 3]", "got list"), ('"text"', "got str"), ("3", "got int")],
+)
+def test_infer_params_that_are_no_json_object_are_400(params: str, message: str) -> None:
+    status, detail = refused(lambda: checks.infer_params(params))
+    assert status == 400 and message in detail
+
+
+@pytest.mark.parametrize(
+    "request_", [{}, {"threshold": 0.3}, {"threshold": "0.7", "result_extension": ".nrrd"}, {"result_extension": ""}]
+)
+def test_infer_options_in_range_pass(request_: dict) -> None:
+    checks.infer_options(request_)
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"threshold": 1.5}, "threshold"),
+        ({"threshold": 0}, "threshold"),
+        ({"threshold": "half"}, "threshold"),
+        ({"threshold": True}, "threshold"),
+        ({"threshold": None}, "threshold"),
+        ({"threshold": float("nan")}, "threshold"),
+        ({"result_extension": ".jpg"}, ".png, .nii.gz, .nrrd"),
+    ],
+)
+def test_infer_options_out_of_range_are_400(request_: dict, message: str) -> None:
+    status, detail = refused(lambda: checks.infer_options(request_))
+    assert status == 400 and message in detail
