@@ -5,7 +5,9 @@ Segmentation", CVPR 2020): a click network does not always follow a click; inste
 inputs, a per-channel scale and bias of one of its inner feature maps are optimised with L-BFGS so that the pixels
 around every click get the click's label, with an L2 penalty keeping them near the identity. The refined features
 change the mask wherever the photograph looks like the clicked place; here that change is kept to the clicks'
-neighbourhood (:data:`BRS_REACH`), so a click never moves the boundary across the photograph.
+neighbourhood (:data:`BRS_REACH`), so a click never moves the boundary across the photograph. The scale and bias
+are fitted to all the clicks together, from the identity each time, so a new click can also move the boundary near
+the earlier clicks.
 
 Here the features are the input of the last decoder block of :class:`lesion_app.core.networks.LesionUNet`
 (:meth:`~lesion_app.core.networks.LesionUNet.trunk`). An output pixel reads only the features within the network's
