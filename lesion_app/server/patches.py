@@ -47,7 +47,9 @@ def checked_params(run_inference: Callable[..., Any]) -> Callable[..., Any]:
     object."""
 
     @functools.wraps(run_inference)
-    def checked(background_tasks: Any, model: str, image: str = "", session_id: str = "", params: str = "{}", *rest):
+    def checked(
+        background_tasks: Any, model: str, image: str = "", session_id: str = "", params: str = "{}", *rest: Any
+    ) -> Any:
         checks.infer_params(params)
         return run_inference(background_tasks, model, image, session_id, params, *rest)
 
