@@ -25,6 +25,9 @@ from lesion_app.server import checks
 
 #: The masks kept for the previous-mask input: 64 kB each (256x256 booleans).
 STATES_KEPT = 128
+#: Points one request may hold, positive and negative together: after a restart each costs a replayed network pass
+#: (about 60-90 ms on 2 CPU threads), and the robot user of the evaluation stops at 20.
+MAX_POINTS = 100
 
 
 class DeepEditInfer(SegmentationInfer):
@@ -69,7 +72,8 @@ class DeepEditInfer(SegmentationInfer):
             raise checks.bad_request(str(e)) from None
 
     def upright_clicks(self, data: dict[str, Any]) -> tuple[list[Point], list[Point]]:
-        """The request's positive and negative clicks as (row, col) on the upright photograph."""
+        """The request's positive and negative clicks as (row, col) on the upright photograph; 400 for more than
+        :data:`MAX_POINTS`."""
         orientation, stored = self.stored_grid(data)
         if data.get("slice") not in (None, "", 0, "0"):
             raise checks.bad_request(f"slice {data['slice']!r}: the photograph is one slice (0)")
@@ -78,7 +82,10 @@ class DeepEditInfer(SegmentationInfer):
             points = checks.click_points(data.get(name), name, stored)
             return [tuple(int(v) for v in stored_point_to_upright(r, c, orientation, stored)) for r, c in points]
 
-        return upright("foreground"), upright("background")
+        fg, bg = upright("foreground"), upright("background")
+        if len(fg) + len(bg) > MAX_POINTS:
+            raise checks.bad_request(f"{len(fg) + len(bg)} points: at most {MAX_POINTS} per request")
+        return fg, bg
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
         device = str(device)
