@@ -10,7 +10,8 @@
   - scoring after a training is queued rather than refused while another scoring runs;
   - batch infer runs on the CPU of a machine without GPUs (MONAI Label's divides by the GPU count);
   - in the server process, oversized request bodies are refused as they arrive
-    (:mod:`lesion_app.server.upload_limit`), and OHIF 3.13, its DICOMweb proxy and the worklist replace the
+    (:mod:`lesion_app.server.upload_limit`), inferences run in a worker thread, not on the event loop
+    (:mod:`lesion_app.server.infer_route`), and OHIF 3.13, its DICOMweb proxy and the worklist replace the
     wheel's OHIF (:mod:`lesion_app.server.viewer`);
   - a photograph handed out as the next sample gets the model's proposal stored on the DICOMweb server
     (:mod:`lesion_app.server.proposals`).
@@ -29,7 +30,7 @@ from monailabel.endpoints import infer as infer_endpoint
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
-from lesion_app.server import auth, checks, proposals, upload_limit, viewer
+from lesion_app.server import auth, checks, infer_route, proposals, upload_limit, viewer
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class MONAILabelFixes:
         """Runs in the server process only (train subprocesses build the app too)."""
         super().on_init_complete()  # type: ignore[misc]
         upload_limit.install(upload_limit.body_limit_bytes(self.max_upload_mb))
+        infer_route.install()
         viewer.install(self)
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:

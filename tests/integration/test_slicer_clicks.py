@@ -10,8 +10,12 @@ the stored grid Slicer clicks on is not the upright one the model sees.
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from collections.abc import Iterator
 
+import httpx
 import itk
 import numpy as np
 import pytest
@@ -196,3 +200,27 @@ def test_a_box_limits_the_mask(client: MONAILabelClient, study: tuple) -> None:
     rows, cols = np.nonzero(mask)
     assert mask.any() and rows.min() >= r - 20 and rows.max() <= r + 20 and cols.min() >= c - 30
     assert cols.max() <= c + 30
+
+
+def test_other_requests_are_answered_while_clicks_are_replayed(client: MONAILabelClient) -> None:
+    """90 new points cost 90 network passes (the previous-mask chain is replayed); meanwhile /info, which Slicer polls,
+    is answered: the inference runs off the server's event loop (MONAI Label's own endpoint blocks it)."""
+    url = client.get_server_url()
+    points = [[40 + 3 * (n % 30), 40 + 5 * (n // 30), 0] for n in range(90)]
+    params = {"label": "lesion", "foreground": points, "background": [], "slice": 0, "result_extension": ".nrrd"}
+    slow: dict[str, object] = {}
+
+    def replayed_click() -> None:
+        form = {"params": json.dumps(params)}
+        slow["response"] = httpx.post(f"{url}/infer/deepedit", params={"image": "clicks_png"}, data=form, timeout=300)
+        slow["at"] = time.monotonic()
+
+    worker = threading.Thread(target=replayed_click)
+    worker.start()
+    time.sleep(0.5)  # the request is in
+    info = httpx.get(f"{url}/info/", timeout=300)
+    answered = time.monotonic()
+    worker.join(timeout=300)
+    assert info.status_code == 200 and "deepedit" in info.json()["models"]
+    assert isinstance(slow.get("response"), httpx.Response) and slow["response"].status_code == 200
+    assert answered + 1.0 < slow["at"], "/info waited for the inference"
