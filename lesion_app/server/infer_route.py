@@ -10,9 +10,10 @@ tasks' caches of networks and previous masks are not made for concurrent use); t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, UploadFile
@@ -20,14 +21,14 @@ from monailabel.config import RBAC_USER, settings
 from monailabel.endpoints import infer as infer_endpoint
 from monailabel.endpoints.infer import ResultType
 from monailabel.endpoints.user.auth import RBAC, User
-from starlette.concurrency import run_in_threadpool
 
 logger = logging.getLogger(__name__)
 
 #: Marks the route :func:`install` added, so a second call replaces it.
 MARK = "lesion_app_infer_route"
-#: One inference at a time, as MONAI Label ran them on its event loop.
-_ONE_AT_A_TIME = threading.Lock()
+#: One worker thread: one inference at a time, as MONAI Label ran them on its event loop, and always the same thread,
+#: so torch's CPU thread team is made once (a new thread's first inference is slower).
+_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lesion-infer")
 #: The parameters' defaults of MONAI Label's endpoint: no upload, and a signed-in user where auth is on.
 _NO_FILE = File(None)
 _USER = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
@@ -53,12 +54,9 @@ def build_router() -> APIRouter:
         user: User = _USER,
     ) -> Any:
         def run() -> Any:
-            with _ONE_AT_A_TIME:
-                return infer_endpoint.run_inference(
-                    background_tasks, model, image, session_id, params, file, label, output
-                )
+            return infer_endpoint.run_inference(background_tasks, model, image, session_id, params, file, label, output)
 
-        return await run_in_threadpool(run)
+        return await asyncio.get_running_loop().run_in_executor(_WORKER, run)
 
     for route in router.routes:
         setattr(route, MARK, True)
