@@ -3,9 +3,10 @@
 MONAI Label 0.8.5's infer endpoint is an ``async`` function that runs the whole inference on the event loop, so
 while one photograph is segmented (or a click's previous masks are replayed after a restart) the server answers
 nothing else: not ``/info``, which 3D Slicer polls, not the datastore, not OHIF's files, not another clinician's
-click. This route takes the same parameters and calls the same ``run_inference`` (with this app's checks,
-:func:`lesion_app.server.patches.checked_params`) in a worker thread, one inference at a time as before (the infer
-tasks' caches of networks and previous masks are not made for concurrent use); the event loop stays free meanwhile.
+click. This route takes the same parameters, checks ``params`` (:func:`lesion_app.server.checks.infer_params`: a 400
+where MONAI Label's parsing fails with a 500) and calls the same ``run_inference`` in a worker thread, one inference
+at a time as before (the infer tasks' caches of networks and previous masks are not made for concurrent use); the
+event loop stays free meanwhile.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from monailabel.config import RBAC_USER, settings
 from monailabel.endpoints import infer as infer_endpoint
 from monailabel.endpoints.infer import ResultType
 from monailabel.endpoints.user.auth import RBAC, User
+
+from lesion_app.server import checks
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ def build_router() -> APIRouter:
         output: ResultType | None = None,
         user: User = _USER,
     ) -> Any:
+        checks.infer_params(params)
+
         def run() -> Any:
             return infer_endpoint.run_inference(background_tasks, model, image, session_id, params, file, label, output)
 

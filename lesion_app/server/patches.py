@@ -1,7 +1,6 @@
 """MONAI Label 0.8.5 patched in one place: every behaviour of the stock server this app changes.
 
-- :func:`install` (at import): bearer tokens checked with PyJWT 2 (:mod:`lesion_app.server.auth`); the infer
-  endpoint checks its ``params`` form field before MONAI Label parses it.
+- :func:`install` (at import): bearer tokens checked with PyJWT 2 (:mod:`lesion_app.server.auth`).
 - :class:`MONAILabelFixes`, mixed into ``LesionApp`` before ``MONAILabelApp`` (MONAI Label finds the app as the
   class in main.py whose direct bases include ``MONAILabelApp``):
   - infer refuses image paths on the server (only datastore ids and the request's own upload), and answers an
@@ -10,23 +9,20 @@
   - scoring after a training is queued rather than refused while another scoring runs;
   - batch infer runs on the CPU of a machine without GPUs (MONAI Label's divides by the GPU count);
   - in the server process, oversized request bodies are refused as they arrive
-    (:mod:`lesion_app.server.upload_limit`), inferences run in a worker thread, not on the event loop
-    (:mod:`lesion_app.server.infer_route`), and OHIF 3.13, its DICOMweb proxy and the worklist replace the
-    wheel's OHIF (:mod:`lesion_app.server.viewer`);
+    (:mod:`lesion_app.server.upload_limit`), inferences run in a worker thread, not on the event loop, after
+    their ``params`` form field is checked (:mod:`lesion_app.server.infer_route`), and OHIF 3.13, its DICOMweb
+    proxy and the worklist replace the wheel's OHIF (:mod:`lesion_app.server.viewer`);
   - a photograph handed out as the next sample gets the model's proposal stored on the DICOMweb server
     (:mod:`lesion_app.server.proposals`).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from collections.abc import Callable
 from typing import Any
 
 import torch
-from monailabel.endpoints import infer as infer_endpoint
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 
@@ -38,23 +34,6 @@ logger = logging.getLogger(__name__)
 def install() -> None:
     """Patches that must be in place before the server handles a request (idempotent)."""
     auth.install()  # MONAI Label 0.8.5 refuses every token under PyJWT 2 (auth.py says why)
-    if not hasattr(infer_endpoint.run_inference, "__wrapped__"):
-        infer_endpoint.run_inference = checked_params(infer_endpoint.run_inference)
-
-
-def checked_params(run_inference: Callable[..., Any]) -> Callable[..., Any]:
-    """MONAI Label's ``run_inference`` (what ``POST /infer/<model>`` calls) with its ``params`` form field checked
-    first (:func:`lesion_app.server.checks.infer_params`): a 400 instead of a 500 for a field that is no JSON
-    object."""
-
-    @functools.wraps(run_inference)
-    def checked(
-        background_tasks: Any, model: str, image: str = "", session_id: str = "", params: str = "{}", *rest: Any
-    ) -> Any:
-        checks.infer_params(params)
-        return run_inference(background_tasks, model, image, session_id, params, *rest)
-
-    return checked
 
 
 #: What an infer result says about its mask that the datastore keeps in the image's info (worklist, Slicer).
