@@ -172,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         pairs = select(args.data, args.split, args.val_fraction, args.seed, args.limit)
         taken: set[str] = set()
         names = [model_name(m, taken) for m in args.models]
-        networks = [load_model(m)[0] for m in args.models]
+        loaded = [load_model(m) for m in args.models]
+        clicked = [m for m, (_, meta) in zip(args.models, loaded) if "clicks" in meta]
+        if clicked:
+            raise ValueError(f"{', '.join(clicked)}: a click model; evaluate it with lesion-evaluate-clicks")
+        networks = [network for network, _ in loaded]
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,4 @@
-"""Pictures of results: overlays like the paper's Figures 5 and 6, metric charts like its Figures 7 and 8,
-and training curves from the logs.
+"""Pictures of results: overlays (the paper's Figures 5 and 6), metric charts (Figures 7 and 8), training curves.
 
 Examples::
 

@@ -1,5 +1,6 @@
-"""Pictures of the browser loop: the app's worklist and OHIF 3.13 (served by the app at ``/ohif/``), taken in
-headless Chromium. They are the README's and docs/ohif.md's pictures::
+"""Pictures of the browser loop in headless Chromium: the app's worklist and OHIF 3.13 (served at ``/ohif/``).
+
+They are the README's and docs/ohif.md's pictures::
 
     lesion-ohif-screenshot http://127.0.0.1:8000 --correction docs/ohif_correction.png --save
     lesion-ohif-screenshot http://127.0.0.1:8000 --worklist docs/ohif_worklist.png

@@ -1,5 +1,6 @@
-"""A copy of an image/mask data folder already read and resized as training reads it, for a trip to an
-accelerator machine (its upload is limited: all 2,107 ISIC pairs at 256x256 are about 51 MB)::
+"""A copy of an image/mask data folder, read and resized as training reads it, for a trip to a GPU machine.
+
+Its upload is limited (all 2,107 ISIC pairs at 256x256 are about 51 MB)::
 
     python -m apps.research.resized_copy ../shared/data/isic .gpu/isic
 

@@ -17,6 +17,7 @@ Conventions:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -120,8 +121,13 @@ def click_input(
 
 def nearest_squared_distance(points: Sequence[Point], size: Sequence[int]) -> torch.Tensor:
     """(h, w) float32: each pixel's squared distance to the nearest of ``points`` on an (h, w) grid; inf without
-    points."""
-    h, w = int(size[0]), int(size[1])
+    points. A click asks for the same grids several times (f-BRS, the prior, the seed disks), so the last few are
+    kept; each call gets its own copy."""
+    return _nearest_squared_distance(tuple((int(r), int(c)) for r, c in points), int(size[0]), int(size[1])).clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _nearest_squared_distance(points: tuple[Point, ...], h: int, w: int) -> torch.Tensor:
     if not points:
         return torch.full((h, w), float("inf"))
     at = torch.tensor(points, dtype=torch.float32)

@@ -47,11 +47,23 @@ MAX_ID_LENGTH = layout.MAX_ID_LENGTH
 LABEL_ENCODINGS = ({0, 1}, {0, 255}, {0, 65535})
 
 
-def flag(value: Any) -> bool:
-    """A request option as a boolean: JSON true/false, or the strings 3D Slicer and curl send ("true", "0")."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+#: How a request may spell a boolean option (3D Slicer and curl send strings).
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def flag(value: Any, name: str = "option") -> bool:
+    """A request option as a boolean: JSON true/false, 0 or 1, or the strings 3D Slicer and curl send ("true", "0").
+
+    Raises:
+        HTTPException: 400 naming ``name`` for anything else ("maybe", 5), which must not pass silently as one.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise bad_request(f"{name} must be true or false, got {value!r}")
 
 
 def bad_request(detail: str) -> HTTPException:
@@ -441,22 +453,36 @@ def click_points(value: Any, name: str, stored_hw: tuple[int, int]) -> list[tupl
     return points
 
 
-def infer_params(params: Any) -> None:
-    """400 unless an infer request's ``params`` form field is empty or a JSON object (MONAI Label's endpoint reads
-    it with ``json.loads`` and merges it into the request, a 500 for anything else)."""
-    if params in (None, ""):
+def json_object_field(value: Any, name: str = "params") -> None:
+    """400 unless a request's form field ``name`` (infer's and a saved label's ``params``, an info update's
+    ``info``) is empty or a JSON object: MONAI Label's endpoints read it with ``json.loads`` and use it as a dict, a
+    500 for anything else."""
+    if value in (None, ""):
         return
     try:
-        value = json.loads(params) if isinstance(params, str | bytes) else params
+        parsed = json.loads(value) if isinstance(value, str | bytes) else value
     except ValueError as e:
-        raise bad_request(f"params is not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise bad_request(f"params must be a JSON object of options, got {type(value).__name__}")
+        raise bad_request(f"{name} is not JSON: {e}") from None
+    if not isinstance(parsed, dict):
+        raise bad_request(f"{name} must be a JSON object of options, got {type(parsed).__name__}")
+
+
+#: What an infer request without a photograph is told.
+NO_IMAGE = "no image: name an image id (?image=<id>), a session (?session_id=) or upload the photograph as file"
+#: The boolean options of an infer request.
+INFER_FLAGS = ("tta", "postprocess", "save_label")
 
 
 def infer_options(request: dict[str, Any]) -> None:
-    """400 for an infer request's ``threshold`` that is not a number between 0 and 1 (exclusive), or a
-    ``result_extension`` the app does not write (:data:`lesion_app.io.images.RESULT_EXTENSIONS`)."""
+    """400 for an infer request without an image, a ``threshold`` that is not a number between 0 and 1 (exclusive),
+    a ``result_extension`` the app does not write (:data:`lesion_app.io.images.RESULT_EXTENSIONS`) or a boolean
+    option (:data:`INFER_FLAGS`) that :func:`flag` does not read as one; the boolean options become ``bool`` in
+    ``request`` (MONAI Label tests ``save_label`` for truth, and the string "false" is true)."""
+    if not request.get("image"):
+        raise bad_request(NO_IMAGE)
+    for name in INFER_FLAGS:
+        if name in request:
+            request[name] = flag(request[name], name)
     threshold = request.get("threshold", 0.5)
     try:
         number = float(threshold)

@@ -3,10 +3,11 @@
 MONAI Label 0.8.5's infer endpoint is an ``async`` function that runs the whole inference on the event loop, so
 while one photograph is segmented (or a click's previous masks are replayed after a restart) the server answers
 nothing else: not ``/info``, which 3D Slicer polls, not the datastore, not OHIF's files, not another clinician's
-click. This route takes the same parameters, checks ``params`` (:func:`lesion_app.server.checks.infer_params`: a 400
-where MONAI Label's parsing fails with a 500) and calls the same ``run_inference`` in a worker thread, one inference
-at a time as before (the infer tasks' caches of networks and previous masks are not made for concurrent use); the
-event loop stays free meanwhile.
+click. This route takes the same parameters, checks ``params`` (:func:`lesion_app.server.checks.json_object_field`:
+a 400 where MONAI Label's parsing fails with a 500) and that the request names a photograph (a 400; MONAI Label's
+is a 500), and calls the same ``run_inference`` in a worker thread, one
+inference at a time as before (the infer tasks' caches of networks and previous masks are not made for concurrent
+use); the event loop stays free meanwhile.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def build_router() -> APIRouter:
         output: ResultType | None = None,
         user: User = _USER,
     ) -> Any:
-        checks.infer_params(params)
+        checks.json_object_field(params)
+        if not (image or session_id or file):
+            raise checks.bad_request(checks.NO_IMAGE)
 
         def run() -> Any:
             return infer_endpoint.run_inference(background_tasks, model, image, session_id, params, file, label, output)

@@ -1,12 +1,18 @@
 """MONAI Label 0.8.5 patched in one place: every behaviour of the stock server this app changes.
 
-- :func:`install` (at import): bearer tokens checked with PyJWT 2 (:mod:`lesion_app.server.auth`).
+- :func:`install` (at import): bearer tokens checked with PyJWT 2 (:mod:`lesion_app.server.auth`); the datastore
+  endpoints' JSON form fields (a saved label's ``params``, an info update's ``info``) checked, a 400 where the stock
+  server fails with 500; ``POST /train/<model>`` checks the model (404) and its options (400) before it queues a
+  run, where the stock server answers 200 and the run fails in its subprocess.
 - :class:`MONAILabelFixes`, mixed into ``LesionApp`` before ``MONAILabelApp`` (MONAI Label finds the app as the
   class in main.py whose direct bases include ``MONAILabelApp``):
   - infer refuses image paths on the server (only datastore ids and the request's own upload), and answers an
-    unknown model with 404 and bad options (``params`` that is no JSON object, a threshold outside (0, 1), a
-    result format the app does not write) with 400, where the stock server fails with 500;
-  - scoring after a training is queued rather than refused while another scoring runs;
+    unknown model with 404 and bad options (``params`` that is no JSON object, no image, a threshold outside
+    (0, 1), a result format the app does not write, a boolean option that is none) with 400, where the stock
+    server fails with 500 or reads "maybe" as false;
+  - an unknown active-learning strategy is a 404 (the stock server: 500);
+  - scoring after a training is queued rather than refused while another scoring runs, and a scoring method
+    already waiting in the queue is not queued again (MONAI Label queues every method after each next sample);
   - batch infer runs on the CPU of a machine without GPUs (MONAI Label's divides by the GPU count);
   - in the server process, oversized request bodies are refused as they arrive
     (:mod:`lesion_app.server.upload_limit`), inferences run in a worker thread, not on the event loop, after
@@ -18,14 +24,19 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
+from monailabel.utils.async_tasks import utils as async_tasks
 
+from lesion_app.lib.trainers.segmentation import train_options
 from lesion_app.server import auth, checks, infer_route, proposals, upload_limit, viewer
 
 logger = logging.getLogger(__name__)
@@ -34,6 +45,58 @@ logger = logging.getLogger(__name__)
 def install() -> None:
     """Patches that must be in place before the server handles a request (idempotent)."""
     auth.install()  # MONAI Label 0.8.5 refuses every token under PyJWT 2 (auth.py says why)
+    check_json_fields()
+    check_train_requests()
+
+
+#: MONAI Label's datastore endpoint functions that parse a JSON form field with ``json.loads`` (a 500 when it is no
+#: JSON object), and the field: adding an image, saving a label, updating an image's or a label's info.
+JSON_FIELDS = {"add_image": "params", "save_label": "params", "update_image_info": "info", "update_label_info": "info"}
+
+
+def check_json_fields() -> None:
+    """Each function of :data:`JSON_FIELDS` checks its field first (:func:`checks.json_object_field`: a 400). Their
+    routes call them by their module-level names, so replacing the names is enough (idempotent)."""
+    from monailabel.endpoints import datastore as endpoints
+
+    for function_name, field in JSON_FIELDS.items():
+        original = getattr(endpoints, function_name)
+        if not getattr(original, "json_field_checked", False):
+            setattr(endpoints, function_name, _checking(original, field))
+
+
+def check_train_requests() -> None:
+    """``POST /train/<model>`` checks the model and its options before it queues the run (the app's
+    :meth:`MONAILabelFixes.check_train_request`), where MONAI Label answers 200 and the run fails in its subprocess.
+    The route calls ``run_model`` by its module-level name, so replacing the name is enough (idempotent)."""
+    from monailabel.endpoints import train as endpoints
+    from monailabel.interfaces.utils.app import app_instance
+
+    original = endpoints.run_model
+    if getattr(original, "train_request_checked", False):
+        return
+
+    @functools.wraps(original)
+    def checked(model: str, params: dict | None = None, *args: Any, **kwargs: Any) -> Any:
+        app_instance().check_train_request(model, params or {})
+        return original(model, params, *args, **kwargs)
+
+    checked.train_request_checked = True  # type: ignore[attr-defined]
+    endpoints.run_model = checked
+
+
+def _checking(function: Callable[..., Any], field: str) -> Callable[..., Any]:
+    """``function`` that first checks its argument ``field`` with :func:`checks.json_object_field`."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        arguments = signature.bind(*args, **kwargs).arguments
+        checks.json_object_field(arguments.get(field), field)
+        return function(*args, **kwargs)
+
+    checked.json_field_checked = True  # type: ignore[attr-defined]
+    return checked
 
 
 #: What an infer result says about its mask that the datastore keeps in the image's info (worklist, Slicer).
@@ -82,7 +145,12 @@ class MONAILabelFixes:
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:
         """The photograph handed out gets the model's proposal on the DICOMweb server (reused if it has one), so
-        OHIF can load it for correction; the answer says which SEG (``proposal``), or why there is none."""
+        OHIF can load it for correction; the answer says which SEG (``proposal``), or why there is none. An unknown
+        strategy is a 404 (MONAI Label's answer is a 500)."""
+        strategy = request.get("strategy") or "random"
+        if strategy not in self._strategies:  # type: ignore[attr-defined]
+            known = ", ".join(sorted(self._strategies))  # type: ignore[attr-defined]
+            raise checks.not_found(f"no strategy {strategy!r}: this server has {known}")
         result = super().next_sample(request)  # type: ignore[misc]
         if result and result.get("id"):
             result.update(proposals.offer(self, result["id"]))
@@ -104,13 +172,36 @@ class MONAILabelFixes:
         remember_quality(request, result, datastore or self.datastore())  # type: ignore[attr-defined]
         return result
 
+    def check_train_request(self, model: str, options: dict[str, Any]) -> None:
+        """404 for a model this server does not train, 400 for options its trainer refuses
+        (:func:`lesion_app.lib.trainers.segmentation.train_options`)."""
+        trainer = self._trainers.get(model)  # type: ignore[attr-defined]
+        if trainer is None:
+            known = ", ".join(sorted(self._trainers))  # type: ignore[attr-defined]
+            raise checks.not_found(f"no model {model!r} to train: this server trains {known}")
+        try:
+            train_options(trainer.config(), options)
+        except ValueError as e:
+            raise checks.bad_request(str(e)) from None
+
     def async_scoring(self, method: str | None, params: dict | None = None) -> Any:
-        """After a training (a separate process) MONAI Label asks the server for each method at
+        """Every scoring method, queued once: MONAI Label queues all of them again after each training and each
+        next sample, so a clinician's session piled up dozens of identical runs (5 s of CPU each); a method whose
+        run is still waiting in the queue is not queued again (that run reads the datastore when it starts).
+
+        After a training (a separate process) MONAI Label asks the server for each method at
         ``/scoring/<method>``, which it refuses while any scoring runs (the start-up one, say), so the
         refresh was lost; ``/scoring/`` queues every method instead."""
-        if method or self._server_mode or not self._scoring_methods:
+        if method or not self._scoring_methods:
             return super().async_scoring(method, params)  # type: ignore[misc]
-        return self._local_request("/scoring/", params, "Scoring")  # type: ignore[attr-defined]
+        if not self._server_mode:
+            return self._local_request("/scoring/", params, "Scoring")  # type: ignore[attr-defined]
+        waiting = {t["request"].get("method") for t in async_tasks.tasks("scoring") if t["status"] == "SUBMITTED"}
+        queued = {}
+        for name in self._scoring_methods:
+            if name not in waiting:
+                queued[name] = super().async_scoring(name, params)  # type: ignore[misc]
+        return queued
 
     def init_batch_infer(self) -> BatchInferTask:
         return CpuBatchInferTask()

@@ -30,7 +30,10 @@ class ProgramContract:
         with pytest.raises(SystemExit) as e:
             self.run(["--help"])
         assert e.value.code == 0
-        assert capsys.readouterr().out.startswith(f"usage: {self.prog}")
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: {self.prog}")
+        description = out.split("\n\n")[1]
+        assert description.rstrip().endswith((".", "?")), f"the description stops mid-sentence: {description!r}"
 
     def test_an_unknown_option_is_a_usage_error(self, capsys: pytest.CaptureFixture) -> None:
         with pytest.raises(SystemExit) as e:

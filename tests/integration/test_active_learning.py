@@ -7,6 +7,7 @@ last one labels every image.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,24 @@ def test_power_strategy_draws_unlabelled_images_by_their_uncertainty(client: MON
     assert client.next_sample("power", {"seed": 3})["id"] == drawn[3]["id"]  # a request's seed repeats its draw
     top = max(drawn, key=lambda d: d["uncertainty"])
     assert top["probability"] == max(d["probability"] for d in drawn)  # more uncertain, more likely
+
+
+def test_a_burst_of_next_sample_requests_leaves_each_scoring_method_waiting_once_at_most(url: str) -> None:
+    """MONAI Label queues every scoring method after each next sample; a method already waiting in the queue is not
+    queued again (a clinician's session piled up dozens of runs): 8 requests, faster than one scoring run starts,
+    add at most one run per method, not 8 each (the waiting run reads the datastore when it starts)."""
+
+    def tasks() -> list[dict[str, Any]]:
+        response = httpx.get(f"{url}/scoring/", params={"all": "true"}, timeout=30)
+        return response.json() if response.status_code == 200 else []
+
+    before = {t["id"] for t in tasks()}
+    for _ in range(8):
+        assert httpx.post(f"{url}/activelearning/random", json={}, timeout=60).status_code == 200
+    after = tasks()
+    added = Counter(t["request"]["method"] for t in after if t["id"] not in before)
+    waiting = Counter(t["request"]["method"] for t in after if t["status"] == "SUBMITTED")
+    assert max(added.values(), default=0) <= 1 and max(waiting.values(), default=0) <= 1, (added, waiting)
 
 
 def test_uncertainty_scoring_stores_scores_for_unlabelled_images(url: str, workdir: Path) -> None:

@@ -63,10 +63,22 @@ def put_image(url: str, name: str, data: bytes, image: str | None = None) -> htt
     return httpx.put(f"{url}/datastore/", params=params, files={"file": (name, data)}, timeout=60)
 
 
-def put_label(url: str, image: str, name: str, data: bytes, tag: str = "final") -> httpx.Response:
+def put_label(url: str, image: str, name: str, data: bytes, tag: str = "final", **form: str) -> httpx.Response:
     return httpx.put(
-        f"{url}/datastore/label", params={"image": image, "tag": tag}, files={"label": (name, data)}, timeout=60
+        f"{url}/datastore/label",
+        params={"image": image, "tag": tag},
+        files={"label": (name, data)},
+        data=form,
+        timeout=60,
     )
+
+
+def train(url: str, model: str, options: object) -> httpx.Response:
+    return httpx.post(f"{url}/train/{model}", json=options, timeout=60)
+
+
+def next_sample(url: str, strategy: str, options: object = None) -> httpx.Response:
+    return httpx.post(f"{url}/activelearning/{strategy}", json=options, timeout=60)
 
 
 def photo(h: int = 48, w: int = 64) -> bytes:
@@ -146,6 +158,28 @@ BAD_REQUESTS = {
     "infer_threshold_text": (lambda u: infer_with(u, json.dumps({"threshold": "half"})), 400, "threshold"),
     "infer_jpeg_result": (lambda u: infer_with(u, json.dumps({"result_extension": ".jpg"})), 400, "result_extension"),
     "infer_unknown_model": (lambda u: httpx.post(f"{u}/infer/deepedt", params={"image": IMAGE}), 404, "no model"),
+    "infer_no_image": (lambda u: httpx.post(f"{u}/infer/unet", params={"output": "image"}), 400, "no image"),
+    "infer_tta_maybe": (lambda u: infer_with(u, json.dumps({"tta": "maybe"})), 400, "tta must be true or false"),
+    "label_params_not_json": (
+        lambda u: put_label(u, IMAGE, "l.png", mask_png(lesion_mask()), params="not json"),
+        400,
+        "params is not JSON",
+    ),
+    "image_info_a_list": (
+        lambda u: httpx.put(f"{u}/datastore/image/info", params={"image": IMAGE}, data={"info": "[1]"}),
+        400,
+        "info must be a JSON object",
+    ),
+    "train_unknown_model": (lambda u: train(u, "bogus", {"max_epochs": 1}), 404, "no model 'bogus' to train"),
+    "train_epochs_text": (lambda u: train(u, "unet", {"max_epochs": "abc"}), 400, "max_epochs must be a whole"),
+    "train_epochs_negative": (lambda u: train(u, "unet", {"max_epochs": -1}), 400, "from 1 to"),
+    "train_batch_size_0": (lambda u: train(u, "unet", {"batch_size": 0}), 400, "batch_size must be"),
+    "train_val_fraction": (lambda u: train(u, "unet", {"val_fraction": 1.5}), 400, "between 0 and 1, got 1.5"),
+    "train_lr_text": (lambda u: train(u, "unet", {"lr": "x"}), 400, "lr must be a number"),
+    "unknown_strategy": (lambda u: next_sample(u, "bogus"), 404, "no strategy 'bogus'"),
+    "power_beta_negative": (lambda u: next_sample(u, "power", {"beta": -3}), 400, "beta must be a number"),
+    "power_beta_huge": (lambda u: next_sample(u, "power", {"seed": 3, "beta": 1e308}), 400, "from 0 to 100"),
+    "power_seed_text": (lambda u: next_sample(u, "power", {"seed": "abc"}), 400, "seed must be a whole number"),
 }
 
 

@@ -27,6 +27,7 @@ from lesion_app.io.dicom import mask_to_seg, seg_to_mask
 from lesion_app.io.images import read_mask
 from lesion_app.io.seg import is_proposal
 from lesion_app.server.dicomweb import LesionDicomWebDatastore
+from tests.support.images import encode
 from tests.support.paths import REPO
 from tests.support.waiting import train_and_wait
 
@@ -263,12 +264,18 @@ def test_a_dicomweb_server_that_goes_down_gives_503_and_the_app_recovers(tmp_pat
         assert dicom_import.main([photo, "--stow", orthanc.dicomweb, "--mapping", str(tmp_path / "m.csv")]) == 0
         conf = {**CONF, "dicomweb_cache_seconds": "0"}  # every request asks Orthanc (a cached listing would answer)
         with server_process(tmp_path / "app", conf, env=ENV, studies_url=orthanc.dicomweb) as s:
-            assert httpx.post(f"{s.url}/activelearning/first", json={}, timeout=60).status_code == 200
+            first = httpx.post(f"{s.url}/activelearning/first", json={}, timeout=60)
+            assert first.status_code == 200
+            with Image.open(photo) as img:
+                mask = np.zeros((img.height, img.width), np.uint8)
+            mask[100:200, 150:300] = 1
             orthanc.stop()
             t0 = time.monotonic()
             down = httpx.post(f"{s.url}/activelearning/first", json={}, timeout=60)
             assert down.status_code == 503 and "DICOMweb server" in down.text
             assert time.monotonic() - t0 < 10  # no half-minute of retries
+            saved = save_label(s.url, first.json()["id"], encode(Image.fromarray(mask), "PNG"))
+            assert saved.status_code == 503 and "DICOMweb server" in saved.text  # not there: no 502 "refused"
             info = httpx.get(f"{s.url}/info/", timeout=30)
             assert info.status_code == 200 and "DICOMweb server" in info.json()["datastore"]["error"]
             orthanc = start_orthanc(storage, port)

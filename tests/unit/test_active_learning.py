@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fastapi import HTTPException
 from monailabel.datastore.local import LocalDatastore
 from PIL import Image
 
@@ -142,7 +143,7 @@ def test_power_strategy_draws_unlabelled_images_in_proportion_to_uncertainty(
     again = PowerUncertainty(scoring, beta=1.0, seed=0)
     replay = PowerUncertainty(scoring, beta=1.0, seed=0)
     assert [again({}, store)["id"] for _ in range(20)] == [replay({}, store)["id"] for _ in range(20)]
-    with pytest.raises(ValueError, match="beta"):
+    with pytest.raises(HTTPException, match="beta"):  # a request's: the server answers 400
         strategy({"strategy": "power", "beta": -1}, store)
     with pytest.raises(ValueError, match="beta"):
         PowerUncertainty(scoring, beta=-0.5)

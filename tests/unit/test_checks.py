@@ -192,16 +192,16 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("params", ["", None, "{}", '{"threshold": 0.4, "foreground": [[1, 2, 0]]}'])
-def test_infer_params_that_are_json_objects_pass(params: str | None) -> None:
-    checks.infer_params(params)
+def test_params_that_are_json_objects_pass(params: str | None) -> None:
+    checks.json_object_field(params)
 
 
 @pytest.mark.parametrize(
     ("params", "message"),
     [("{foreground: [[1, 2, 0]]", "not JSON"), ("[1, 2, 3]", "got list"), ('"text"', "got str"), ("3", "got int")],
 )
-def test_infer_params_that_are_no_json_object_are_400(params: str, message: str) -> None:
-    status, detail = refused(lambda: checks.infer_params(params))
+def test_params_that_are_no_json_object_are_400(params: str, message: str) -> None:
+    status, detail = refused(lambda: checks.json_object_field(params))
     assert status == 400 and message in detail
 
 
@@ -209,7 +209,13 @@ def test_infer_params_that_are_no_json_object_are_400(params: str, message: str)
     "request_", [{}, {"threshold": 0.3}, {"threshold": "0.7", "result_extension": ".nrrd"}, {"result_extension": ""}]
 )
 def test_infer_options_in_range_pass(request_: dict) -> None:
+    checks.infer_options({"image": "lesion_001", **request_})
+
+
+def test_infer_options_read_boolean_options_as_booleans() -> None:
+    request_ = {"image": "lesion_001", "tta": "false", "postprocess": 1, "save_label": "TRUE"}
     checks.infer_options(request_)
+    assert request_ == {"image": "lesion_001", "tta": False, "postprocess": True, "save_label": True}
 
 
 @pytest.mark.parametrize(
@@ -222,8 +228,12 @@ def test_infer_options_in_range_pass(request_: dict) -> None:
         ({"threshold": None}, "threshold"),
         ({"threshold": float("nan")}, "threshold"),
         ({"result_extension": ".jpg"}, ".png, .nii.gz, .nrrd"),
+        ({"tta": "maybe"}, "tta must be true or false, got 'maybe'"),
+        ({"postprocess": 5}, "postprocess must be true or false, got 5"),
+        ({"save_label": None}, "save_label must be true or false"),
+        ({"image": ""}, "no image"),
     ],
 )
 def test_infer_options_out_of_range_are_400(request_: dict, message: str) -> None:
-    status, detail = refused(lambda: checks.infer_options(request_))
+    status, detail = refused(lambda: checks.infer_options({"image": "lesion_001", **request_}))
     assert status == 400 and message in detail

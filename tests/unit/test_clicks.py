@@ -19,6 +19,7 @@ from lesion_app.core.clicks import (
     click_prior,
     from_grid,
     guidance_maps,
+    nearest_squared_distance,
     never_reached,
     noc,
     robot_click,
@@ -212,6 +213,16 @@ def test_slicers_points_are_checked() -> None:
     ]:
         code, detail = refused(lambda bad=bad: checks.click_points(bad, "foreground", (10, 20)))
         assert code == 400 and message in detail and "foreground" in detail, (bad, detail)
+
+
+def test_the_squared_distance_to_the_nearest_click_by_hand_and_each_call_its_own_copy() -> None:
+    grid = nearest_squared_distance([(1, 1), (3, 4)], (4, 5))
+    rows, cols = np.mgrid[:4, :5]
+    expected = np.minimum((rows - 1) ** 2 + (cols - 1) ** 2, (rows - 3) ** 2 + (cols - 4) ** 2)
+    np.testing.assert_array_equal(grid.numpy(), expected)
+    grid.fill_(-1.0)  # a caller that writes into its grid must not change the next caller's
+    np.testing.assert_array_equal(nearest_squared_distance([(1, 1), (3, 4)], (4, 5)).numpy(), expected)
+    assert torch.isinf(nearest_squared_distance([], (4, 5))).all()
 
 
 def test_clicks_as_seeds_set_a_disk_to_their_label_and_the_nearest_click_wins() -> None:

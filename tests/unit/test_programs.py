@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from apps import (
@@ -67,6 +68,13 @@ class TestEvaluate(FileProgramContract):
         summary = folder / "summary file.json"
         assert self.run([str(data), str(model), "--split", "all", "--json", str(summary)]) == 0
         assert json.loads(summary.read_text())["n"] == 3
+
+
+def test_evaluate_names_a_click_model_and_the_program_for_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = draw_studies(tmp_path / "data", 2, seed=2, shape=(64, 64))
+    models = [str(MODEL_DIR / f"pretrained_{name}.pt") for name in ("unet", "deepedit")]
+    assert evaluate.main([str(data), *models, "--split", "all"]) == 2
+    assert "pretrained_deepedit.pt: a click model; evaluate it with lesion-evaluate-clicks" in capsys.readouterr().err
 
 
 class TestEvaluateClicks(FileProgramContract):

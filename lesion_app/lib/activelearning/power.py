@@ -27,8 +27,36 @@ from lesion_app.lib.activelearning.uncertainty import (
     UncertaintyScoring,
     up_to_date_scores,
 )
+from lesion_app.server import checks
 
 logger = logging.getLogger(__name__)
+
+
+#: The largest ``beta`` a request may ask for: beyond it the draw is the ``uncertainty`` strategy's top pick anyway,
+#: and far beyond it the weights overflow.
+MAX_BETA = 100.0
+
+
+def request_options(request: dict[str, Any], default_beta: float) -> tuple[float, int | None]:
+    """A request's ``beta`` (a number from 0 to :data:`MAX_BETA`, ``default_beta`` when absent) and ``seed`` (a whole
+    number from 0 to 2**32 - 1, or None).
+
+    Raises:
+        HTTPException: 400 naming the option, for any other value.
+    """
+    beta, seed = request.get("beta", default_beta), request.get("seed")
+    try:
+        number = float("nan") if isinstance(beta, bool) else float(beta)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not 0.0 <= number <= MAX_BETA:
+        raise checks.bad_request(f"beta must be a number from 0 to {MAX_BETA:g}, got {beta!r}")
+    if seed is None:
+        return number, None
+    digits = str(seed).strip()
+    if isinstance(seed, bool) or not digits.isdigit() or int(digits) >= 2**32:
+        raise checks.bad_request(f"seed must be a whole number from 0 to {2**32 - 1}, got {seed!r}")
+    return number, int(digits)
 
 
 class PowerUncertainty(Strategy):
@@ -55,15 +83,13 @@ class PowerUncertainty(Strategy):
         unlabelled = datastore.get_unlabeled_images()
         if not unlabelled:
             return None
-        beta = float(request.get("beta", self.beta))
-        if not beta >= 0:
-            raise ValueError(f"beta must be >= 0, not {request.get('beta')!r}")
+        beta, seed = request_options(request, self.beta)
         ranked = up_to_date_scores(self.scoring, datastore, unlabelled)
         if not ranked:  # nothing could be scored (unreadable images): still offer something to label
             return {"id": unlabelled[0]}
         scores = [score for score, _, _ in ranked]
-        if request.get("seed") is not None:
-            (i,) = power_sample(scores, 1, np.random.default_rng(int(request["seed"])), beta)
+        if seed is not None:
+            (i,) = power_sample(scores, 1, np.random.default_rng(seed), beta)
         else:
             with self._lock:
                 (i,) = power_sample(scores, 1, self._rng, beta)

@@ -89,6 +89,38 @@ def train_val_split(items: list[dict[str, str]], val_fraction: float) -> tuple[l
     return split(items, val_fraction)
 
 
+#: The options a training request may set: their type, the values allowed, and how the error message says so.
+TRAIN_OPTIONS: dict[str, tuple[type, Callable[[float], bool], str]] = {
+    "max_epochs": (int, lambda x: 1 <= x <= 100_000, "a whole number from 1 to 100000"),
+    "max_minutes": (float, lambda x: 0 <= x <= 7 * 24 * 60, "a number of minutes from 0 (no limit) to 10080"),
+    "batch_size": (int, lambda x: 1 <= x <= 1024, "a whole number from 1 to 1024"),
+    "lr": (float, lambda x: 0 < x <= 10, "a number above 0, at most 10"),
+    "val_fraction": (float, lambda x: 0 < x < 1, "a number between 0 and 1"),
+}
+
+
+def train_options(defaults: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+    """A training run's options: ``defaults`` (the trainer's :meth:`SegmentationTrain.config`) overridden by what the
+    request sets (numbers or numeric strings), as int or float.
+
+    Raises:
+        ValueError: naming the option, for a value :data:`TRAIN_OPTIONS` does not allow.
+    """
+    options = dict(defaults)
+    for name, (kind, allowed, description) in TRAIN_OPTIONS.items():
+        if name not in request:
+            continue
+        value = request[name]
+        try:
+            number = float("nan") if isinstance(value, bool) else float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not allowed(number) or (kind is int and number != int(number)):
+            raise ValueError(f"{name} must be {description}, got {value!r}")
+        options[name] = kind(number)
+    return options
+
+
 @dataclass
 class StartingPoint:
     """The model a run fine-tunes: its file (None: from scratch), the network it describes, its spec and meta."""
@@ -177,10 +209,10 @@ class SegmentationTrain(TrainTask):
     def fit_config(self, conf: dict[str, Any], start: StartingPoint) -> FitConfig:
         """The loop's configuration from this run's options; warm-up only when training from scratch."""
         return FitConfig(
-            max_epochs=int(conf["max_epochs"]),
-            batch_size=int(conf["batch_size"]),
-            lr=float(conf["lr"]),
-            max_minutes=float(conf["max_minutes"]) or None,
+            max_epochs=conf["max_epochs"],
+            batch_size=conf["batch_size"],
+            lr=conf["lr"],
+            max_minutes=conf["max_minutes"] or None,
             spatial_size=self.settings.spatial,
             warmup_epochs=0 if start.path else 1,
         )
@@ -206,14 +238,14 @@ class SegmentationTrain(TrainTask):
             raise
 
     def _train(self, request: dict[str, Any], datastore: Datastore, common: dict[str, Any]) -> dict[str, Any]:
-        conf = {**self.config(), **{k: v for k, v in request.items() if k in self.config()}}
+        conf = train_options(self.config(), request)
         items = labelled_items(datastore)
         left_out = invalid_labels(datastore)
         for left, reason in left_out.items():
             print(f"left out {left}: {reason}", flush=True)
         if not items:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, "no final labels to train on: save a label first")
-        train_items, val_items = train_val_split(items, float(conf["val_fraction"]))
+        train_items, val_items = train_val_split(items, conf["val_fraction"])
         start = self.starting_point()
         cfg = self.fit_config(conf, start)
         print(f"training {self.name} from {start.path or 'scratch'}: {len(train_items)} train, {len(val_items)} val")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import requests
 from dicomweb_client import DICOMwebClient
 from fastapi import HTTPException
 from monailabel.datastore.dicom import DICOMWebDatastore
@@ -276,6 +277,12 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
             seg = dcmread(str(seg_file))
             try:
                 self._client.store_instances([seg])
+            except (requests.ConnectionError, requests.Timeout) as e:
+                where = self._client.base_url
+                raise checks.unavailable(
+                    f"the DICOMweb server {where} does not answer ({type(e).__name__}): the SEG "
+                    "was not stored; save again when it is back"
+                ) from None
             except Exception as e:
                 raise checks.bad_gateway(f"the DICOMweb server refused the SEG ({type(e).__name__}: {e})") from None
         self.listing.arrivals.stamp([str(seg.SeriesInstanceUID)], time.time())
