@@ -5,9 +5,8 @@ while one photograph is segmented (or a click's previous masks are replayed afte
 nothing else: not ``/info``, which 3D Slicer polls, not the datastore, not OHIF's files, not another clinician's
 click. This route takes the same parameters, checks ``params`` (:func:`lesion_app.server.checks.json_object_field`:
 a 400 where MONAI Label's parsing fails with a 500) and that the request names a photograph (a 400; MONAI Label's
-is a 500), and calls the same ``run_inference`` in a worker thread, one
-inference at a time as before (the infer tasks' caches of networks and previous masks are not made for concurrent
-use); the event loop stays free meanwhile.
+is a 500), and calls the same ``run_inference`` in a worker thread, one inference at a time as before (the infer
+tasks' caches of networks and previous masks are not made for concurrent use); the event loop stays free meanwhile.
 """
 
 from __future__ import annotations

@@ -101,16 +101,16 @@ TRAIN_OPTIONS: dict[str, tuple[type, Callable[[float], bool], str]] = {
 
 def train_options(defaults: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
     """A training run's options: ``defaults`` (the trainer's :meth:`SegmentationTrain.config`) overridden by what the
-    request sets (numbers or numeric strings), as int or float.
+    request sets (numbers or numeric strings), each as int or float.
 
     Raises:
         ValueError: naming the option, for a value :data:`TRAIN_OPTIONS` does not allow.
     """
-    options = dict(defaults)
+    options = {**defaults, **{name: request[name] for name in TRAIN_OPTIONS if name in request}}
     for name, (kind, allowed, description) in TRAIN_OPTIONS.items():
-        if name not in request:
+        if name not in options:
             continue
-        value = request[name]
+        value = options[name]
         try:
             number = float("nan") if isinstance(value, bool) else float(value)
         except (TypeError, ValueError):
