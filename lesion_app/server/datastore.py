@@ -135,6 +135,7 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
         checks.refuse_if_read_only(self.writes_refused, f"remove image {image_id!r}")
         self._known(image_id)
         super().remove_image(image_id)
+        self._forget(image_id)
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
         checks.refuse_if_read_only(self.writes_refused, f"remove the {label_tag!r} label of {label_id!r}")
@@ -142,6 +143,18 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
         if not self._known(label_id).labels.get(label_tag):
             raise checks.not_found(f"image {label_id!r} has no {label_tag!r} label")
         super().remove_label(label_id, label_tag)
+        self._forget(label_id, label_tag)
+
+    def _forget(self, image_id: str, label_tag: str | None = None) -> None:
+        """The bookkeeping follows a removal at once: MONAI Label deletes the file and, with auto-reload on, leaves the
+        entry until its file watcher notices, so an upload under the same id meanwhile was a 409 and a training
+        could still list a deleted label."""
+        with self._changing():
+            obj = self._datastore.objects.get(image_id)
+            if obj is not None and label_tag is None:
+                del self._datastore.objects[image_id]
+            elif obj is not None:
+                obj.labels.pop(label_tag, None)
 
     # -- listing -----------------------------------------------------------------------------------------
 

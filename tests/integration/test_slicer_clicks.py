@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import itk
@@ -224,3 +225,22 @@ def test_other_requests_are_answered_while_clicks_are_replayed(client: MONAILabe
     assert info.status_code == 200 and "deepedit" in info.json()["models"]
     assert isinstance(slow.get("response"), httpx.Response) and slow["response"].status_code == 200
     assert answered + 1.0 < slow["at"], "/info waited for the inference"
+
+
+def test_a_photograph_replaced_under_its_id_is_read_again(
+    client: MONAILabelClient, study: tuple, tmp_path: Path
+) -> None:
+    """A click session keeps the prepared photograph between clicks; a photograph removed and uploaded again under the
+    same id (mirrored here) is read again: the click on the mirrored lesion gives the mirrored mask."""
+    img, regions = study
+    r, c = centre(regions["truth"])
+    for name, picture in (("before", img), ("after", np.ascontiguousarray(img[:, ::-1]))):
+        Image.fromarray(picture).save(tmp_path / f"{name}.png")
+    client.upload_image(str(tmp_path / "before.png"), image_id="clicks_swap")
+    before = smartedit(client, "clicks_swap", [slicer_point(r, c, "clicks_png")], [])
+    again = smartedit(client, "clicks_swap", [slicer_point(r, c, "clicks_png")], [])
+    assert before.any() and np.array_equal(again, before)  # the same click again, from the kept photograph
+    assert httpx.delete(f"{client.get_server_url()}/datastore/", params={"id": "clicks_swap"}).status_code == 200
+    client.upload_image(str(tmp_path / "after.png"), image_id="clicks_swap")
+    after = smartedit(client, "clicks_swap", [slicer_point(r, SHAPE[1] - 1 - c, "clicks_png")], [])
+    assert iou(after, before[:, ::-1]) > 0.9 > iou(before, before[:, ::-1])

@@ -114,3 +114,22 @@ def test_settings_parse_the_limits() -> None:
     assert (s.max_image_pixels, s.max_upload_mb, s.read_only) == (1000, 2.5, True)
     with pytest.raises(ValueError, match="max_upload_mb"):
         LesionSettings.from_conf({"max_upload_mb": "0"}, "/app")
+
+
+def test_a_removal_shows_at_once_so_the_id_can_be_used_again(tmp_path: Path) -> None:
+    """With auto-reload on (the server's default), MONAI Label leaves a removed image or label listed until its file
+    watcher notices; an upload under the same id right after was refused as existing."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    (studies / "a.jpg").write_bytes(encode(Image.fromarray(rgb()), "JPEG"))
+    ds = local_datastore(str(studies), LesionSettings())
+    mask = np.zeros((48, 64), np.uint8)
+    mask[5:15, 5:15] = 1
+    ds.save_label("a", write(tmp_path, "label.png", encode(Image.fromarray(mask), "PNG")), "final", {})
+    ds.remove_label("a", "final")
+    assert ds.get_labeled_images() == [] and ds.datalist() == []
+    ds.remove_image("a")
+    assert ds.list_images() == []
+    again = write(tmp_path, "again.png", encode(Image.fromarray(rgb(32, 40)), "PNG"))
+    assert ds.add_image("a", again, {}) == "a" and ds.list_images() == ["a"]
+    assert json.loads((studies / "datastore_v2.json").read_text())["objects"]["a"]["image"]["ext"] == ".png"
