@@ -55,34 +55,39 @@ JSON_FIELDS = {"add_image": "params", "save_label": "params", "update_image_info
 
 
 def check_json_fields() -> None:
-    """Each function of :data:`JSON_FIELDS` checks its field first (:func:`checks.json_object_field`: a 400). Their
-    routes call them by their module-level names, so replacing the names is enough (idempotent)."""
+    """Each function of :data:`JSON_FIELDS` checks its field first (:func:`checks.json_object_field`: a 400)."""
     from monailabel.endpoints import datastore as endpoints
 
     for function_name, field in JSON_FIELDS.items():
-        original = getattr(endpoints, function_name)
-        if not getattr(original, "json_field_checked", False):
-            setattr(endpoints, function_name, _checking(original, field))
+        _replace_once(endpoints, function_name, lambda function, field=field: _checking(function, field))
 
 
 def check_train_requests() -> None:
     """``POST /train/<model>`` checks the model and its options before it queues the run (the app's
-    :meth:`MONAILabelFixes.check_train_request`), where MONAI Label answers 200 and the run fails in its subprocess.
-    The route calls ``run_model`` by its module-level name, so replacing the name is enough (idempotent)."""
+    :meth:`MONAILabelFixes.check_train_request`), where MONAI Label answers 200 and the run fails in its subprocess."""
     from monailabel.endpoints import train as endpoints
     from monailabel.interfaces.utils.app import app_instance
 
-    original = endpoints.run_model
-    if getattr(original, "train_request_checked", False):
+    def checked_run_model(run_model: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(run_model)
+        def checked(model: str, params: dict | None = None, *args: Any, **kwargs: Any) -> Any:
+            app_instance().check_train_request(model, params or {})
+            return run_model(model, params, *args, **kwargs)
+
+        return checked
+
+    _replace_once(endpoints, "run_model", checked_run_model)
+
+
+def _replace_once(module: Any, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+    """``module.name`` replaced by ``wrap(module.name)`` unless already replaced (idempotent). MONAI Label's routes
+    call their endpoint functions by these module-level names, so replacing the names is enough."""
+    original = getattr(module, name)
+    if getattr(original, "lesion_app_replaced", False):
         return
-
-    @functools.wraps(original)
-    def checked(model: str, params: dict | None = None, *args: Any, **kwargs: Any) -> Any:
-        app_instance().check_train_request(model, params or {})
-        return original(model, params, *args, **kwargs)
-
-    checked.train_request_checked = True  # type: ignore[attr-defined]
-    endpoints.run_model = checked
+    replacement = wrap(original)
+    replacement.lesion_app_replaced = True  # type: ignore[attr-defined]
+    setattr(module, name, replacement)
 
 
 def _checking(function: Callable[..., Any], field: str) -> Callable[..., Any]:
@@ -95,7 +100,6 @@ def _checking(function: Callable[..., Any], field: str) -> Callable[..., Any]:
         checks.json_object_field(arguments.get(field), field)
         return function(*args, **kwargs)
 
-    checked.json_field_checked = True  # type: ignore[attr-defined]
     return checked
 
 

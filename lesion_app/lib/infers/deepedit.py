@@ -33,6 +33,16 @@ PREPARED_KEPT = 8
 MAX_POINTS = 100
 
 
+def file_version(path: str) -> tuple[int, int] | None:
+    """(modification time in ns, size in bytes) of a file, None if there is none: with its path, what tells two
+    versions of a photograph or a model file apart in this task's caches."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 class DeepEditInfer(SegmentationInfer):
     """The click model's infer task (MONAI Label type ``deepedit``, 2D, one label ``lesion``).
 
@@ -58,10 +68,8 @@ class DeepEditInfer(SegmentationInfer):
         file (:data:`PREPARED_KEPT` photographs), so a click does not decode and resize the photograph again. An
         upload is prepared each time."""
         path = data.get("image_path")
-        key = None
-        if isinstance(path, str) and os.path.isfile(path) and not checks.is_upload(path):
-            stat = os.stat(path)
-            key = (path, stat.st_mtime_ns, stat.st_size)
+        version = file_version(path) if isinstance(path, str) and not checks.is_upload(path) else None
+        key = (path, version) if version else None
         with self._prepared_lock:
             kept = self._prepared.get(key) if key else None
             if kept is not None:
@@ -135,10 +143,9 @@ class DeepEditInfer(SegmentationInfer):
         return data
 
     def _state_key(self, data: dict[str, Any], fg: list[Point], bg: list[Point]) -> tuple:
-        path = str(data.get("image_path"))
-        mtime = os.stat(path).st_mtime if os.path.exists(path) else 0.0
         model = self._serving[0] if self._serving else ""
-        return path, mtime, model, os.stat(model).st_mtime if model else 0.0, tuple(fg), tuple(bg)
+        photo = str(data.get("image_path"))
+        return photo, file_version(photo), model, file_version(model) if model else None, tuple(fg), tuple(bg)
 
     def _remember(self, data: dict[str, Any], fg: list[Point], bg: list[Point], probs: torch.Tensor) -> None:
         key = self._state_key(data, fg, bg)
