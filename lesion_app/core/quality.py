@@ -41,6 +41,14 @@ FAILURE_IOU = 0.65
 QUALITY_FLIPS = 2
 
 
+def convex_hull_area(mask: np.ndarray) -> int:
+    """Pixels of the convex hull of a non-empty (h, w) boolean mask: scikit-image's ``convex_hull_image`` on the
+    mask's bounding box, which holds the whole hull (the same count, in a fifth of the time for a lesion of a fifth
+    of the photograph: it tests every pixel of the grid it is given)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return int(convex_hull_image(mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]).sum())
+
+
 def quality_features(flip_probs: torch.Tensor | np.ndarray) -> dict[str, float]:
     """The features of one prediction from its flip probabilities (k >= QUALITY_FLIPS, h, w) at the network's size,
     the plain pass first: the disagreement of the first :data:`QUALITY_FLIPS`, the rest of the plain pass (the mask
@@ -56,7 +64,7 @@ def quality_features(flip_probs: torch.Tensor | np.ndarray) -> dict[str, float]:
     _, components = ndimage.label(mask, structure=np.ones((3, 3), bool))
     edge = np.zeros_like(mask)
     edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
-    hull = int(convex_hull_image(mask).sum()) if area else 0
+    hull = convex_hull_area(mask) if area else 0
     return {
         "disagreement": disagreement,
         "doubtful": float((soft & around).sum() / max(int(around.sum()), 1)),

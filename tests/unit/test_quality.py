@@ -11,7 +11,14 @@ import pytest
 
 from apps.quality import by_size, flag_report
 from lesion_app.core.data import SELECTION_SEED, split
-from lesion_app.core.quality import FAILURE_IOU, FEATURES, QualityModel, fit_quality, quality_features
+from lesion_app.core.quality import (
+    FAILURE_IOU,
+    FEATURES,
+    QualityModel,
+    convex_hull_area,
+    fit_quality,
+    quality_features,
+)
 
 
 def flips_of(mask: np.ndarray, shifts: tuple[int, ...] = (0, 0, 0, 0), soft: float = 0.95) -> np.ndarray:
@@ -39,6 +46,19 @@ def test_features_of_a_doubtful_scattered_prediction() -> None:
     f = quality_features(flips_of(mask, shifts=(0, 3, -3, 6), soft=0.7))
     assert f["disagreement"] > 0.1 and f["components"] == 2.0 and f["border"] > 0.0
     assert f["doubtful"] > 0.5 and f["mean_probability"] < 0.75
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_hull_on_the_bounding_box_counts_what_the_whole_grid_does(seed: int) -> None:
+    from skimage.morphology import convex_hull_image
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((64, 80), bool)
+    for _ in range(3):  # blobs anywhere, touching the edges too
+        r, c = rng.integers(0, 64), rng.integers(0, 80)
+        mask[max(0, r - 6) : r + 7, max(0, c - 9) : c + 10] = True
+    assert convex_hull_area(mask) == int(convex_hull_image(mask).sum())
+    assert convex_hull_area(np.eye(5, dtype=bool)) == int(convex_hull_image(np.eye(5, dtype=bool)).sum())
 
 
 def test_an_empty_prediction_has_features_too() -> None:
