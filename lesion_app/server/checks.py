@@ -66,6 +66,17 @@ def flag(value: Any, name: str = "option") -> bool:
     raise bad_request(f"{name} must be true or false, got {value!r}")
 
 
+def as_number(value: Any) -> float:
+    """A request option read as a number (a number or a numeric string); NaN, which no range admits, for anything
+    else, booleans included (JSON ``true`` is no 1 here)."""
+    if isinstance(value, bool):
+        return float("nan")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def bad_request(detail: str) -> HTTPException:
     """400: the request itself is malformed (ids, extensions, label contents)."""
     return HTTPException(status_code=400, detail=detail)
@@ -484,11 +495,7 @@ def infer_options(request: dict[str, Any]) -> None:
         if name in request:
             request[name] = flag(request[name], name)
     threshold = request.get("threshold", 0.5)
-    try:
-        number = float(threshold)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(threshold, bool) or not 0.0 < number < 1.0:
+    if not 0.0 < as_number(threshold) < 1.0:
         raise bad_request(f"threshold must be a number between 0 and 1, got {threshold!r}")
     extension = request.get("result_extension") or ".png"
     if extension not in RESULT_EXTENSIONS:

@@ -45,10 +45,7 @@ def request_options(request: dict[str, Any], default_beta: float) -> tuple[float
         HTTPException: 400 naming the option, for any other value.
     """
     beta, seed = request.get("beta", default_beta), request.get("seed")
-    try:
-        number = float("nan") if isinstance(beta, bool) else float(beta)
-    except (TypeError, ValueError):
-        number = float("nan")
+    number = checks.as_number(beta)
     if not 0.0 <= number <= MAX_BETA:
         raise checks.bad_request(f"beta must be a number from 0 to {MAX_BETA:g}, got {beta!r}")
     if seed is None:

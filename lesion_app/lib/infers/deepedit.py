@@ -43,6 +43,14 @@ def file_version(path: str) -> tuple[int, int] | None:
     return stat.st_mtime_ns, stat.st_size
 
 
+def keep_recent(cache: OrderedDict, key: Any, value: Any, limit: int) -> None:
+    """Stores ``value`` as the most recent entry of ``cache`` and drops the least recent beyond ``limit``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
+
+
 class DeepEditInfer(SegmentationInfer):
     """The click model's infer task (MONAI Label type ``deepedit``, 2D, one label ``lesion``).
 
@@ -79,9 +87,8 @@ class DeepEditInfer(SegmentationInfer):
         data = super().run_pre_transforms(data, transforms)
         if key:
             with self._prepared_lock:
-                self._prepared[key] = (torch.as_tensor(data["image"]).clone(), data[ORIGINAL_SIZE_KEY])
-                while len(self._prepared) > PREPARED_KEPT:
-                    self._prepared.popitem(last=False)
+                prepared = (torch.as_tensor(data["image"]).clone(), data[ORIGINAL_SIZE_KEY])
+                keep_recent(self._prepared, key, prepared, PREPARED_KEPT)
         return data
 
     def click_config(self) -> ClickConfig:
@@ -148,11 +155,7 @@ class DeepEditInfer(SegmentationInfer):
         return photo, file_version(photo), model, file_version(model) if model else None, tuple(fg), tuple(bg)
 
     def _remember(self, data: dict[str, Any], fg: list[Point], bg: list[Point], probs: torch.Tensor) -> None:
-        key = self._state_key(data, fg, bg)
-        self._states[key] = (probs > 0.5).cpu()
-        self._states.move_to_end(key)
-        while len(self._states) > STATES_KEPT:
-            self._states.popitem(last=False)
+        keep_recent(self._states, self._state_key(data, fg, bg), (probs > 0.5).cpu(), STATES_KEPT)
 
     def previous_mask(
         self,

@@ -38,6 +38,7 @@ from lesion_app.core.transforms import val_transforms
 from lesion_app.io.files import atomic_write
 from lesion_app.io.layout import image_id
 from lesion_app.lib.settings import LesionSettings
+from lesion_app.server.checks import as_number
 
 logger = logging.getLogger(__name__)
 
@@ -111,10 +112,7 @@ def train_options(defaults: dict[str, Any], request: dict[str, Any]) -> dict[str
         if name not in options:
             continue
         value = options[name]
-        try:
-            number = float("nan") if isinstance(value, bool) else float(value)
-        except (TypeError, ValueError):
-            number = float("nan")
+        number = as_number(value)
         if not allowed(number) or (kind is int and number != int(number)):
             raise ValueError(f"{name} must be {description}, got {value!r}")
         options[name] = kind(number)
