@@ -37,6 +37,7 @@ Millimetre values appear only with a real spacing; without one they are absent a
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from scipy import ndimage
@@ -164,6 +165,20 @@ def colour_values(rgb: np.ndarray, mask: np.ndarray, ring_px: int) -> dict[str, 
     if len(skin):
         values["colour_contrast"] = float(np.linalg.norm(inside.mean(0) - skin.mean(0)))
     return values
+
+
+def photograph_rgb(path: str | os.PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a photograph exactly as the app's loader reads it (upright by EXIF, 16-bit brought to
+    8, the DICOMweb datastore's NRRD included): what the colour values are measured on, in the server and the
+    program alike.
+
+    Raises:
+        OSError, ValueError: the file is not an image the app reads.
+    """
+    from lesion_app.core.transforms import PhotoReader
+    from lesion_app.io.images import to_rgb
+
+    return np.asarray(PhotoReader(converter=to_rgb, reverse_indexing=False).read(str(path)), dtype=np.uint8)
 
 
 def measure(mask: np.ndarray, spacing_mm: float | None = None, rgb: np.ndarray | None = None) -> dict[str, object]:

@@ -3,13 +3,21 @@ on a 1000 x 800 photograph: area within 1% and diameters within 2% of the analyt
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from skimage.color import rgb2lab
 
-from lesion_app.core.measurements import COLUMNS, measure
+from apps import measure as measure_program
+from lesion_app.core.measurements import COLUMNS, measure, photograph_rgb
+from lesion_app.io.images import read_mask
+from tests.contracts.programs import FileProgramContract
+from tests.support.images import draw_studies
 
 H, W = 800, 1000
 ROWS, COLS = np.mgrid[:H, :W].astype(np.float64)
@@ -156,3 +164,67 @@ def test_a_photograph_of_another_size_is_refused() -> None:
 def test_a_mask_that_is_not_2d_is_refused() -> None:
     with pytest.raises(ValueError, match=r"one \(H, W\) plane"):
         measure(np.zeros((2, 8, 8)))
+
+
+class TestMeasureProgram(FileProgramContract):
+    """``lesion-measure``: the program contract, a real run over a studies folder and over masks alone."""
+
+    prog, main = "lesion-measure", measure_program.main
+
+    def run_in(self, folder: Path) -> None:
+        data = draw_studies(folder / "my studies", 3, seed=3, shape=(120, 160))
+        out = folder / "my measurements.csv"
+        assert self.run([str(data), "--out", str(out), "--pixel-spacing", "0.05", "--quiet"]) == 0
+        rows = list(csv.DictReader(out.open(encoding="utf-8")))
+        assert [r["id"] for r in rows] == ["s0", "s1", "s2"]
+        for row in rows:
+            expected = measure(read_mask(row["mask"]), 0.05, photograph_rgb(row["image"]))
+            assert float(row["area_mm2"]) == pytest.approx(expected["area_mm2"])
+            assert float(row["colour_contrast"]) == pytest.approx(expected["colour_contrast"])
+            assert row["spacing"] == "known"
+
+
+def test_the_help_gives_every_columns_unit(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        measure_program.main(["--help"])
+    out = capsys.readouterr().out
+    for name, unit in COLUMNS.items():
+        assert f"  {name}: {unit}" in out
+
+
+def test_masks_alone_give_no_colour_and_no_mm(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    masks = tmp_path / "masks only"
+    masks.mkdir()
+    Image.fromarray(ellipse(100, 100).astype(np.uint8) * 255).save(masks / "a_segmentation.png")
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(masks / "b.png")
+    assert measure_program.main([str(masks), "--quiet"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["id"] for r in rows] == ["a", "b"]
+    assert float(rows[0]["area_px"]) == pytest.approx(math.pi * 100**2, rel=0.01)
+    assert rows[0]["spacing"] == "unknown" and rows[0]["area_mm2"] == "" and rows[0]["colour_L_mean"] == ""
+    assert rows[1]["area_px"] == "0" and rows[1]["regions"] == "0" and rows[1]["feret_max_px"] == ""
+
+
+def test_masks_with_a_photograph_folder_and_a_bad_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = draw_studies(tmp_path / "data", 2, seed=4, shape=(120, 160))
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(data / "masks" / "s1.png")  # not the photograph's size
+    out = tmp_path / "m.csv"
+    assert measure_program.main([str(data / "masks"), "--images", str(data / "images"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "s1.png: ValueError: the photograph is (120, 160) but the mask (10, 10)" in err
+    assert "1 of 2 masks could not be measured" in err
+    rows = list(csv.DictReader(out.open()))
+    assert [r["id"] for r in rows] == ["s0"] and rows[0]["colour_L_mean"] != ""
+
+
+@pytest.mark.parametrize("spacing", ["0", "-1", "nan"])
+def test_a_bad_pixel_spacing_is_a_usage_error(spacing: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        measure_program.main([str(tmp_path), f"--pixel-spacing={spacing}"])
+    assert e.value.code == 2
+    assert "--pixel-spacing: pixel spacing must be a positive number of mm per pixel" in capsys.readouterr().err
+
+
+def test_an_empty_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert measure_program.main([str(tmp_path)]) == 2
+    assert f"no masks found in {tmp_path}" in capsys.readouterr().err
