@@ -244,7 +244,7 @@ def test_the_import_marks_an_unknown_spacing_and_it_is_read_as_unknown(tmp_path:
         assert calibrated_spacing_mm(ds) == expected
         if expected is None:  # the SEG still gets its 1 mm grid, marked as a placeholder
             assert [float(v) for v in ds.PixelSpacing] == [1.0, 1.0]
-            assert ds.PixelSpacingCalibrationDescription == SPACING_PLACEHOLDER
+            assert ds.private_block(0x0009, "lesion_app")[0x01].value == SPACING_PLACEHOLDER
 
 
 @pytest.mark.parametrize(
@@ -253,7 +253,7 @@ def test_the_import_marks_an_unknown_spacing_and_it_is_read_as_unknown(tmp_path:
         ({"PixelSpacing": [0.03, 0.03]}, 0.03),
         ({"ImagerPixelSpacing": [0.05, 0.05]}, 0.05),
         ({"PixelSpacing": [1.0, 1.0]}, None),  # older imports' and blind converters' unmarked 1 mm
-        ({"PixelSpacing": [1.0, 1.0], "PixelSpacingCalibrationDescription": "ruler in the field"}, 1.0),
+        ({"PixelSpacing": [1.0, 1.0], "PixelSpacingCalibrationType": "GEOMETRY"}, 1.0),
         ({"PixelSpacing": [0.02, 0.03]}, None),  # non-square pixels
         ({"PixelSpacing": [0.0, 0.0]}, None),
         ({}, None),
