@@ -9,8 +9,11 @@ unit-tested on their own.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import errno
+import io
 import json
 import os
 import tempfile
@@ -462,6 +465,38 @@ def click_points(value: Any, name: str, stored_hw: tuple[int, int]) -> list[tupl
             raise bad_request(f"{name} point {list(point)} lies outside the photograph ({w}x{h}, columns x rows)")
         points.append((min(max(round(j), 0), h - 1), min(max(round(i), 0), w - 1)))
     return points
+
+
+PNG_DATA_PREFIX = "data:image/png;base64,"
+
+
+def png_mask(value: Any, name: str, stored_hw: tuple[int, int]) -> np.ndarray:
+    """A mask a client sends as a base64 PNG (8-bit grey or 1-bit, optionally as a ``data:image/png;base64,`` URL)
+    on the photograph's stored pixel grid ``stored_hw`` (rows, columns; EXIF not applied): (H, W) bool, any nonzero
+    pixel lesion. 400 naming ``name`` for anything else: not text, not base64, not a PNG, another mode or size (the
+    size is read from the header before anything is decoded)."""
+    if not isinstance(value, str):
+        raise bad_request(f"{name} must be a base64 PNG, got {type(value).__name__}")
+    text = value.strip()
+    text = text[len(PNG_DATA_PREFIX) :] if text.startswith(PNG_DATA_PREFIX) else text
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{name} is not base64 data: {value[:40]!r}") from None
+    h, w = stored_hw
+    try:
+        with Image.open(io.BytesIO(raw), formats=["PNG"]) as img:
+            if img.size != (w, h):
+                raise bad_request(
+                    f"{name} is {img.size[0]}x{img.size[1]} but the photograph's stored grid is {w}x{h} "
+                    "(columns x rows, before its EXIF orientation)"
+                )
+            if img.mode not in ("1", "L"):
+                raise bad_request(f"{name} is a {img.mode} PNG; it must be 8-bit grey (L) or 1-bit")
+            img.load()
+            return np.asarray(img) > 0
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise bad_request(f"{name} is not a readable PNG ({_cause(e)})") from None
 
 
 def json_object_field(value: Any, name: str = "params") -> None:
