@@ -116,7 +116,7 @@ def bad_gateway(detail: str) -> HTTPException:
 
 
 def unavailable(detail: str) -> HTTPException:
-    """503: a service the app needs (DICOMweb server, identity provider, disk, dcmqi) is not working."""
+    """503: a service the app needs (DICOMweb server, identity provider, disk, the SEG writer) is not working."""
     return HTTPException(status_code=503, detail=detail)
 
 
