@@ -468,13 +468,18 @@ def click_points(value: Any, name: str, stored_hw: tuple[int, int]) -> list[tupl
 
 
 PNG_DATA_PREFIX = "data:image/png;base64,"
+#: PNG modes a sent mask may have: 1-bit, 8-bit grey, and what a browser's canvas writes.
+MASK_PNG_MODES = ("1", "L", "LA", "RGB", "RGBA")
 
 
 def png_mask(value: Any, name: str, stored_hw: tuple[int, int]) -> np.ndarray:
-    """A mask a client sends as a base64 PNG (8-bit grey or 1-bit, optionally as a ``data:image/png;base64,`` URL)
-    on the photograph's stored pixel grid ``stored_hw`` (rows, columns; EXIF not applied): (H, W) bool, any nonzero
-    pixel lesion. 400 naming ``name`` for anything else: not text, not base64, not a PNG, another mode or size (the
-    size is read from the header before anything is decoded)."""
+    """A mask a client sends as a base64 PNG (optionally as a ``data:image/png;base64,`` URL) on the photograph's
+    stored pixel grid ``stored_hw`` (rows, columns; EXIF not applied): (H, W) bool.
+
+    8-bit grey or 1-bit: any nonzero pixel is lesion. 8-bit RGB, RGBA or grey with alpha (what a browser's canvas
+    gives): a pixel is lesion where a colour channel is nonzero and, with alpha, the pixel is not transparent.
+    400 naming ``name`` for anything else: not text, not base64, not a PNG, another mode (palette, 16-bit) or size
+    (the size is read from the header before anything is decoded)."""
     if not isinstance(value, str):
         raise bad_request(f"{name} must be a base64 PNG, got {type(value).__name__}")
     text = value.strip()
@@ -491,12 +496,17 @@ def png_mask(value: Any, name: str, stored_hw: tuple[int, int]) -> np.ndarray:
                     f"{name} is {img.size[0]}x{img.size[1]} but the photograph's stored grid is {w}x{h} "
                     "(columns x rows, before its EXIF orientation)"
                 )
-            if img.mode not in ("1", "L"):
-                raise bad_request(f"{name} is a {img.mode} PNG; it must be 8-bit grey (L) or 1-bit")
+            if img.mode not in MASK_PNG_MODES:
+                raise bad_request(f"{name} is a {img.mode} PNG; it must be 1-bit or 8-bit grey, RGB or RGBA")
             img.load()
-            return np.asarray(img) > 0
+            pixels = np.asarray(img)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
         raise bad_request(f"{name} is not a readable PNG ({_cause(e)})") from None
+    if pixels.ndim == 2:
+        return pixels > 0
+    colour, alpha = (pixels[..., :-1], pixels[..., -1]) if img.mode in ("LA", "RGBA") else (pixels, None)
+    lesion = colour.max(axis=-1) > 0
+    return lesion if alpha is None else lesion & (alpha > 0)
 
 
 def json_object_field(value: Any, name: str = "params") -> None:

@@ -321,7 +321,7 @@ def bad_previous_masks() -> dict[str, object]:
         "truncated": base64.b64encode(png[: len(png) // 2]).decode(),
         "upright, not stored": png_base64(np.zeros(SHAPE, bool)),  # for the sideways photograph (stored 240x360)
         "too small": png_base64(np.zeros((SHAPE[0] // 2, SHAPE[1] // 2), bool)),
-        "colour": png_base64(np.zeros(SHAPE, bool), "RGB"),
+        "palette": png_base64(np.zeros(SHAPE, bool), "P"),
     }
 
 
