@@ -187,6 +187,12 @@ class MONAILabelFixes:
             train_options(trainer.config(), options)
         except ValueError as e:
             raise checks.bad_request(str(e)) from None
+        running = trainer.running_run()
+        if running and not async_tasks.processes("train"):  # not this server's run (MONAI Label answers that: 429)
+            raise checks.conflict(
+                f"a training of {model} that this server did not start is running (pid {running.get('pid')}); "
+                "wait for it to end or stop it"
+            )
 
     def async_scoring(self, method: str | None, params: dict | None = None) -> Any:
         """Every scoring method, queued once: MONAI Label queues all of them again after each training and each
@@ -200,12 +206,17 @@ class MONAILabelFixes:
             return super().async_scoring(method, params)  # type: ignore[misc]
         if not self._server_mode:
             return self._local_request("/scoring/", params, "Scoring")  # type: ignore[attr-defined]
+        return self._queue_scoring(list(self._scoring_methods), params)
+
+    def _queue_scoring(self, names: list[str], params: dict | None) -> dict[str, Any]:
+        """Queues each scoring method unless a run of it already waits in the queue (that run reads the datastore
+        when it starts): method -> its task."""
         waiting = {t["request"].get("method") for t in async_tasks.tasks("scoring") if t["status"] == "SUBMITTED"}
-        queued = {}
-        for name in self._scoring_methods:
-            if name not in waiting:
-                queued[name] = super().async_scoring(name, params)  # type: ignore[misc]
-        return queued
+        return {
+            name: super().async_scoring(name, params)  # type: ignore[misc]
+            for name in names
+            if name not in waiting
+        }
 
     def init_batch_infer(self) -> BatchInferTask:
         return CpuBatchInferTask()

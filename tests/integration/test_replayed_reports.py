@@ -368,3 +368,77 @@ def test_a_studies_folder_whose_parts_are_links_to_other_folders_reads_and_saves
     assert "finals/lesion_009.png" in after and "finals/lesion_003.png" not in after
     assert np.array_equal(np.asarray(Image.open(disks / "finals" / "lesion_009.png")), mask)
     assert (tmp_path / "studies").is_symlink() and (disks / "photos" / "labels").is_symlink()
+
+
+# -- issue 25, 3: trainings across restarts -------------------------------------------------------------------------
+
+
+def train_stats(workdir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((workdir / "models" / "train_stats_unet.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_a_training_ends_with_its_server_and_the_next_server_runs_its_own(tmp_path: Path) -> None:
+    """Started as MONAI Label documents (``monailabel start_server``), a server stopped with SIGTERM during a
+    training: the training process ends within 5 s; the restarted server trains, and its run's stats stay its own."""
+    import psutil
+
+    with server_process(tmp_path, CONF, env=ENV) as server:
+        r = httpx.post(f"{server.url}/train/unet", json={"max_epochs": 500}, timeout=60)
+        assert r.status_code == 200, r.text
+        old = wait_for(
+            lambda: train_stats(tmp_path).get("state") in ("STARTING", "RUNNING") and train_stats(tmp_path),
+            120,
+            "a run",
+        )
+        os.kill(server.proc.pid, signal.SIGTERM)  # the server alone, as systemd or a terminal's kill does
+        server.proc.wait(30)
+        wait_for(lambda: not psutil.pid_exists(old["pid"]), 5, f"the training process {old['pid']} to end")
+    with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
+        r = httpx.post(f"{server.url}/train/unet", json={"max_epochs": 1}, timeout=60)
+        assert r.status_code == 200, r.text
+        status = finished_training(server.url)
+        assert status["status"] == "DONE", "\n".join(status.get("details", []))[-2000:]
+    stats = train_stats(tmp_path)
+    assert stats["state"] == "DONE" and stats["pid"] != old["pid"] and len(stats["history"]) == 1
+
+
+def test_a_training_left_running_is_stopped_at_start_and_a_second_one_refused(tmp_path: Path) -> None:
+    """A training process that holds the model's lock but no server started (left by one that ended on a system
+    without parent-death signals): the server stops it at its start; while another holds it, training is a 409."""
+    import psutil
+
+    hold = (
+        "import sys, time; from lesion_app.lib.trainers.run_lock import RunLock, lock_path; "
+        f"lock = RunLock(lock_path({str(tmp_path / 'models')!r}, 'unet')); "
+        "assert lock.acquire({'pid': __import__('os').getpid(), 'run': 'left'}); print('held', flush=True); "
+        "time.sleep(600)"
+    )
+    (tmp_path / "models").mkdir()
+
+    def holder() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", hold], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        return proc
+
+    left = holder()
+    try:
+        with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
+            assert left.wait(20) is not None, "the leftover training was not stopped"
+            assert f"pid {left.pid}" in server.log_text()
+            another = holder()
+            try:
+                r = httpx.post(f"{server.url}/train/unet", json={"max_epochs": 1}, timeout=60)
+                assert r.status_code == 409 and f"pid {another.pid}" in r.json()["detail"], r.text
+            finally:
+                another.kill()
+                another.wait()
+            r = httpx.post(f"{server.url}/train/unet", json={"max_epochs": 1}, timeout=60)
+            assert r.status_code == 200, r.text
+            assert finished_training(server.url)["status"] == "DONE"
+    finally:
+        if psutil.pid_exists(left.pid):
+            left.kill()
+        left.wait()
