@@ -36,6 +36,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 from monailabel.utils.async_tasks import utils as async_tasks
 
+from lesion_app.lib.activelearning.uncertainty import PENDING_KEY
 from lesion_app.lib.trainers.segmentation import train_options
 from lesion_app.server import auth, checks, infer_route, proposals, upload_limit, viewer
 
@@ -156,6 +157,8 @@ class MONAILabelFixes:
             known = ", ".join(sorted(self._strategies))  # type: ignore[attr-defined]
             raise checks.not_found(f"no strategy {strategy!r}: this server has {known}")
         result = super().next_sample(request)  # type: ignore[misc]
+        if result and result.get(PENDING_KEY) and "uncertainty" in self._scoring_methods:
+            self._queue_scoring(["uncertainty"], None)  # strategies answer from the scores at hand, never score
         if result and result.get("id"):
             result.update(proposals.offer(self, result["id"]))
         return result
@@ -212,11 +215,11 @@ class MONAILabelFixes:
         """Queues each scoring method unless a run of it already waits in the queue (that run reads the datastore
         when it starts): method -> its task."""
         waiting = {t["request"].get("method") for t in async_tasks.tasks("scoring") if t["status"] == "SUBMITTED"}
-        return {
-            name: super().async_scoring(name, params)  # type: ignore[misc]
-            for name in names
-            if name not in waiting
-        }
+        queued = {}
+        for name in names:
+            if name not in waiting:
+                queued[name] = super().async_scoring(name, params)  # type: ignore[misc]
+        return queued
 
     def init_batch_infer(self) -> BatchInferTask:
         return CpuBatchInferTask()
