@@ -18,8 +18,8 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
-from monailabel.tasks.activelearning.first import First
 
+from lesion_app.lib.activelearning.first import First
 from lesion_app.lib.activelearning.random import Random
 from lesion_app.lib.configs import CONFIGS
 from lesion_app.lib.infers.segmentation import LABELS

@@ -499,3 +499,35 @@ def test_next_sample_never_waits_for_the_scoring_which_runs_in_batches_and_stops
     with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
         r = httpx.post(f"{server.url}/activelearning/uncertainty", json={}, timeout=60)
         assert r.status_code == 200 and r.json()["scores_pending"] == count - kept, r.text
+
+
+# -- issue 26: picks per annotator ----------------------------------------------------------------------------------
+
+
+def pick(url: str, annotator: str | None = None, **body: Any) -> str:
+    """The id a ``first`` next sample answers for ``annotator`` (None: a request without one)."""
+    if annotator is not None:
+        body["annotator"] = annotator
+    r = httpx.post(f"{url}/activelearning/first", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    return r.json()["id"]
+
+
+def test_a_pick_is_reserved_for_its_annotator_until_saved_or_skipped(server: Server) -> None:
+    listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    free = sorted(i for i, o in listed.items() if "final" not in o["labels"])
+    assert len(free) >= 4
+    assert pick(server.url, "ana") == free[0] and pick(server.url, "ana") == free[0], "the same unsaved pick again"
+    assert pick(server.url, "ben") == free[1] and pick(server.url, "ben") == free[1], "not ana's"
+    assert pick(server.url) == free[0], "without an annotator: as before"
+    assert pick(server.url, "ana", skip=free[0]) == free[2], "neither ana's skipped one nor ben's"
+    assert pick(server.url, "ben", skip=free[1]) == free[0], "ana's skip released it"
+    photo = httpx.get(f"{server.url}/datastore/image", params={"image": free[0]}, timeout=30).content
+    mask = np.zeros(Image.open(io.BytesIO(photo)).size[::-1], np.uint8)
+    assert put_label(server.url, free[0], png(mask)).status_code == 200
+    assert pick(server.url, "ben") == free[3], "saved: ben's next; ana's reservation and ben's skip still hold"
+    assert pick(server.url, "ana") == free[2]
+    r = httpx.post(f"{server.url}/activelearning/first", json={"annotator": "ana", "skip": "no_such_photo"}, timeout=30)
+    assert r.status_code == 404 and "no_such_photo" in r.text
+    r = httpx.post(f"{server.url}/activelearning/first", json={"annotator": ["ana"]}, timeout=30)
+    assert r.status_code == 400 and "annotator" in r.text

@@ -21,6 +21,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from lesion_app.core.selection import power_sample, selection_probabilities
+from lesion_app.lib.activelearning import picks
 from lesion_app.lib.activelearning.uncertainty import ENTROPY_KEY, PENDING_KEY, SCORE_KEY
 from lesion_app.lib.scoring.uncertainty import UncertaintyScoring, scores_at_hand
 from lesion_app.server import checks
@@ -74,7 +75,7 @@ class PowerUncertainty(Strategy):
         self._lock = threading.Lock()  # a numpy Generator must not be drawn from by two threads at once
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
-        unlabelled = datastore.get_unlabeled_images()
+        unlabelled = picks.unlabelled(request, datastore)
         if not unlabelled:
             return None
         beta, seed = request_options(request, self.beta)

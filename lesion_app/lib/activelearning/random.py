@@ -11,6 +11,7 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from lesion_app.lib.activelearning import picks
 from lesion_app.lib.scoring.uncertainty import image_infos
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class Random(Strategy):
         self._lock = threading.Lock()
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
-        images = datastore.get_unlabeled_images(request.get("label_tag"), request.get("labels"))
+        images = picks.unlabelled(request, datastore)
         if not images:
             return None
         strategy = request.get("strategy", "random")

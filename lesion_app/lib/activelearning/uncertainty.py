@@ -8,6 +8,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from lesion_app.core.uncertainty import ENTROPY_KEY, SCORE_KEY
+from lesion_app.lib.activelearning import picks
 from lesion_app.lib.scoring.uncertainty import UncertaintyScoring, scores_at_hand
 
 #: The answer's count of unlabelled photographs whose score is missing or made by an older model; the app
@@ -28,7 +29,7 @@ class Uncertainty(Strategy):
         self.scoring = scoring
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
-        unlabelled = datastore.get_unlabeled_images()
+        unlabelled = picks.unlabelled(request, datastore)
         if not unlabelled:
             return None
         ranked, pending = scores_at_hand(self.scoring, datastore, unlabelled)
