@@ -559,6 +559,25 @@ def check_infer_image(image: Any) -> None:
         raise bad_request("image must be an image id of the datastore (or an upload)")
 
 
+#: The longest annotator name a next-sample request may give.
+MAX_ANNOTATOR_LENGTH = 100
+
+
+def annotator_name(value: Any) -> str | None:
+    """A next-sample request's ``annotator`` (None when absent): a name of 1 to 100 printable characters.
+
+    Raises:
+        HTTPException: 400 naming the value, for anything else.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ANNOTATOR_LENGTH or not value.isprintable():
+        raise bad_request(
+            f"annotator must be a name of 1 to {MAX_ANNOTATOR_LENGTH} printable characters, got {_shown(str(value))!r}"
+        )
+    return value.strip()
+
+
 def refuse_if_read_only(read_only: bool, action: str) -> None:
     """403 naming what was refused, for both datastores under ``--conf read_only true``."""
     if read_only:
