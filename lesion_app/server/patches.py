@@ -45,7 +45,7 @@ from monailabel.utils.async_tasks import utils as async_tasks
 from lesion_app.lib.activelearning import picks
 from lesion_app.lib.activelearning.uncertainty import PENDING_KEY
 from lesion_app.lib.trainers.segmentation import train_options
-from lesion_app.server import auth, checks, infer_route, proposals, upload_limit, viewer
+from lesion_app.server import auth, checks, infer_route, measurements_route, proposals, upload_limit, viewer
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +187,7 @@ class MONAILabelFixes:
         super().on_init_complete()  # type: ignore[misc]
         upload_limit.install(upload_limit.body_limit_bytes(self.max_upload_mb))
         infer_route.install()
+        measurements_route.install(self)
         viewer.install(self)
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:

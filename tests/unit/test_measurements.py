@@ -9,13 +9,17 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from skimage.color import rgb2lab
 
+from apps import dicom_import
 from apps import measure as measure_program
 from lesion_app.core.measurements import COLUMNS, measure, photograph_rgb
+from lesion_app.io.dicom import SPACING_PLACEHOLDER, calibrated_spacing_mm
 from lesion_app.io.images import read_mask
+from lesion_app.lib.settings import LesionSettings
 from tests.contracts.programs import FileProgramContract
 from tests.support.images import draw_studies
 
@@ -228,3 +232,51 @@ def test_a_bad_pixel_spacing_is_a_usage_error(spacing: str, tmp_path: Path, caps
 def test_an_empty_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert measure_program.main([str(tmp_path)]) == 2
     assert f"no masks found in {tmp_path}" in capsys.readouterr().err
+
+
+def test_the_import_marks_an_unknown_spacing_and_it_is_read_as_unknown(tmp_path: Path) -> None:
+    photos = draw_studies(tmp_path / "photos", 1, seed=5, shape=(60, 80)) / "images"
+    for argv, expected in (([], None), (["--pixel-spacing", "0.02"], 0.02)):
+        out = tmp_path / f"dicom {len(argv)}"
+        assert dicom_import.main([str(photos), "--out", str(out), "--mapping", str(tmp_path / "uids.csv"), *argv]) == 0
+        ds = pydicom.dcmread(out / "s0.dcm")
+        assert calibrated_spacing_mm(ds) == expected
+        if expected is None:  # the SEG still gets its 1 mm grid, marked as a placeholder
+            assert [float(v) for v in ds.PixelSpacing] == [1.0, 1.0]
+            assert ds.PixelSpacingCalibrationDescription == SPACING_PLACEHOLDER
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [
+        ({"PixelSpacing": [0.03, 0.03]}, 0.03),
+        ({"ImagerPixelSpacing": [0.05, 0.05]}, 0.05),
+        ({"PixelSpacing": [1.0, 1.0]}, None),  # older imports' and blind converters' unmarked 1 mm
+        ({"PixelSpacing": [1.0, 1.0], "PixelSpacingCalibrationDescription": "ruler in the field"}, 1.0),
+        ({"PixelSpacing": [0.02, 0.03]}, None),  # non-square pixels
+        ({"PixelSpacing": [0.0, 0.0]}, None),
+        ({}, None),
+    ],
+)
+def test_a_dicom_spacing_is_read_only_when_calibrated(attributes: dict, expected: float | None) -> None:
+    ds = pydicom.Dataset()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    assert calibrated_spacing_mm(ds) == expected
+
+
+def test_a_bad_import_spacing_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        dicom_import.main([str(tmp_path), "--out", str(tmp_path / "o"), "--pixel-spacing", "0"])
+    assert e.value.code == 2 and "--pixel-spacing: pixel spacing must be a positive" in capsys.readouterr().err
+
+
+def test_the_conf_spacing_is_read(tmp_path: Path) -> None:
+    assert LesionSettings.from_conf({}, tmp_path).pixel_spacing_mm == 0.0  # unknown
+    assert LesionSettings.from_conf({"pixel_spacing_mm": "0.02"}, tmp_path).pixel_spacing_mm == 0.02
+
+
+@pytest.mark.parametrize("value", ["-1", "inf", "nan", "wide"])
+def test_the_conf_spacing_is_checked(value: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="pixel_spacing_mm"):
+        LesionSettings.from_conf({"pixel_spacing_mm": value}, tmp_path)

@@ -18,7 +18,7 @@ from lesion_app.core.uncertainty import UncertaintyEstimator
 from lesion_app.lib.activelearning.power import PowerUncertainty
 from lesion_app.lib.activelearning.uncertainty import Uncertainty
 from lesion_app.lib.infers.deepedit import DeepEditInfer
-from lesion_app.lib.infers.segmentation import LABELS, SegmentationInfer
+from lesion_app.lib.infers.segmentation import CONF_SPACING, LABELS, SegmentationInfer
 from lesion_app.lib.infers.uncertainty import UncertaintyInfer
 from lesion_app.lib.scoring.uncertainty import UncertaintyScoring
 from lesion_app.lib.settings import ENSEMBLE_MEMBERS, LesionSettings
@@ -59,7 +59,11 @@ class SegmentationConfig(TaskConfig):
 
     def infer_options(self) -> dict[str, Any]:
         """The infer task's defaults from the settings (a request may override them)."""
-        return {"tta": self.settings.infer_tta, "postprocess": self.settings.infer_postprocess}
+        return {
+            "tta": self.settings.infer_tta,
+            "postprocess": self.settings.infer_postprocess,
+            CONF_SPACING: self.settings.pixel_spacing_mm,
+        }
 
     def infer(self) -> dict[str, InferTask]:
         quality = self.settings.quality_path(self.name)
