@@ -30,7 +30,7 @@ from PIL import Image
 
 from apps.research.local_server import free_port
 from tests.support.paths import REPO
-from tests.support.waiting import wait_for
+from tests.support.waiting import answers, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -200,18 +200,11 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _answers(url), 180, f"make serve:\n{log.read_text()[-2000:]}", poll=0.5)
+        wait_for(lambda: answers(url), 180, f"make serve:\n{log.read_text()[-2000:]}", poll=0.5)
         yield Tour(url, folder, folder / "workspace" / "sample-data")
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(60)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/info/", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_the_readme_tour_runs_as_written(tour: Tour) -> None:
