@@ -8,6 +8,10 @@ and at least one other member of its kind.
 5. labels found on disk pass the upload checks; one that fails is left out of training, shown, never deleted;
 6. the server starts whatever state its bookkeeping file is in, and keeps a damaged one aside;
 7. paths with spaces and non-ASCII letters: tests/unit/test_programs.py (programs) and here (serving them).
+
+Issue 25 (a second round), numbered as its items:
+
+1. links: nothing outside the studies folder is written or deleted through a link; linked parts work;
 """
 
 from __future__ import annotations
@@ -275,3 +279,85 @@ def test_make_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> N
     finally:
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as in a terminal
         process.wait(30)
+
+
+# -- issue 25, 1: links in the studies folder ----------------------------------------------------------------------
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (links followed) by its path relative to ``root``: its SHA-256."""
+    import hashlib
+
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_photographs_and_labels_that_are_links_are_never_followed_by_a_write_or_a_delete(tmp_path: Path) -> None:
+    """Photographs and a label that are links to files elsewhere (a photo library, git-annex): reading and
+    saving work, a save replaces the label's link by the app's own file, a delete removes the link and the app's
+    files, never the file behind the link; nothing outside changes."""
+    outside = tmp_path / "library"
+    outside.mkdir()
+    studies = tmp_path / "studies"
+    shutil.copytree(SAMPLE_DATA, studies)
+    for name in ("lesion_000.jpg", "lesion_001.jpg", "lesion_008.jpg"):
+        (outside / name).write_bytes((studies / name).read_bytes())
+        (studies / name).unlink()
+        (studies / name).symlink_to(outside / name)
+    (outside / "lesion_001.png").write_bytes((studies / "labels" / "final" / "lesion_001.png").read_bytes())
+    (studies / "labels" / "final" / "lesion_001.png").unlink()
+    (studies / "labels" / "final" / "lesion_001.png").symlink_to(outside / "lesion_001.png")
+    before = tree_hashes(outside)
+    with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
+        r = httpx.get(f"{server.url}/datastore/image", params={"image": "lesion_008"}, timeout=30)
+        assert r.status_code == 200 and r.content == (outside / "lesion_008.jpg").read_bytes()
+        assert infer_mask(server.url, "lesion_008").any()
+        mask = np.zeros(shape_of("lesion_008"), np.uint8)
+        mask[50:150, 60:200] = 255
+        assert put_label(server.url, "lesion_008", png(mask)).status_code == 200
+        assert put_label(server.url, "lesion_001", png(np.zeros(shape_of("lesion_001"), np.uint8))).status_code == 200
+        assert not (studies / "labels" / "final" / "lesion_001.png").is_symlink(), "the save replaced the link"
+        for image_id in ("lesion_000", "lesion_001"):
+            r = httpx.delete(f"{server.url}/datastore/", params={"id": image_id}, timeout=30)
+            assert r.status_code == 200, r.text
+        listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    assert tree_hashes(outside) == before, "a file outside the studies folder changed"
+    assert not (studies / "lesion_000.jpg").is_symlink() and not (studies / "lesion_001.jpg").is_symlink()
+    assert not (studies / "labels" / "final" / "lesion_001.png").exists()
+    assert not {"lesion_000", "lesion_001"} & set(listed) and "lesion_008" in listed
+    assert np.array_equal(np.asarray(Image.open(studies / "labels" / "final" / "lesion_008.png")), mask // 255)
+
+
+def test_a_studies_folder_whose_parts_are_links_to_other_folders_reads_and_saves(tmp_path: Path) -> None:
+    """The studies folder, its labels/ and labels/final are links to other folders (another disk): the labels
+    there are listed and served, a save lands there, a delete removes only the image's own label there."""
+    disks = tmp_path / "disks"
+    shutil.copytree(SAMPLE_DATA, disks / "photos")
+    shutil.move(disks / "photos" / "labels", disks / "labels")
+    shutil.move(disks / "labels" / "final", disks / "finals")
+    (disks / "labels" / "final").symlink_to(disks / "finals")
+    (disks / "photos" / "labels").symlink_to(disks / "labels")
+    (disks / "unrelated.txt").write_text("not the app's")
+    (tmp_path / "studies").symlink_to(disks / "photos")
+    before = tree_hashes(disks)
+    with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
+        info = httpx.get(f"{server.url}/info/", timeout=30).json()["datastore"]
+        assert info["completed"] == 4 and not info["invalid_labels"]
+        served = httpx.get(f"{server.url}/datastore/label", params={"label": "lesion_002", "tag": "final"}, timeout=30)
+        assert served.status_code == 200 and served.content == (disks / "finals" / "lesion_002.png").read_bytes()
+        mask = np.zeros(shape_of("lesion_009"), np.uint8)
+        mask[40:120, 40:160] = 1
+        r = put_label(server.url, "lesion_009", png(mask))
+        assert r.status_code == 200, r.text
+        r = httpx.delete(f"{server.url}/datastore/", params={"id": "lesion_003"}, timeout=30)
+        assert r.status_code == 200, r.text
+    after = tree_hashes(disks)
+    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+    bookkeeping = {"photos/datastore_v2.json", "photos/.lock"}
+    assert changed - bookkeeping == {"photos/lesion_003.png", "finals/lesion_003.png", "finals/lesion_009.png"}
+    assert "finals/lesion_009.png" in after and "finals/lesion_003.png" not in after
+    assert np.array_equal(np.asarray(Image.open(disks / "finals" / "lesion_009.png")), mask)
+    assert (tmp_path / "studies").is_symlink() and (disks / "photos" / "labels").is_symlink()
