@@ -2,7 +2,7 @@
 
 A photograph becomes one single-frame RGB Secondary Capture instance in a series and study of its own. The
 Image Plane attributes a DICOM SEG needs (FrameOfReferenceUID, ImagePositionPatient, ImageOrientationPatient,
-PixelSpacing) are set, so MONAI Label can save labels back as DICOM SEG with dcmqi. Pixels are stored upright
+PixelSpacing) are set, so the app can save labels back as DICOM SEG (highdicom). Pixels are stored upright
 (EXIF orientation applied), exactly as the app and photo viewers show the file, so a mask on the photograph is
 a mask on the DICOM frame.
 
@@ -108,7 +108,7 @@ def photo_to_dicom(
     ds.ConversionType = "WSD"  # workstation: converted from a file, not captured by this software
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.ContentDate, ds.ContentTime = ds.StudyDate, ds.StudyTime
-    # Frame of reference and image plane: what DICOM SEG (and dcmqi) need to place a mask on this frame
+    # Frame of reference and image plane: what a DICOM SEG needs to place a mask on this frame
     ds.FrameOfReferenceUID = uids.frame_of_reference
     ds.PositionReferenceIndicator = ""
     ds.ImagePositionPatient = [0.0, 0.0, 0.0]
@@ -219,45 +219,12 @@ def write_photo_nrrd(rgb: np.ndarray, geometry: FrameGeometry, dest: str | os.Pa
     itk.imwrite(geometry.apply(image, 2), str(dest), compression=True)
 
 
-def write_mask_volume(mask: np.ndarray, geometry: FrameGeometry, dest: str | os.PathLike) -> None:
-    """A (H, W) 0/1 mask as a one-slice 3D NRRD on the frame, as dcmqi maps a label onto source images."""
-    import itk
-
-    image = itk.image_from_array(np.ascontiguousarray(mask[None].astype(np.uint8)))
-    itk.imwrite(geometry.apply(image, 3), str(dest), compression=True)
-
-
-def dcmqi_tool(name: str = "itkimage2segimage") -> str:
-    """dcmqi's converter from the ``dcmqi`` wheel: on PATH, or beside this Python (an unactivated venv)."""
-    import shutil
-    import sys
-
-    found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
-    if not found:
-        raise FileNotFoundError(f"dcmqi's {name} is not installed (pip install dcmqi)")
-    return found
-
-
-#: The segment every lesion SEG holds (SNOMED CT: a lesion, a morphologically altered structure).
-LESION_SEGMENT = {
-    "labelID": 1,
-    "SegmentLabel": "lesion",
-    "SegmentDescription": "Skin lesion",
-    "SegmentAlgorithmType": "SEMIAUTOMATIC",
-    "SegmentAlgorithmName": "lesion_app",
-    "SegmentedPropertyCategoryCodeSequence": {
-        "CodeValue": "49755003",
-        "CodingSchemeDesignator": "SCT",
-        "CodeMeaning": "Morphologically Altered Structure",
-    },
-    "SegmentedPropertyTypeCodeSequence": {
-        "CodeValue": "52988006",
-        "CodingSchemeDesignator": "SCT",
-        "CodeMeaning": "Lesion",
-    },
-    "AnatomicRegionSequence": {"CodeValue": "39937001", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Skin"},
-    "recommendedDisplayRGBValue": [255, 200, 0],
-}
+#: The segment every lesion SEG holds (SNOMED CT: a lesion, a morphologically altered structure, on the skin).
+LESION_CATEGORY = ("49755003", "SCT", "Morphologically Altered Structure")
+LESION_TYPE = ("52988006", "SCT", "Lesion")
+SKIN = ("39937001", "SCT", "Skin")
+#: What the SEG says made it (its equipment module and the segment's algorithm identification).
+SEG_SOFTWARE = ("lesion_app", "1")
 
 
 def mask_to_seg(
@@ -266,56 +233,74 @@ def mask_to_seg(
     dest: str | os.PathLike,
     series_description: str = "lesion",
     algorithm_type: str = "SEMIAUTOMATIC",
-) -> None:
-    """A (H, W) 0/1 mask on a photograph's DICOM frame as a DICOM SEG referencing it, written with dcmqi.
+    creator: str = APP_CREATOR,
+) -> Dataset:
+    """A (H, W) 0/1 mask on a photograph's DICOM frame as a classic binary DICOM SEG referencing it, written with
+    highdicom (1 bit, Explicit VR Little Endian: what OHIF, 3D Slicer and :mod:`lesion_app.io.seg` read).
 
-    ``ContentCreatorName`` is ``lesion_app``; ``series_description`` and ``algorithm_type`` (the segment's
-    ``SegmentAlgorithmType``) say what the mask is (:func:`proposal_to_seg` for the model's proposal).
-    An empty mask (no lesion) has no segment to encode; DICOM SEG cannot say "nothing" for a single segment
-    with dcmqi, so it is refused here with a clear error rather than stored as a misleading file.
+    An empty mask is a valid SEG ("no lesion"): its one frame is stored all zero. ``ContentCreatorName`` is
+    ``creator`` (the annotator; ``lesion_app`` for the model's proposal); ``series_description`` and
+    ``algorithm_type`` (the segment's ``SegmentAlgorithmType``) say what the mask is (:func:`proposal_to_seg`).
+    Returns the SEG as written to ``dest``. Raises ValueError when ``source_dir`` does not hold exactly the
+    photograph's one instance, or the mask is not on its grid.
     """
-    import json
-    import subprocess
-    import tempfile
+    import highdicom as hd
+    from pydicom import dcmread
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
 
-    if not np.any(mask):
-        raise ValueError("the label is empty (no lesion pixel); DICOM SEG needs at least one segmented pixel")
     files = sorted(Path(source_dir).glob("*.dcm"))
     if len(files) != 1:
         raise ValueError(f"{source_dir} holds {len(files)} DICOM files; expected the photograph's one instance")
-    from pydicom import dcmread
+    source = dcmread(str(files[0]))
+    if tuple(mask.shape) != (int(source.Rows), int(source.Columns)):
+        raise ValueError(f"the mask is {mask.shape[1]}x{mask.shape[0]}, the photograph {source.Columns}x{source.Rows}")
+    # a JPEG's photograph says "lossy" without a ratio (unknown), which highdicom wants to copy: said afterwards
+    lossy = str(source.get("LossyImageCompression", "")) == "01"
+    if lossy and "LossyImageCompressionRatio" not in source:
+        del source.LossyImageCompression
+    kind = hd.seg.SegmentAlgorithmTypeValues[algorithm_type]
+    algorithm = None
+    if kind != hd.seg.SegmentAlgorithmTypeValues.MANUAL:
+        name, version = SEG_SOFTWARE
+        algorithm = hd.AlgorithmIdentificationSequence(name, codes.cid7162.ArtificialIntelligence, version)
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="lesion",
+        segmented_property_category=Code(*LESION_CATEGORY),
+        segmented_property_type=Code(*LESION_TYPE),
+        algorithm_type=kind,
+        algorithm_identification=algorithm,
+        anatomic_regions=[Code(*SKIN)],
+    )
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=np.asarray(mask, dtype=bool)[None],
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=hd.UID(),
+        series_number=300,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=SEG_SOFTWARE[0],
+        manufacturer_model_name=SEG_SOFTWARE[0],
+        software_versions=SEG_SOFTWARE[1],
+        device_serial_number="1",
+        content_label="LESION",
+        content_description="Skin lesion segmentation",
+        content_creator_name=creator or APP_CREATOR,
+        series_description=series_description[:64],
+        omit_empty_frames=False,  # "no lesion": one all-zero frame, not a SEG without frames
+    )
+    if lossy:
+        seg.LossyImageCompression = "01"
+    seg.save_as(str(dest))
+    return seg
 
-    geometry = FrameGeometry.of(dcmread(str(files[0]), stop_before_pixels=True))
-    # dcmqi keeps ContentCreatorName and SeriesDescription (what marks a proposal) but writes its own
-    # ContentLabel/ContentDescription ("DCMQI") whatever the template says
-    template = {
-        "ContentCreatorName": APP_CREATOR,
-        "ClinicalTrialSeriesID": "lesion_app",
-        "ClinicalTrialTimePointID": "1",
-        "ClinicalTrialCoordinatingCenterName": "lesion_app",
-        "SeriesDescription": series_description[:64],
-        "SeriesNumber": "300",
-        "InstanceNumber": "1",
-        "ContentLabel": "LESION",
-        "ContentDescription": "Skin lesion segmentation",
-        "BodyPartExamined": "SKIN",
-        "segmentAttributes": [[{**LESION_SEGMENT, "SegmentAlgorithmType": algorithm_type}]],
-    }
-    with tempfile.TemporaryDirectory(prefix="lesion_seg_") as tmp:
-        volume, meta = Path(tmp) / "mask.nrrd", Path(tmp) / "meta.json"
-        write_mask_volume(mask, geometry, volume)
-        meta.write_text(json.dumps(template))
-        args = ["--inputImageList", str(volume), "--inputDICOMDirectory", str(source_dir)]
-        args += ["--outputDICOM", str(dest), "--inputMetadata", str(meta)]
-        run = subprocess.run([dcmqi_tool(), *args], capture_output=True, text=True, timeout=120)
-        if run.returncode != 0 or not Path(dest).is_file():
-            detail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"itkimage2segimage failed ({run.returncode}): {detail[0][:300]}")
 
-
-def proposal_to_seg(mask: np.ndarray, source_dir: str | os.PathLike, dest: str | os.PathLike) -> None:
+def proposal_to_seg(mask: np.ndarray, source_dir: str | os.PathLike, dest: str | os.PathLike) -> Dataset:
     """The model's proposal as a SEG marked as such (:func:`lesion_app.io.seg.is_proposal` is true for it)."""
-    mask_to_seg(mask, source_dir, dest, PROPOSAL_DESCRIPTION, algorithm_type="AUTOMATIC")
+    return mask_to_seg(mask, source_dir, dest, PROPOSAL_DESCRIPTION, algorithm_type="AUTOMATIC")
 
 
 def seg_to_mask(ds: Dataset, rows: int, columns: int) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 ``monailabel start_server --app lesion_app --studies sample-data --conf models unet --conf threads 2``
 
-See the README's "Configuration" table; it is generated from :data:`FIELDS_DOC` and must match.
+See the "Configuration" table in docs/server.md; it is generated from :data:`FIELDS_DOC` and must match.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _to_bool(value: str) -> bool:
 @dataclass(frozen=True)
 class LesionSettings:
     """Every ``--conf`` option of the app, typed and checked (:meth:`from_conf`); :data:`FIELDS_DOC` says what
-    each means and the README's Configuration table lists them."""
+    each means and docs/server.md's Configuration table lists them."""
 
     models: tuple[str, ...] = ALL_MODELS
     model_dir: str = ""

@@ -9,8 +9,9 @@ and stores whatever label file arrives. Here:
 - listings are cached for ``--conf dicomweb_cache_seconds`` and dropped after every save;
 - a photograph is cached once as an RGB NRRD carrying its DICOM frame's geometry (so 3D Slicer and the DICOM
   SEG place masks exactly), written atomically;
-- a final label is checked like the local datastore's (size, values, axes), turned into a DICOM SEG with the
-  dcmqi wheel's ``itkimage2segimage`` and stored on the server (STOW-RS); the local cache keeps a 0/1 PNG;
+- a final label is checked like the local datastore's (size, values, axes), turned into a DICOM SEG with
+  highdicom (an empty one too: "no lesion"; ``ContentCreatorName`` the label's ``annotator``) and stored on the
+  server (STOW-RS); the local cache keeps a 0/1 PNG;
 - the model's proposal (label tag ``original``) is stored on the server too, as a SEG marked as the app's proposal
   (:mod:`lesion_app.io.seg`), so OHIF can load it for correction; a proposal is never a label;
 - training reads the SEGs on the server: a photograph's label is its newest usable correction
@@ -47,7 +48,7 @@ from lesion_app.io.dicom import (
     write_photo_nrrd,
 )
 from lesion_app.io.layout import label_file_name
-from lesion_app.io.seg import read_lesion
+from lesion_app.io.seg import APP_CREATOR, read_lesion
 from lesion_app.server import checks
 from lesion_app.server.datastore_file import SharedDatastoreFile
 from lesion_app.server.dicomweb.arrivals import Arrivals
@@ -252,12 +253,11 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         return image_id
 
     def _store_seg(self, image_id: str, mask: np.ndarray, info: dict[str, Any]) -> dict[str, Any]:
-        if not mask.any():
-            raise checks.bad_request(
-                "the label is empty; DICOM SEG needs at least one lesion pixel (delete it instead)"
-            )
+        """The final label as a SEG; an empty mask is a SEG too ("no lesion"), its creator the ``annotator``."""
         description = str(info.get("model") or "lesion")
-        return self._send_seg(image_id, lambda dest: mask_to_seg(mask, self._series_dir(image_id), dest, description))
+        creator = str(info.get("annotator") or "") or APP_CREATOR
+        source = self._series_dir(image_id)
+        return self._send_seg(image_id, lambda dest: mask_to_seg(mask, source, dest, description, creator=creator))
 
     def _store_proposal(self, image_id: str, mask: np.ndarray) -> dict[str, Any]:
         """The model's mask as the app's proposal SEG; an empty one (no lesion found) stays local only."""
@@ -267,12 +267,14 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         return self._send_seg(image_id, lambda dest: proposal_to_seg(mask, self._series_dir(image_id), dest))
 
     def _send_seg(self, image_id: str, write: Any) -> dict[str, Any]:
-        """Writes a SEG with ``write(path)`` (dcmqi) and stores it on the server; its arrival is recorded now."""
+        """Writes a SEG with ``write(path)`` (:func:`mask_to_seg`) and stores it on the server; its arrival is
+        recorded now. Every SEG the app stores (labels from any client, proposals) passes here: after the store,
+        ``seg`` is the stored instance (its SOP, series and study UIDs)."""
         with tempfile.TemporaryDirectory(prefix="lesion_seg_") as tmp:
             seg_file = Path(tmp) / "seg.dcm"
             try:
                 write(seg_file)
-            except (FileNotFoundError, RuntimeError) as e:
+            except (FileNotFoundError, RuntimeError, ValueError) as e:
                 raise checks.unavailable(f"cannot write the DICOM SEG: {e}") from None
             seg = dcmread(str(seg_file))
             try:
@@ -374,12 +376,7 @@ def dicomweb_datastore(url: str, settings: Any) -> LesionDicomWebDatastore:
         stow_url_prefix=ml.MONAI_LABEL_STOW_PREFIX,
     )
     cache = (ml.MONAI_LABEL_DICOMWEB_CACHE_PATH or ml.MONAI_LABEL_DATASTORE_CACHE_PATH or "").strip() or None
-    try:
-        from lesion_app.io.dicom import dcmqi_tool
-
-        logger.info(f"DICOMweb {url}: images are {settings.dicomweb_modality} series; SEGs by {dcmqi_tool()}")
-    except FileNotFoundError as e:  # infer still works; saving a final label will answer 503 with this reason
-        logger.error(f"DICOMweb {url}: {e}; final labels cannot be saved as DICOM SEG")
+    logger.info(f"DICOMweb {url}: images are {settings.dicomweb_modality} series; SEGs written by highdicom")
     return LesionDicomWebDatastore(
         client,
         modality=settings.dicomweb_modality,
