@@ -79,9 +79,7 @@ CONCEPTS: dict[str, Concept] = {
     "colour_contrast": Concept(_private("LA-CONTRAST", "CIE76 colour difference to surrounding skin"), NO_UNIT),
 }
 #: The key each concept reads back as: (name code, unit code, derivation code or "") -> key.
-KEYS = {
-    (c.name.value, c.unit.value, c.derivation.value if c.derivation else ""): key for key, c in CONCEPTS.items()
-}
+KEYS = {(c.name.value, c.unit.value, c.derivation.value if c.derivation else ""): key for key, c in CONCEPTS.items()}
 
 
 def measurement_report(
