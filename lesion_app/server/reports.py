@@ -25,19 +25,26 @@ from lesion_app.server.spacing import measurements
 logger = logging.getLogger(__name__)
 
 
+def label_measurements(mask: np.ndarray, image_path: str | os.PathLike) -> dict[str, Any]:
+    """A stored label's measurements as its label info keeps them (the worklist shows area and maximum diameter):
+    the photograph's colour and DICOM calibration, no request or ``--conf`` spacing."""
+    return measurements(np.asarray(mask, dtype=np.uint8), image_path, None, None)
+
+
 def store_report(
     client: Any, image_path: str | os.PathLike, photo_dir: str | os.PathLike, mask: np.ndarray, seg: Dataset
 ) -> dict[str, Any]:
     """Measures ``mask`` (the label ``seg`` encodes) on the cached photograph ``image_path`` and stores the report
-    with ``client`` (a DICOMweb client). Returns ``{"report": SR series UID}`` or ``{"report_error": why}``."""
+    with ``client`` (a DICOMweb client). Returns ``{"report": SR series UID, "measurements": ...}`` or
+    ``{"report_error": why}``."""
     try:
         files = sorted(Path(photo_dir).glob("*.dcm"))
         photo = dcmread(str(files[0]), stop_before_pixels=True)
-        values = measurements(np.asarray(mask, dtype=np.uint8), image_path, None, None)
+        values = label_measurements(mask, image_path)
         report = measurement_report(photo, seg, values)
         client.store_instances([report])
     except Exception as e:  # the SEG is stored: the label stands, the missing report is said
         logger.error(f"no measurement report for SEG {seg.SeriesInstanceUID}: {type(e).__name__}: {e}")
         return {"report_error": f"{type(e).__name__}: {str(e)[:200]}"}
     logger.info(f"stored measurement report {report.SeriesInstanceUID} for SEG {seg.SeriesInstanceUID}")
-    return {"report": str(report.SeriesInstanceUID)}
+    return {"report": str(report.SeriesInstanceUID), "measurements": values}

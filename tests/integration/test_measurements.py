@@ -25,6 +25,8 @@ from apps.make_sample_data import draw_study
 from apps.measure import measure_file
 from apps.orthanc import Orthanc
 from apps.research.local_server import running_server, server_process
+from lesion_app.core.measurements import measure
+from lesion_app.io.dicom import mask_to_seg
 from lesion_app.io.sr import report_values
 
 pytestmark = pytest.mark.server
@@ -265,3 +267,33 @@ def test_the_import_placeholder_is_read_as_unknown_spacing(dicomweb: str, dicom_
     measured = answer.json()["measurements"]
     assert measured["spacing"] == "unknown" and measured["spacing_source"] == "unknown"
     assert "area_mm2" not in measured
+
+
+def test_the_worklist_shows_each_labels_area_and_maximum_diameter(
+    dicomweb: str, orthanc: Orthanc, dicom_studies: dict, tmp_path: Path
+) -> None:
+    """A label saved through the app and a SEG another client stored on Orthanc directly (as OHIF does): both rows
+    show the label's area and maximum diameter, in pixels (the import's placeholder spacing)."""
+    client = DICOMwebClient(orthanc.dicomweb)
+    saved, direct = dicom_studies["lesion_006.jpg"], dicom_studies["lesion_007.png"]
+    masks = {}
+    for row, box in ((saved, (10, 80, 20, 150)), (direct, (30, 100, 40, 90))):
+        mask = np.zeros((int(row["rows"]), int(row["columns"])), np.uint8)
+        mask[box[0] : box[1], box[2] : box[3]] = 1
+        masks[row["series_uid"]] = mask
+    files = {"label": ("label.png", png(masks[saved["series_uid"]]), "application/octet-stream")}
+    query = {"image": saved["series_uid"], "tag": "final"}
+    assert httpx.put(f"{dicomweb}/datastore/label", params=query, files=files, timeout=120).status_code == 200
+    photo_dir = tmp_path / "photo"
+    photo_dir.mkdir()
+    [photo] = client.retrieve_series(direct["study_uid"], direct["series_uid"])
+    photo.save_as(photo_dir / "photo.dcm", write_like_original=False)
+    seg = mask_to_seg(masks[direct["series_uid"]], photo_dir, tmp_path / "seg.dcm", creator="OHIF^User")
+    client.store_instances([seg])
+    rows = {r["image"]: r for r in httpx.get(f"{dicomweb}/worklist.json", timeout=300).json()["rows"]}
+    for image, mask in masks.items():
+        size = rows[image]["size"]
+        assert size["area_px"] == mask.sum() and "area_mm2" not in size
+        assert size["feret_max_px"] == pytest.approx(measure(mask)["feret_max_px"])
+    page = httpx.get(f"{dicomweb}/worklist", timeout=300).text
+    assert f"{masks[saved['series_uid']].sum()} px / " in page and "area / max diameter" in page

@@ -61,7 +61,7 @@ from lesion_app.server.dicomweb.listing import (
     answers_503,
     value_of,
 )
-from lesion_app.server.reports import store_report
+from lesion_app.server.reports import label_measurements, store_report
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -311,7 +311,7 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         """The photograph's cached final label becomes the mask of ``seg`` (its newest correction), unless it is
         already; a SEG whose pixels cannot be read is reported and leaves the label as it was."""
         image_id = seg.image
-        self.get_image_uri(image_id)
+        image_path = self.get_image_uri(image_id)
         current = self._datastore.objects[image_id].labels.get(DefaultLabelTag.FINAL)
         if current and current.info.get("SeriesInstanceUID") == seg.series:
             return
@@ -324,6 +324,7 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
             return
         if reading.problems:
             logger.warning(f"SEG {seg.series} of {image_id}, used as its label: {'; '.join(reading.problems)}")
+        measured = label_measurements(reading.mask, image_path)  # for the worklist (issue 28)
         label_dir = Path(self._datastore.label_path(DefaultLabelTag.FINAL))
         label_dir.mkdir(parents=True, exist_ok=True)
         with self._changing():
@@ -334,6 +335,7 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
                 "ts": int(time.time()),
                 "name": label_file_name(image_id),
                 "notes": reading.problems,  # e.g. "it is empty: no lesion" (stored as an all-zero label)
+                "measurements": measured,
             }
             self._datastore.objects[image_id].labels[DefaultLabelTag.FINAL] = DataModel(info=info, ext=".png")
 

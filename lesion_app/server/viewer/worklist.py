@@ -44,6 +44,7 @@ class Row:
     notes: list[str] = field(default_factory=list)  # what is odd about its SEGs
     predicted_iou: float | None = None  # the quality estimate of the model's newest mask of it
     review: bool = False  # that estimate is below the review threshold
+    size: dict[str, Any] = field(default_factory=dict)  # its final label's area and maximum Feret diameter (issue 28)
 
 
 def ohif_link(prefix: str, study: str, image: str, seg: str | None) -> str:
@@ -83,7 +84,11 @@ def rows(datastore: LesionDicomWebDatastore, prefix: str, pick: str | None) -> l
         state = CORRECTED if label else PROPOSAL_READY if proposal else NO_LABEL
         info = datastore.get_image_info(image)
         final = datastore.get_label_info(image, DefaultLabelTag.FINAL)
-        extra = final.get("notes", []) if label and final.get("SeriesInstanceUID") == label.series else []
+        if label and final.get("SeriesInstanceUID") != label.series:  # a new correction: fetched once, measured
+            datastore.get_label_uri(image, DefaultLabelTag.FINAL)
+            final = datastore.get_label_info(image, DefaultLabelTag.FINAL)
+        current = bool(label) and final.get("SeriesInstanceUID") == label.series
+        extra = final.get("notes", []) if current else []
         shown = label or proposal
         out.append(
             Row(
@@ -99,10 +104,30 @@ def rows(datastore: LesionDicomWebDatastore, prefix: str, pick: str | None) -> l
                 notes=list(dict.fromkeys([*notes.get(image, []), *extra])),
                 predicted_iou=info.get("predicted_iou"),
                 review=bool(info.get("review", False)),
+                size=size_of(final.get("measurements")) if current else {},
             )
         )
     rank = {NO_LABEL: 0, PROPOSAL_READY: 0, CORRECTED: 1}
     return sorted(out, key=lambda r: (not r.next, rank[r.state], -(r.uncertainty or -1.0), r.name))
+
+
+#: The measurements the worklist shows, in mm where the spacing is known, else in pixels.
+SIZE_KEYS = ("area_mm2", "feret_max_mm", "area_px", "feret_max_px")
+
+
+def size_of(measured: dict[str, Any] | None) -> dict[str, Any]:
+    """The area and maximum diameter of a label's measurements (:mod:`lesion_app.core.measurements`)."""
+    return {k: measured[k] for k in SIZE_KEYS if k in (measured or {})}
+
+
+def size_text(size: dict[str, Any]) -> str:
+    """The size as shown: area and maximum diameter in mm (``12.3 mm² / 4.56 mm``), in pixels without a spacing, or
+    ``-`` when the label has no measurements (an unreadable SEG)."""
+    if "area_mm2" in size and "feret_max_mm" in size:
+        return f"{size['area_mm2']:.3g} mm² / {size['feret_max_mm']:.3g} mm"
+    if "area_px" in size and "feret_max_px" in size:
+        return f"{size['area_px']} px / {size['feret_max_px']:.3g} px"
+    return "-"
 
 
 def as_json(found: list[Row], strategy: str, problems: list[str]) -> dict[str, Any]:
@@ -139,6 +164,7 @@ def render(found: list[Row], strategy: str, problems: list[str]) -> str:
             f'<td class="state {r.state.replace(" ", "-")}">{e(r.state)}</td>'
             f"<td>{uncertainty}</td>"
             f"<td>{quality}</td>"
+            f"<td>{e(size_text(r.size))}</td>"
             f'<td><a class="open" href="{e(r.link)}" target="_blank" rel="noopener">Open in OHIF</a>{notes}</td>'
             "</tr>"
         )
@@ -152,7 +178,8 @@ def render(found: list[Row], strategy: str, problems: list[str]) -> str:
 (<a href="?strategy={e(strategy)}&amp;next=new">another pick</a>). Open a photograph, correct the mask with Brush and
 Eraser, then the segmentation's menu &rarr; Export &rarr; DICOM SEG &rarr; Series "Create new series" &rarr; Save.
 Research software: not for clinical use.</p>
-<table><thead><tr><th>photograph</th><th>state</th><th>uncertainty</th><th>predicted IoU</th><th>OHIF</th></tr></thead>
+<table><thead><tr><th>photograph</th><th>state</th><th>uncertainty</th><th>predicted IoU</th>
+<th>area / max diameter</th><th>OHIF</th></tr></thead>
 <tbody>
 {chr(10).join(lines)}
 </tbody></table>
