@@ -147,3 +147,13 @@ def report_values(sr: Dataset) -> dict[str, float]:
             if key is not None:
                 found[key] = float(m.value)
     return found
+
+
+def reported_instances(sr: Dataset) -> set[str]:
+    """The SOP instance UIDs a report lists as its evidence (the photograph and the SEG), from its header alone."""
+    return {
+        str(item.ReferencedSOPInstanceUID)
+        for study in sr.get("CurrentRequestedProcedureEvidenceSequence") or []
+        for series in study.get("ReferencedSeriesSequence") or []
+        for item in series.get("ReferencedSOPSequence") or []
+    }

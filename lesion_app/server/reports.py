@@ -4,8 +4,11 @@ When the DICOMweb datastore has stored a label's SEG, :func:`store_report` measu
 (:func:`lesion_app.server.spacing.measurements`: the photograph's colour, its DICOM calibration or no millimetres) and
 stores a TID 1500 Measurement Report (:func:`lesion_app.io.sr.measurement_report`) in the photograph's study,
 referencing the photograph and that SEG's lesion segment. A label saved twice has two SEGs and two reports, each
-report referencing its own SEG. The report is the SEG's companion, not the label: when it cannot be written or
-stored the label stays saved and the failure is logged and returned as ``report_error``.
+report referencing its own SEG. A SEG another client stored on the server itself (OHIF saves through the DICOMweb
+proxy) gets its report when the app first reads it as the photograph's label (:func:`ensure_report`: the worklist,
+training, ``GET /measurements``), unless a report in the study already references it. The report is the SEG's
+companion, not the label: when it cannot be written or stored the label stays saved and the failure is logged and
+returned as ``report_error``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from lesion_app.io.sr import measurement_report
+from lesion_app.io.sr import measurement_report, reported_instances
 from lesion_app.server.spacing import measurements
 
 logger = logging.getLogger(__name__)
@@ -48,3 +51,25 @@ def store_report(
         return {"report_error": f"{type(e).__name__}: {str(e)[:200]}"}
     logger.info(f"stored measurement report {report.SeriesInstanceUID} for SEG {seg.SeriesInstanceUID}")
     return {"report": str(report.SeriesInstanceUID), "measurements": values}
+
+
+def has_report(client: Any, study: str, seg: Dataset) -> bool:
+    """Whether a report in ``study`` on the server already lists ``seg`` among its evidence."""
+    for series in client.search_for_series(study, search_filters={"Modality": "SR"}):
+        uid = series.get("0020000E", {}).get("Value", [""])[0]
+        for item in client.retrieve_series_metadata(study, uid):
+            if str(seg.SOPInstanceUID) in reported_instances(Dataset.from_json(item)):
+                return True
+    return False
+
+
+def ensure_report(
+    client: Any, image_path: str | os.PathLike, photo_dir: str | os.PathLike, mask: np.ndarray, seg: Dataset
+) -> dict[str, Any]:
+    """:func:`store_report` for a SEG the app did not store itself, unless the study already has its report."""
+    try:
+        if has_report(client, str(seg.StudyInstanceUID), seg):
+            return {}
+    except Exception as e:  # the search failed: no report now, the label stands
+        return {"report_error": f"{type(e).__name__}: {str(e)[:200]}"}
+    return store_report(client, image_path, photo_dir, mask, seg)

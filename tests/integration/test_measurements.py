@@ -297,3 +297,8 @@ def test_the_worklist_shows_each_labels_area_and_maximum_diameter(
         assert size["feret_max_px"] == pytest.approx(measure(mask)["feret_max_px"])
     page = httpx.get(f"{dicomweb}/worklist", timeout=300).text
     assert f"{masks[saved['series_uid']].sum()} px / " in page and "area / max diameter" in page
+    # the SEG stored by another client got its report when the app first read it, and only one
+    reports = reports_of(client, direct["study_uid"])
+    assert [report_values(r)["area_px"] for r in reports.values()] == [masks[direct["series_uid"]].sum()]
+    httpx.get(f"{dicomweb}/worklist.json", timeout=300).raise_for_status()
+    assert len(reports_of(client, direct["study_uid"])) == 1

@@ -61,7 +61,7 @@ from lesion_app.server.dicomweb.listing import (
     answers_503,
     value_of,
 )
-from lesion_app.server.reports import label_measurements, store_report
+from lesion_app.server.reports import ensure_report, label_measurements, store_report
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -325,6 +325,8 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         if reading.problems:
             logger.warning(f"SEG {seg.series} of {image_id}, used as its label: {'; '.join(reading.problems)}")
         measured = label_measurements(reading.mask, image_path)  # for the worklist (issue 28)
+        if not self.writes_refused:  # another client's SEG: its TID 1500 report, once (issue 28)
+            ensure_report(self._client, image_path, self._series_dir(image_id), reading.mask, instances[0])
         label_dir = Path(self._datastore.label_path(DefaultLabelTag.FINAL))
         label_dir.mkdir(parents=True, exist_ok=True)
         with self._changing():
