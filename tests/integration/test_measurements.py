@@ -77,7 +77,7 @@ def test_the_request_spacing_comes_first(client: MONAILabelClient) -> None:
     assert m["spacing_source"] == "request" and m["feret_max_mm"] == pytest.approx(m["feret_max_px"] * 0.01)
 
 
-@pytest.mark.parametrize("spacing", [0, -0.5, "abc"])
+@pytest.mark.parametrize("spacing", [0, "abc"])  # negative: tests/unit/test_measurements.py
 def test_a_bad_request_spacing_is_a_400_and_nothing_is_saved(url: str, workdir: Path, spacing: object) -> None:
     originals = workdir / "studies" / "labels" / "original"
     before = sorted(originals.glob("*")) if originals.is_dir() else []
