@@ -15,6 +15,8 @@
   - an unknown active-learning strategy is a 404 (the stock server: 500);
   - a next sample whose strategy found scores missing or stale queues the uncertainty scoring (strategies answer
     from the scores at hand and never score inside the request);
+  - a user's ``POST /scoring/<method>`` is queued (202 with its task), never refused because the app's own
+    background scoring runs; inside the request (``run_sync``) it is a 429 with ``Retry-After``;
   - scoring after a training is queued rather than refused while another scoring runs, and a scoring method
     already waiting in the queue is not queued again (MONAI Label queues every method after each next sample);
   - batch infer runs on the CPU of a machine without GPUs (MONAI Label's divides by the GPU count);
@@ -57,6 +59,7 @@ def install() -> None:
     check_train_requests()
     plain_json_listing()
     annotator_from_token()
+    queue_scoring_requests()
 
 
 #: MONAI Label's datastore endpoint functions that parse a JSON form field with ``json.loads`` (a 500 when it is no
@@ -102,6 +105,41 @@ def plain_json_listing() -> None:
         return answered
 
     _replace_once(endpoints, "datastore", plain)
+
+
+#: Seconds a client is told to wait before asking again for a scoring run in the request (``run_sync``).
+SCORING_RETRY_AFTER = 10
+
+
+def queue_scoring_requests() -> None:
+    """``POST /scoring/<method>`` queues the run and answers 202 with its task (id, status; listed at ``/scoring/``),
+    where MONAI Label answered 429 "Scoring Task is Already Running" while the app's own background scoring ran and
+    the request was lost. A run asked for inside the request (``run_sync``) cannot wait in a queue: while another
+    runs it is a 429 saying so, with ``Retry-After``. An unknown method is a 404."""
+    from monailabel.endpoints import scoring as endpoints
+    from monailabel.interfaces.utils.app import app_instance
+
+    def queued(run_method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(run_method)
+        def run(method: str, params: dict | None = None, run_sync: bool | None = False) -> Any:
+            app = app_instance()
+            if method not in app._scoring_methods:
+                raise checks.not_found(
+                    f"no scoring method {method!r}: this server has {', '.join(app._scoring_methods)}"
+                )
+            if not run_sync:
+                task = app.queue_scoring(method, params)
+                return Response(json.dumps(task, default=list), status_code=202, media_type="application/json")
+            if async_tasks.processes("scoring"):
+                raise checks.busy(
+                    "another scoring runs now; ask again later, or without run_sync to have this one queued",
+                    SCORING_RETRY_AFTER,
+                )
+            return run_method(method, params, run_sync)
+
+        return run
+
+    _replace_once(endpoints, "run_method", queued)
 
 
 def annotator_from_token() -> None:
@@ -282,13 +320,16 @@ class MONAILabelFixes:
 
     def _queue_scoring(self, names: list[str], params: dict | None) -> dict[str, Any]:
         """Queues each scoring method unless a run of it already waits in the queue (that run reads the datastore
-        when it starts): method -> its task."""
-        waiting = {t["request"].get("method") for t in async_tasks.tasks("scoring") if t["status"] == "SUBMITTED"}
+        when it starts): method -> its task, the waiting one or the new one."""
+        waiting = {t["request"].get("method"): t for t in async_tasks.tasks("scoring") if t["status"] == "SUBMITTED"}
         queued = {}
         for name in names:
-            if name not in waiting:
-                queued[name] = super().async_scoring(name, params)  # type: ignore[misc]
+            queued[name] = waiting.get(name) or super().async_scoring(name, params)  # type: ignore[misc]
         return queued
+
+    def queue_scoring(self, method: str, params: dict | None = None) -> dict[str, Any]:
+        """A user's scoring run, queued behind whatever scoring runs now (the app's own included): its task."""
+        return self._queue_scoring([method], params)[method]
 
     def init_batch_infer(self) -> BatchInferTask:
         return CpuBatchInferTask()

@@ -146,7 +146,7 @@ def test_scores_written_by_the_background_scoring_are_kept(server: Server) -> No
     original[100:250, 150:300] = 1
     assert put_label(server.url, "lesion_007", png(original * 255), "original").status_code == 200
     assert put_label(server.url, "lesion_007", png(final * 255)).status_code == 200
-    assert httpx.post(f"{server.url}/scoring/dice", json={}, timeout=60).status_code == 200  # a background process
+    assert httpx.post(f"{server.url}/scoring/dice", json={}, timeout=60).status_code == 202  # a background process
     dice = wait_for(lambda: image_info(server.url, "lesion_007").get("dice_original_final"), 120, "the Dice score")
     assert dice == pytest.approx(2 * 150 * 150 / (150 * 230 + 150 * 150), abs=1e-3)
     other = np.zeros(shape_of("lesion_009"), np.uint8)
@@ -158,7 +158,7 @@ def test_scores_written_by_the_background_scoring_are_kept(server: Server) -> No
 
 
 def test_uncertainty_scores_written_in_the_background_are_kept(server: Server, tmp_path: Path) -> None:
-    assert start_scoring(server.url, "uncertainty", {"force": True}).status_code == 200  # after the Dice scoring
+    assert start_scoring(server.url, "uncertainty", {"force": True}).status_code == 202  # after the Dice scoring
     score = wait_for(lambda: image_info(server.url, "lesion_008").get("uncertainty_ts"), 180, "uncertainty scores")
     rgb, _ = draw_study(np.random.default_rng(5), (96, 128))
     upload(server.url, "another_photo", png(rgb), "another.png")
@@ -531,3 +531,43 @@ def test_a_pick_is_reserved_for_its_annotator_until_saved_or_skipped(server: Ser
     assert r.status_code == 404 and "no_such_photo" in r.text
     r = httpx.post(f"{server.url}/activelearning/first", json={"annotator": ["ana"]}, timeout=30)
     assert r.status_code == 400 and "annotator" in r.text
+
+
+# -- issue 25, 6: the app's own work never makes a user's request fail ----------------------------------------------
+
+
+def scoring_tasks(url: str) -> list[dict[str, Any]]:
+    tasks = httpx.get(f"{url}/scoring/", params={"all": True}, timeout=30).json()
+    return tasks if isinstance(tasks, list) else [tasks]
+
+
+def test_a_scoring_request_while_the_apps_own_scoring_runs_is_queued_and_run(server: Server) -> None:
+    """The app's background scoring runs (as after a training); a user's Dice scoring is queued (202 with its id,
+    listed at /scoring/) and runs after it; only a run inside the request is refused, with Retry-After."""
+    own = httpx.post(f"{server.url}/scoring/uncertainty", json={"force": True}, timeout=60)
+    assert own.status_code == 202, own.text
+    wait_for(
+        lambda: any(t["id"] == own.json()["id"] and t["status"] == "RUNNING" for t in scoring_tasks(server.url)),
+        60,
+        "the background scoring to run",
+    )
+    r = httpx.post(f"{server.url}/scoring/dice", json={}, timeout=60)
+    assert r.status_code == 202, r.text
+    mine = r.json()["id"]
+    assert any(t["id"] == mine for t in scoring_tasks(server.url))
+    sync = httpx.post(f"{server.url}/scoring/dice", params={"run_sync": True}, json={}, timeout=60)
+    assert sync.status_code == 429 and int(sync.headers["Retry-After"]) > 0 and "Already" not in sync.text
+    done = wait_for(
+        lambda: next(
+            (
+                t
+                for t in scoring_tasks(server.url)
+                if t["id"] == mine and t["status"] != "SUBMITTED" and t["status"] != "RUNNING"
+            ),
+            None,
+        ),
+        300,
+        "the queued Dice scoring",
+    )
+    assert done["status"] == "DONE"
+    assert httpx.post(f"{server.url}/scoring/nothing", json={}, timeout=30).status_code == 404
