@@ -47,7 +47,7 @@ from monailabel.utils.async_tasks import utils as async_tasks
 from lesion_app.lib.activelearning import picks
 from lesion_app.lib.activelearning.uncertainty import PENDING_KEY
 from lesion_app.lib.trainers.segmentation import train_options
-from lesion_app.server import auth, checks, infer_route, proposals, upload_limit, viewer
+from lesion_app.server import auth, checks, infer_route, lifetime, proposals, upload_limit, viewer
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +321,8 @@ class MONAILabelFixes:
     def _queue_scoring(self, names: list[str], params: dict | None) -> dict[str, Any]:
         """Queues each scoring method unless a run of it already waits in the queue (that run reads the datastore
         when it starts): method -> its task, the waiting one or the new one."""
+        if lifetime.stopping():
+            return {}
         waiting = {t["request"].get("method"): t for t in async_tasks.tasks("scoring") if t["status"] == "SUBMITTED"}
         queued = {}
         for name in names:
@@ -328,7 +330,10 @@ class MONAILabelFixes:
         return queued
 
     def queue_scoring(self, method: str, params: dict | None = None) -> dict[str, Any]:
-        """A user's scoring run, queued behind whatever scoring runs now (the app's own included): its task."""
+        """A user's scoring run, queued behind whatever scoring runs now (the app's own included): its task; a 503
+        while the server stops."""
+        if lifetime.stopping():
+            raise checks.unavailable("the server is stopping: it starts no scoring")
         return self._queue_scoring([method], params)[method]
 
     def init_batch_infer(self) -> BatchInferTask:

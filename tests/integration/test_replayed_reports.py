@@ -571,3 +571,35 @@ def test_a_scoring_request_while_the_apps_own_scoring_runs_is_queued_and_run(ser
     )
     assert done["status"] == "DONE"
     assert httpx.post(f"{server.url}/scoring/nothing", json={}, timeout=30).status_code == 404
+
+
+# -- issue 25, 5: a stopping server starts nothing new ---------------------------------------------------------------
+
+
+def test_a_stopping_server_starts_no_queued_scoring(tmp_path: Path) -> None:
+    """lesion-serve with a scoring running and another queued: SIGTERM stops it within 5 s, and the queued one never
+    starts (it started when the running one was stopped, and held the exit for 13 s)."""
+    studies = tmp_path / "studies"
+    shutil.copytree(SAMPLE_DATA, studies)
+    port = free_port()
+    command = [sys.executable, "-m", "apps.serve", "--studies", str(studies), "--port", str(port)]
+    command += ["--conf", "models", "unet", "--conf", "model_dir", str(tmp_path / "models")]
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _up(url), 90, f"lesion-serve:\n{log.read_text()[-2000:]}")
+        running = httpx.post(f"{url}/scoring/uncertainty", json={"force": True}, timeout=30).json()["id"]
+        assert httpx.post(f"{url}/scoring/dice", json={}, timeout=30).status_code == 202
+        wait_for(lambda: "-m scoring" in log.read_text(), 30, "the first scoring process")
+        assert running and log.read_text().count("-m scoring") == 1
+        start = time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        assert time.perf_counter() - start < 5.0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert log.read_text().count("-m scoring") == 1, "a queued scoring started while the server stopped"
