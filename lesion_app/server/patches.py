@@ -2,9 +2,10 @@
 
 - :func:`install` (at import): bearer tokens checked with PyJWT 2 (:mod:`lesion_app.server.auth`); the datastore
   endpoints' JSON form fields (a saved label's ``params``, an info update's ``info``) checked, a 400 where the stock
-  server fails with 500; ``POST /train/<model>`` checks the model (404) and its options (400) before it queues a
-  run, where the stock server answers 200 and the run fails in its subprocess, and refuses (409) while a training
-  of the model that this server did not start holds its lock (:mod:`lesion_app.lib.trainers.run_lock`);
+  server fails with 500; an upload's id by the folder listing's rule (MONAI Label cut it at the first dot);
+  ``POST /train/<model>`` checks the model (404) and its options (400) before it queues a run, where the stock
+  server answers 200 and the run fails in its subprocess, and refuses (409) while a training of the model that
+  this server did not start holds its lock (:mod:`lesion_app.lib.trainers.run_lock`);
   ``GET /datastore/`` answers its JSON without FastAPI's generic encoder (seconds at 10,000 photographs).
 - :class:`MONAILabelFixes`, mixed into ``LesionApp`` before ``MONAILabelApp`` (MONAI Label finds the app as the
   class in main.py whose direct bases include ``MONAILabelApp``):
@@ -44,6 +45,7 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 from monailabel.utils.async_tasks import utils as async_tasks
 
+from lesion_app.io import layout
 from lesion_app.lib.activelearning import picks
 from lesion_app.lib.activelearning.uncertainty import PENDING_KEY
 from lesion_app.lib.trainers.segmentation import train_options
@@ -56,6 +58,7 @@ def install() -> None:
     """Patches that must be in place before the server handles a request (idempotent)."""
     auth.install()  # MONAI Label 0.8.5 refuses every token under PyJWT 2 (auth.py says why)
     check_json_fields()
+    upload_ids_by_layout()
     check_train_requests()
     plain_json_listing()
     annotator_from_token()
@@ -73,6 +76,29 @@ def check_json_fields() -> None:
 
     for function_name, field in JSON_FIELDS.items():
         _replace_once(endpoints, function_name, lambda function, field=field: _checking(function, field))
+
+
+def upload_ids_by_layout() -> None:
+    """An upload without ``image=`` gets its id by the folder listing's rule (:func:`lesion_app.io.layout.image_id`:
+    the name without its image extension), where MONAI Label cut the name at its first dot, so
+    ``patient.2024.03.12.jpg`` and ``patient.2024.03.13.jpg`` both became ``patient`` (the second a 409).
+    Photographs uploaded before keep their ids: their files were stored under them."""
+    from monailabel.endpoints import datastore as endpoints
+
+    def named(add_image: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(add_image)
+
+        @functools.wraps(add_image)
+        def by_layout(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            upload = bound.arguments.get("file")
+            if not bound.arguments.get("image") and getattr(upload, "filename", None):
+                bound.arguments["image"] = layout.image_id(os.path.basename(upload.filename))
+            return add_image(*bound.args, **bound.kwargs)
+
+        return by_layout
+
+    _replace_once(endpoints, "add_image", named)
 
 
 def check_train_requests() -> None:
@@ -160,13 +186,15 @@ def annotator_from_token() -> None:
 
 
 def _replace_once(module: Any, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    """``module.name`` replaced by ``wrap(module.name)`` unless already replaced (idempotent). MONAI Label's routes
-    call their endpoint functions by these module-level names, so replacing the names is enough."""
+    """``module.name`` replaced by ``wrap(module.name)`` unless ``wrap`` already replaced it (idempotent; several
+    wraps of one name stack). MONAI Label's routes call their endpoint functions by these module-level names, so
+    replacing the names is enough."""
     original = getattr(module, name)
-    if getattr(original, "lesion_app_replaced", False):
+    done = getattr(original, "lesion_app_wraps", frozenset())
+    if wrap.__qualname__ in done:
         return
     replacement = wrap(original)
-    replacement.lesion_app_replaced = True  # type: ignore[attr-defined]
+    replacement.lesion_app_wraps = done | {wrap.__qualname__}  # type: ignore[attr-defined]
     setattr(module, name, replacement)
 
 

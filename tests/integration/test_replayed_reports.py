@@ -176,6 +176,7 @@ def studies_with_odd_files(root: Path) -> Path:
     (studies / ".hidden.png").write_bytes(png(np.zeros((8, 8, 3), np.uint8)))
     shutil.copy(SAMPLE_DATA / "lesion_001.jpg", studies / "-starts-with-a-dash.jpg")
     shutil.copy(SAMPLE_DATA / "lesion_002.jpg", studies / "UPPER_CASE.JPG")
+    shutil.copy(SAMPLE_DATA / "lesion_003.png", studies / "lesion_001.png")  # the same id as lesion_001.jpg
     (studies / "labels" / "final" / "._lesion_001.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
     # labels copied in by hand: lesion_005 is 512x384, its label 384x512 (transposed); lesion_004's holds 0/7
     (studies / "labels" / "final" / "lesion_005.png").write_bytes(png(np.zeros(shape_of("lesion_005")[::-1], np.uint8)))
@@ -190,12 +191,17 @@ def test_the_folder_listing_applies_the_upload_rules(tmp_path: Path) -> None:
     with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
         listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
         handed_out = {httpx.post(f"{server.url}/activelearning/first", timeout=30).json()["id"] for _ in range(3)}
+        info = httpx.get(f"{server.url}/info/", timeout=30).json()
         log = server.log_text()
     assert "UPPER_CASE" in listed, "an upper-case suffix is a photograph too"
     assert not {"._lesion_000", ".hidden", "-starts-with-a-dash"} & set(listed)
     assert all(not i.startswith((".", "-")) for i in handed_out)
     for name in ("._lesion_000.jpg", ".hidden.png", "-starts-with-a-dash.jpg"):
         assert f"skipped {tmp_path / 'studies' / name}" in log
+    # issue 25, 7: two files one id cannot tell apart are reported, never resolved silently
+    assert f"skipped {tmp_path / 'studies' / 'lesion_001.png'}: its id 'lesion_001' is lesion_001.jpg's" in log
+    assert info["datastore"]["id_clashes"] == {"lesion_001.png": "lesion_001.jpg"}
+    assert listed["lesion_001"]["image"]["ext"] == ".jpg"
 
 
 def test_a_hand_placed_label_that_fails_the_checks_is_shown_and_left_out_of_training(tmp_path: Path) -> None:
@@ -603,3 +609,20 @@ def test_a_stopping_server_starts_no_queued_scoring(tmp_path: Path) -> None:
             process.kill()
             process.wait()
     assert log.read_text().count("-m scoring") == 1, "a queued scoring started while the server stopped"
+
+
+# -- issue 25, 7: names with several dots ---------------------------------------------------------------------------
+
+
+def test_photographs_named_by_date_keep_distinct_ids(server: Server) -> None:
+    """Uploads named ``patient.2024.03.12.jpg`` and ``patient.2024.03.13.jpg`` (no ``image=``): two photographs, each
+    under its name without the extension, as the folder listing names them (both were id ``patient``, then a 409)."""
+    rgb, _ = draw_study(np.random.default_rng(7), (96, 128))
+    data = io.BytesIO()
+    Image.fromarray(rgb).save(data, format="JPEG")
+    for name in ("patient.2024.03.12.jpg", "patient.2024.03.13.jpg"):
+        r = httpx.put(f"{server.url}/datastore/", files={"file": (name, data.getvalue())}, timeout=60)
+        assert r.status_code == 200 and r.json()["image"] == name.removesuffix(".jpg"), r.text
+    listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    assert {"patient.2024.03.12", "patient.2024.03.13"} <= set(listed) and "patient" not in listed
+    assert (server.workdir / "studies" / "patient.2024.03.13.jpg").exists()
