@@ -34,9 +34,20 @@ serve: venv
 	$(RUN_UNDER_MAKE) $(VENV)/bin/lesion-serve --studies "$(STUDIES)" --host "$(HOST)" --port "$(PORT)" \
 		--conf model_dir "$(abspath $(MODEL_DIR))" $(CONF)
 
+# The lesion mode's JavaScript (served inside OHIF's app-config.js) is linted and format-checked by Biome, pinned in
+# viewer/package.json: skipped where `make viewers` has not installed it (as the viewer tests skip), required in CI.
+BIOME := viewer/node_modules/.bin/biome
+JS := lesion_app/server/viewer/lesion_mode
+define lint_js
+	@if [ -x $(BIOME) ]; then $(BIOME) $(1) --config-path viewer $(JS); \
+	elif [ "$$LESION_REQUIRE_VIEWERS" = 1 ]; then echo "Biome is missing: run make viewers" >&2; exit 1; \
+	else echo "not linting $(JS): Biome is missing (make viewers installs it)"; fi
+endef
+
 test: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(call lint_js,check)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Debian packages for the OHIF/Orthanc round trip (tests skip them where missing; CI installs them), Node's npm
@@ -60,6 +71,7 @@ orthanc: venv
 lint: venv
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+	$(call lint_js,check --write)
 
 sample-data: venv
 	rm -rf sample-data

@@ -478,6 +478,23 @@ def json_object_field(value: Any, name: str = "params") -> None:
         raise bad_request(f"{name} must be a JSON object of options, got {type(parsed).__name__}")
 
 
+#: An annotator's name as DICOM stores it (ContentCreatorName, a person name): one component group of 64 characters.
+MAX_ANNOTATOR_LENGTH = 64
+
+
+def annotator_name(value: Any) -> str:
+    """The annotator a saved label names: 400 unless a non-empty name of at most 64 printable characters without
+    DICOM's separators (backslash, '=')."""
+    name = value.strip() if isinstance(value, str) else ""
+    if not name:
+        raise bad_request("no annotator: give your name in the worklist (it is stored with the label)")
+    if len(name) > MAX_ANNOTATOR_LENGTH or not name.isprintable() or any(c in name for c in "\\="):
+        raise bad_request(
+            f"annotator {_shown(name)}: at most {MAX_ANNOTATOR_LENGTH} printable characters, no backslash or '='"
+        )
+    return name
+
+
 #: What an infer request without a photograph is told.
 NO_IMAGE = "no image: name an image id (?image=<id>), a session (?session_id=) or upload the photograph as file"
 #: The boolean options of an infer request.
