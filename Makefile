@@ -13,7 +13,7 @@ PORT ?= 8000
 CONF ?=
 PYTEST_ARGS ?=
 # The long-running programs replace the recipe's shell (exec), so the SIGTERM make forwards reaches them, and they
-# stop when make ends (make forwards no SIGHUP, and a killed make nothing): see "Stopping" in README.md.
+# stop when make ends (make forwards no SIGHUP, and a killed make nothing): see "Stopping" in docs/operating.md.
 RUN_UNDER_MAKE = LESION_STOP_WITH_PARENT=$$PPID exec
 
 .PHONY: venv serve test lint sample-data clean viewers orthanc

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lesion_app.io.dicom import MODALITY, UNKNOWN_SPACING_MM, PhotoUids, photo_to_dicom
+from lesion_app.core.measurements import check_spacing
+from lesion_app.io.dicom import MODALITY, PhotoUids, photo_to_dicom
 from lesion_app.server.checks import IMAGE_EXTENSIONS
 
 
@@ -78,7 +79,7 @@ def import_photographs(
     stow: str | None = None,
     out: Path | None = None,
     patient_id: str | None = None,
-    spacing_mm: float = UNKNOWN_SPACING_MM,
+    spacing_mm: float | None = None,
     modality: str = MODALITY,
     progress: bool = True,
 ) -> list[Imported]:
@@ -115,11 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the DICOM files into this folder")
     p.add_argument("--mapping", type=Path, default=Path("dicom_uids.csv"), help="CSV: file name -> UIDs")
     p.add_argument("--patient-id", help="one patient for every photograph (default: each file's name)")
-    p.add_argument("--pixel-spacing", type=float, default=UNKNOWN_SPACING_MM, help="mm per pixel, if calibrated")
+    p.add_argument(
+        "--pixel-spacing",
+        type=float,
+        help="mm per pixel, if calibrated (default: unknown, written as a 1 mm placeholder marked as uncalibrated)",
+    )
     p.add_argument("--modality", default=MODALITY, help="DICOM modality (the app lists XC by default)")
     args = p.parse_args(argv)
     if not args.stow and not args.out:
         p.error("give --stow URL, --out DIR, or both")
+    try:
+        check_spacing(args.pixel_spacing)
+    except ValueError as e:
+        p.error(f"--pixel-spacing: {e}")
     try:
         files = photographs(args.sources)
         if not files:

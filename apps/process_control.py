@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import os
@@ -26,12 +25,12 @@ from typing import ParamSpec
 
 import psutil
 
+from lesion_app.server.lifetime import set_parent_death_signal
+
 #: What stops a program besides Ctrl-C (SIGINT, which Python already turns into KeyboardInterrupt).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: Environment variable: the pid of the parent whose death stops a :func:`stoppable` program.
 STOP_WITH_PARENT = "LESION_STOP_WITH_PARENT"
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 P = ParamSpec("P")
 
@@ -64,12 +63,6 @@ def stop_signals() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _set_parent_death_signal(signum: int) -> None:
-    """Asks Linux to send ``signum`` to this process when its parent (thread) ends; elsewhere nothing."""
-    if _LIBC is not None and _LIBC.prctl(_PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-
-
 def parent_death_signal(signum: int = signal.SIGTERM) -> Callable[[], None]:
     """A ``preexec_fn`` for :class:`subprocess.Popen`: the child gets ``signum`` when this process ends, even by
     SIGKILL (Linux; on other systems it does nothing). Start the child from a thread that outlives it (the main
@@ -77,7 +70,7 @@ def parent_death_signal(signum: int = signal.SIGTERM) -> Callable[[], None]:
     parent = os.getpid()
 
     def preexec() -> None:
-        _set_parent_death_signal(signum)
+        set_parent_death_signal(signum)
         if os.getppid() != parent:  # the parent ended before the request took effect
             os.kill(os.getpid(), signum)
 
@@ -88,10 +81,8 @@ def _stop_with_parent_from_environment() -> None:
     """Honours ``LESION_STOP_WITH_PARENT=<pid>`` (then removes it, so children do not inherit it): SIGTERM when
     that parent dies; raises :class:`Stopped` if it is already gone."""
     value = os.environ.pop(STOP_WITH_PARENT, "")
-    if value and _LIBC is not None:
-        _set_parent_death_signal(signal.SIGTERM)
-        if os.getppid() != int(value):
-            raise Stopped(signal.SIGTERM)
+    if value and set_parent_death_signal(signal.SIGTERM) and os.getppid() != int(value):
+        raise Stopped(signal.SIGTERM)
 
 
 def stoppable(main: Callable[P, int]) -> Callable[P, int]:

@@ -18,14 +18,14 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask
 from monailabel.interfaces.tasks.scoring import ScoringMethod
 from monailabel.interfaces.tasks.strategy import Strategy
 from monailabel.interfaces.tasks.train import TrainTask
-from monailabel.tasks.activelearning.first import First
 
+from lesion_app.lib.activelearning.first import First
 from lesion_app.lib.activelearning.random import Random
 from lesion_app.lib.configs import CONFIGS
 from lesion_app.lib.infers.segmentation import LABELS
 from lesion_app.lib.scoring.dice import DiceScoring
 from lesion_app.lib.settings import AUTOMATIC_MODELS, LesionSettings
-from lesion_app.server import patches
+from lesion_app.server import lifetime, patches
 from lesion_app.server.datastore import local_datastore
 from lesion_app.server.dicomweb import dicomweb_datastore
 from lesion_app.server.schedule import RetrainScheduler, start_scheduler
@@ -48,6 +48,7 @@ class LesionApp(patches.MONAILabelFixes, MONAILabelApp):
     """The app: its settings from ``--conf``, one task config per served model, the datastore by ``--studies``."""
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
+        lifetime.end_with_server()  # a training or scoring subprocess ends when its server does
         self.settings = LesionSettings.from_conf(conf, app_dir)
         self.max_upload_mb = self.settings.max_upload_mb
         if self.settings.threads:
@@ -72,7 +73,11 @@ class LesionApp(patches.MONAILabelFixes, MONAILabelApp):
         )
 
     def on_init_complete(self) -> None:
-        """Runs in the server process only (train subprocesses build the app too), so the schedule starts once."""
+        """Runs in the server process only (train subprocesses build the app too), so the schedule starts once.
+        A training left running by a server that ended is stopped first: one training per model at a time."""
+        lifetime.mark_server()
+        for trainer in self._trainers.values():
+            trainer.stop_leftover()
         super().on_init_complete()
         self.scheduler = start_scheduler(self.settings, self._trainers, self.datastore())
 

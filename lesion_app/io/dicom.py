@@ -29,8 +29,13 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 #: External-camera photography: what dermoscopic photographs are in DICOM's modality list. The app's DICOMweb
 #: search filter (``--conf dicomweb_modality``) lists this modality only.
 MODALITY = "XC"
-#: Photographs carry no calibration; one millimetre per pixel says "unknown" and keeps masks on the pixel grid.
+#: Photographs carry no calibration; without one, one millimetre per pixel keeps masks on the pixel grid (DICOM SEG
+#: needs a spacing) and :data:`SPACING_PLACEHOLDER` marks it as no measurement (:func:`calibrated_spacing_mm`).
 UNKNOWN_SPACING_MM = 1.0
+#: PixelSpacingCalibrationDescription (0028,0A04) of a photograph whose PixelSpacing is the 1 mm placeholder.
+SPACING_PLACEHOLDER = "UNCALIBRATED: placeholder 1 mm per pixel, spacing unknown"
+#: PixelSpacingCalibrationDescription of a photograph whose spacing the importing user gave.
+SPACING_GIVEN = "given at import (mm per pixel of the dermoscope)"
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,15 @@ def photo_to_dicom(
     uids: PhotoUids,
     patient_id: str,
     patient_name: str = "",
-    spacing_mm: float = UNKNOWN_SPACING_MM,
+    spacing_mm: float | None = None,
     modality: str = MODALITY,
     description: str = "Dermoscopy",
 ) -> Dataset:
-    """One RGB Secondary Capture instance of the photograph at ``path``, upright, uncompressed."""
+    """One RGB Secondary Capture instance of the photograph at ``path``, upright, uncompressed.
+
+    ``spacing_mm`` (mm per pixel) is the dermoscope's calibration; None writes the 1 mm placeholder, marked as such
+    in PixelSpacingCalibrationDescription so that :func:`calibrated_spacing_mm` reads it as unknown.
+    """
     with open_image(path) as img:
         lossy = img.format == "JPEG"
         rgb = to_rgb(img)
@@ -103,8 +112,10 @@ def photo_to_dicom(
     ds.PositionReferenceIndicator = ""
     ds.ImagePositionPatient = [0.0, 0.0, 0.0]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.PixelSpacing = [spacing_mm, spacing_mm]
-    ds.SliceThickness = spacing_mm
+    spacing = UNKNOWN_SPACING_MM if spacing_mm is None else float(spacing_mm)
+    ds.PixelSpacing = [spacing, spacing]
+    ds.SliceThickness = spacing
+    ds.PixelSpacingCalibrationDescription = SPACING_PLACEHOLDER if spacing_mm is None else SPACING_GIVEN
     # Pixels
     ds.Rows, ds.Columns = rows, columns
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
@@ -112,6 +123,30 @@ def photo_to_dicom(
     ds.LossyImageCompression = "01" if lossy else "00"
     ds.PixelData = pixels.tobytes()
     return ds
+
+
+def calibrated_spacing_mm(ds: Dataset) -> float | None:
+    """A photograph's pixel spacing in mm when it is a calibration: PixelSpacing, else ImagerPixelSpacing.
+
+    None (unknown) for the placeholder :func:`photo_to_dicom` marks (:data:`SPACING_PLACEHOLDER`), for exactly 1 mm
+    with no calibration description (what this app's imports wrote before the mark, and converters that know
+    nothing: no dermoscope sees 1 mm per pixel), for non-square pixels and for values that are not positive numbers.
+    """
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        values = ds.get(keyword)
+        if not values:
+            continue
+        try:
+            row, col = (float(v) for v in values)
+        except (TypeError, ValueError):
+            return None
+        described = str(ds.get("PixelSpacingCalibrationDescription", "") or "").strip()
+        if described == SPACING_PLACEHOLDER or (row == col == UNKNOWN_SPACING_MM and not described):
+            return None
+        if not (row > 0 and np.isfinite(row) and abs(row - col) <= 1e-6 * row):
+            return None
+        return row
+    return None
 
 
 def dicom_to_rgb(ds: Dataset) -> np.ndarray:

@@ -18,7 +18,6 @@ from typing import Any
 from monailabel.config import settings as ml_settings
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
-from monailabel.utils.others.generic import remove_file
 
 from lesion_app.io import layout
 from lesion_app.io.layout import IMAGE_SUFFIXES, label_file_name
@@ -57,16 +56,28 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
         #: label file -> ((label mtime, size, image mtime), the reason it fails the checks or None)
         self._label_checks: dict[str, tuple[tuple[float, int, float], str | None]] = {}
         super().__init__(datastore_path, read_only=not reconcile, **kwargs)
-        self._root = os.path.realpath(datastore_path)
+        self._root = os.path.abspath(datastore_path)
 
     # -- writes ------------------------------------------------------------------------------------------
 
     def _inside(self, path: str) -> str:
-        """The real path of a destination, which must lie inside the studies folder (belt and braces)."""
-        real = os.path.realpath(path)
-        if os.path.commonpath([real, self._root]) != self._root:
+        """A destination's path as the studies folder names it, which must lie inside that folder (belt and
+        braces: ids are checked already).
+
+        Links are not resolved: a part of the studies folder that is a link to another folder (``labels/`` on
+        another disk) is part of it; a file that is a link is replaced (atomic writes rename onto the link) or
+        removed (:meth:`_remove_entry`) as the link itself, never followed to the file behind it.
+        """
+        entry = os.path.abspath(path)
+        if os.path.commonpath([entry, self._root]) != self._root:
             raise checks.bad_request("the request names a path outside the studies folder")
-        return real
+        return entry
+
+    def _remove_entry(self, path: str) -> None:
+        """Removes a file of the studies folder; a link is removed itself, the file behind it is left alone."""
+        entry = self._inside(path)
+        if os.path.islink(entry) or os.path.isfile(entry):
+            os.unlink(entry)
 
     def add_image(self, image_id: str, image_filename: str, image_info: dict[str, Any]) -> str:
         """Adds a photograph that decodes completely; 409 if the id exists (its labels would no longer fit)."""
@@ -86,16 +97,16 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
         logger.info(f"Adding Image: {image_id} => {name}")
         try:
             with self._changing():  # the file lock is not re-entrant: nothing in here may take it again
-                if image_id in self._datastore.objects or os.path.exists(dest):
+                if image_id in self._datastore.objects or os.path.lexists(dest):
                     raise checks.conflict(f"image {image_id!r} exists; remove it first")
                 checks.stored_copy(image_filename, dest)
                 info = dict(image_info or {})
                 info.update(ts=int(time.time()), name=name)
                 self._datastore.objects[image_id] = ImageLabelModel(image=DataModel(info=info, ext=ext))
         except BaseException:
-            if image_id in self._datastore.objects and os.path.exists(dest):
+            if image_id in self._datastore.objects and os.path.lexists(dest):
                 self._datastore.objects.pop(image_id, None)
-                remove_file(dest)
+                self._remove_entry(dest)
             raise
         return image_id
 
@@ -128,21 +139,29 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
             info.update(ts=int(time.time()), name=name)
             obj.labels[label_tag] = DataModel(info=info, ext=".png")
             if old is not None and old.ext != ".png":  # the same label under its former extension
-                remove_file(self._inside(os.path.join(label_dir, self._filename(image_id, old.ext))))
+                self._remove_entry(os.path.join(label_dir, self._filename(image_id, old.ext)))
         return image_id
 
     def remove_image(self, image_id: str) -> None:
+        """Removes the photograph's entry in the studies folder (a link: the link) and its labels, never a file
+        behind a link (MONAI Label removes the link's target and leaves a dangling link)."""
         checks.refuse_if_read_only(self.writes_refused, f"remove image {image_id!r}")
-        self._known(image_id)
-        super().remove_image(image_id)
+        obj = self._known(image_id)
+        logger.info(f"Removing Image: {image_id}")
+        for tag, label in list(obj.labels.items()):
+            self._remove_entry(os.path.join(self._datastore.label_path(tag), self._filename(image_id, label.ext)))
+        self._remove_entry(os.path.join(self._datastore.image_path(), self._filename(image_id, obj.image.ext)))
         self._forget(image_id)
 
     def remove_label(self, label_id: str, label_tag: str) -> None:
+        """Removes one label file of the studies folder (a link: the link itself)."""
         checks.refuse_if_read_only(self.writes_refused, f"remove the {label_tag!r} label of {label_id!r}")
         checks.check_reference(label_tag, "label tag")
-        if not self._known(label_id).labels.get(label_tag):
+        label = self._known(label_id).labels.get(label_tag)
+        if not label:
             raise checks.not_found(f"image {label_id!r} has no {label_tag!r} label")
-        super().remove_label(label_id, label_tag)
+        logger.info(f"Removing label: {label_id} => {label_tag}")
+        self._remove_entry(os.path.join(self._datastore.label_path(label_tag), self._filename(label_id, label.ext)))
         self._forget(label_id, label_tag)
 
     def _forget(self, image_id: str, label_tag: str | None = None) -> None:

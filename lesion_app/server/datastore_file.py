@@ -128,6 +128,20 @@ class SharedDatastoreFile:
                 raise checks.not_found(f"image {label_id!r} has no {label_tag!r} label")
             label.info.update(info)
 
+    def update_images_info(self, infos: dict[str, dict[str, Any]]) -> None:
+        """Merges each image's ``info`` in one write of the file (a scoring batch); images removed meanwhile are
+        left out."""
+        with self._changing():
+            for image_id, info in infos.items():
+                obj = self._datastore.objects.get(image_id)
+                if obj is not None:
+                    obj.image.info.update(info)
+
+    def image_infos(self) -> dict[str, dict[str, Any]]:
+        """Every image's info by id, from one fresh read (a strategy over 10,000 photographs reads them at once)."""
+        self._fresh()
+        return {image_id: obj.image.info for image_id, obj in self._datastore.objects.items()}
+
     def get_image_info(self, image_id: str) -> dict[str, Any]:
         self._fresh()
         return super().get_image_info(image_id)  # type: ignore[misc]

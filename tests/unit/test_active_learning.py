@@ -95,16 +95,18 @@ def test_uncertainty_scoring_and_strategy(store: LocalDatastore, model_file: Pat
     assert SCORE_KEY not in store.get_image_info("lesion_000")  # labelled: never scored, never offered
     assert scoring({}, store)["executed"] == 0  # up to date: nothing to do
 
-    # a new model version (as a training publishes) makes every score stale; the strategy rescores on the spot
+    # a new model version (as a training publishes) makes every score stale; the strategy answers from the scores
+    # at hand at once, says how many wait for the background scoring, and scores nothing itself
     stat = os.stat(model_file)
     os.utime(model_file, (stat.st_atime, stat.st_mtime + 10))
     assert sorted(scoring.stale(store, store.get_unlabeled_images())) == ["lesion_002", "lesion_003"]
     strategy = Uncertainty(scoring)
     picked = strategy({"strategy": "uncertainty"}, store)
-    assert picked is not None and picked["id"] in ("lesion_002", "lesion_003")
+    assert picked is not None and picked["id"] in ("lesion_002", "lesion_003") and picked["scores_pending"] == 2
     scores = {i: store.get_image_info(i)[SCORE_KEY] for i in ("lesion_002", "lesion_003")}
     assert picked[SCORE_KEY] == max(scores.values())
-    assert all(store.get_image_info(i)[VERSION_KEY] == estimator.current()[2] for i in scores)
+    assert all(store.get_image_info(i)[VERSION_KEY] != estimator.current()[2] for i in scores)
+    assert scoring({}, store)["executed"] == 2 and strategy({}, store)["scores_pending"] == 0
 
     # everything labelled: no sample
     label = np.zeros((48, 64), np.uint8)
@@ -120,7 +122,10 @@ def test_power_strategy_draws_unlabelled_images_in_proportion_to_uncertainty(
     estimator = UncertaintyEstimator([[str(model_file)]], (64, 64), "dropout", 4)
     scoring = UncertaintyScoring(estimator)
     strategy = PowerUncertainty(scoring, beta=1.0, seed=0)
-    picked = strategy({"strategy": "power"}, store)  # scores what has no score yet, then draws
+    first = strategy({"strategy": "power"}, store)  # no score at hand: drawn alike, nothing scored here
+    assert first["id"] in ("lesion_002", "lesion_003") and first["scores_pending"] == 2 and first["probability"] == 0.5
+    scoring({}, store)  # the background scoring's run
+    picked = strategy({"strategy": "power"}, store)
     assert picked is not None and picked["id"] in ("lesion_002", "lesion_003")
     info = store.get_image_info(picked["id"])
     assert picked[SCORE_KEY] == info[SCORE_KEY] and info[VERSION_KEY] == estimator.current()[2]
@@ -148,12 +153,11 @@ def test_power_strategy_draws_unlabelled_images_in_proportion_to_uncertainty(
     with pytest.raises(ValueError, match="beta"):
         PowerUncertainty(scoring, beta=-0.5)
 
-    # a new model version: the scores are made again before drawing
+    # a new model version: drawn at once from the scores at hand, which the background scoring has yet to redo
     stat = os.stat(model_file)
     os.utime(model_file, (stat.st_atime, stat.st_mtime + 10))
     picked = strategy({"strategy": "power"}, store)
-    assert all(store.get_image_info(i)[VERSION_KEY] == estimator.current()[2] for i in ("lesion_002", "lesion_003"))
-    assert picked[SCORE_KEY] == store.get_image_info(picked["id"])[SCORE_KEY]
+    assert picked["scores_pending"] == 2 and picked[SCORE_KEY] in (0.3, 0.1)
 
     # one left unlabelled: always that one; none: no sample
     save_png(tmp_path / "l2.png", np.zeros((48, 64), np.uint8))

@@ -3,7 +3,7 @@
 A server hands out one photograph per request, and the model is retrained only every few labels, so the
 images labelled between two trainings form a batch chosen with the same scores. The ``uncertainty``
 strategy then hands out the top-K of those scores one by one, the redundant, atypical batch that learns
-slower than random on this data (README, Active learning, simulated). Drawing each photograph with
+slower than random on this data (docs/results.md, Active learning, simulated). Drawing each photograph with
 probability proportional to ``uncertainty ** beta`` among the unlabelled ones is power sampling of that
 batch (Kirsch et al., 2023; see ``selection.py``), exactly so when each photograph is labelled before the
 next request: still drawn to where the model is unsure, but spread over the pool. ``beta = 0`` is uniform
@@ -21,12 +21,9 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
 from lesion_app.core.selection import power_sample, selection_probabilities
-from lesion_app.lib.activelearning.uncertainty import (
-    ENTROPY_KEY,
-    SCORE_KEY,
-    UncertaintyScoring,
-    up_to_date_scores,
-)
+from lesion_app.lib.activelearning import picks
+from lesion_app.lib.activelearning.uncertainty import ENTROPY_KEY, PENDING_KEY, SCORE_KEY
+from lesion_app.lib.scoring.uncertainty import UncertaintyScoring, scores_at_hand
 from lesion_app.server import checks
 
 logger = logging.getLogger(__name__)
@@ -59,9 +56,10 @@ def request_options(request: dict[str, Any], default_beta: float) -> tuple[float
 class PowerUncertainty(Strategy):
     """An unlabelled photograph drawn with probability proportional to its stored uncertainty ** beta.
 
-    Scores are the ``UncertaintyScoring``'s (the same as the ``uncertainty`` strategy's, refreshed on the
-    spot when made with an older model). ``seed`` makes the server's sequence of draws reproducible; a
-    request may give its own ``seed`` (that draw alone is then reproducible) and ``beta``.
+    Scores are those at hand (the ``uncertainty`` strategy's, older models' included; never computed here); a
+    photograph without one weighs as the mean score at hand (all alike when none has one). ``seed`` makes the
+    server's sequence of draws reproducible; a request may give its own ``seed`` (that draw alone is then
+    reproducible) and ``beta``.
     """
 
     def __init__(self, scoring: UncertaintyScoring, beta: float = 1.0, seed: int | None = None) -> None:
@@ -77,13 +75,14 @@ class PowerUncertainty(Strategy):
         self._lock = threading.Lock()  # a numpy Generator must not be drawn from by two threads at once
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
-        unlabelled = datastore.get_unlabeled_images()
+        unlabelled = picks.unlabelled(request, datastore)
         if not unlabelled:
             return None
         beta, seed = request_options(request, self.beta)
-        ranked = up_to_date_scores(self.scoring, datastore, unlabelled)
-        if not ranked:  # nothing could be scored (unreadable images): still offer something to label
-            return {"id": unlabelled[0]}
+        ranked, pending = scores_at_hand(self.scoring, datastore, unlabelled)
+        known = {image_id: (score, entropy) for score, entropy, image_id in ranked}
+        neutral = float(np.mean([s for s, _ in known.values()])) if known else 1.0
+        ranked = [(*known.get(i, (neutral, 0.0)), i) for i in unlabelled]
         scores = [score for score, _, _ in ranked]
         if seed is not None:
             (i,) = power_sample(scores, 1, np.random.default_rng(seed), beta)
@@ -99,4 +98,5 @@ class PowerUncertainty(Strategy):
             ENTROPY_KEY: entropy,
             "probability": round(probability, 6),
             "beta": beta,
+            PENDING_KEY: pending,
         }

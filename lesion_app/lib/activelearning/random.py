@@ -11,6 +11,9 @@ from typing import Any
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.strategy import Strategy
 
+from lesion_app.lib.activelearning import picks
+from lesion_app.lib.scoring.uncertainty import image_infos
+
 logger = logging.getLogger(__name__)
 
 #: The least weight of an image, in seconds: one handed out a moment ago can still be drawn.
@@ -32,12 +35,13 @@ class Random(Strategy):
         self._lock = threading.Lock()
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any] | None:
-        images = datastore.get_unlabeled_images(request.get("label_tag"), request.get("labels"))
+        images = picks.unlabelled(request, datastore)
         if not images:
             return None
         strategy = request.get("strategy", "random")
         now = time.time()
-        last = [datastore.get_image_info(i).get("strategy", {}).get(strategy, {}).get("ts", 0) for i in images]
+        infos = image_infos(datastore, images)
+        last = [infos[i].get("strategy", {}).get(strategy, {}).get("ts", 0) for i in images]
         weights = [max(MIN_WEIGHT_SECONDS, now - ts) for ts in last]
         with self._lock:
             image = self._rng.choices(images, weights=weights)[0]

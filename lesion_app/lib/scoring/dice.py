@@ -14,7 +14,7 @@ from monailabel.interfaces.tasks.scoring import ScoringMethod
 
 from lesion_app.core.metrics import dice
 from lesion_app.io.images import read_mask
-from lesion_app.lib.scoring.uncertainty import store_info
+from lesion_app.lib.scoring.uncertainty import store_infos
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class DiceScoring(ScoringMethod):
         tag_y = request.get("y", DefaultLabelTag.FINAL.value)
         tag_pred = request.get("y_pred", DefaultLabelTag.ORIGINAL.value)
         result: dict[str, float] = {}
+        now = int(time.time())
         for image_id in datastore.list_images():
             y_id = datastore.get_label_by_image_id(image_id, tag_y)
             pred_id = datastore.get_label_by_image_id(image_id, tag_pred)
@@ -44,7 +45,7 @@ class DiceScoring(ScoringMethod):
             except Exception as e:  # one unreadable label must not stop the others
                 logger.error(f"dice: cannot score {image_id} ({type(e).__name__}: {e})")
                 continue
-            store_info(datastore, image_id, {DICE_KEY: value, "dice_ts": int(time.time())})
             result[image_id] = value
+        store_infos(datastore, {i: {DICE_KEY: value, "dice_ts": now} for i, value in result.items()})  # one write
         logger.info(f"dice scoring: {len(result)} image(s) in {time.time() - start:.2f}s: {result}")
         return result

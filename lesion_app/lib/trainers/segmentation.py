@@ -38,6 +38,7 @@ from lesion_app.core.transforms import val_transforms
 from lesion_app.io.files import atomic_write
 from lesion_app.io.layout import image_id
 from lesion_app.lib.settings import LesionSettings
+from lesion_app.lib.trainers import run_lock
 from lesion_app.server.checks import as_number
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,26 @@ class SegmentationTrain(TrainTask):
         return Path(self.settings.model_dir) / f"train_stats_{self.name}.json"
 
     @property
+    def lock_path(self) -> Path:
+        """The lock a run of this model holds while it runs (:mod:`lesion_app.lib.trainers.run_lock`)."""
+        return run_lock.lock_path(self.settings.model_dir, self.name)
+
+    def running_run(self) -> dict[str, Any] | None:
+        """The run of this model under way in any process (its pid and run id), or None."""
+        return run_lock.holder(self.lock_path)
+
+    def stop_leftover(self) -> None:
+        """At a server's start: a run still holding the lock was left by a server that ended; it is stopped, and
+        its stats say so (the dead run could no longer write them)."""
+        run = run_lock.stop_leftover(self.lock_path)
+        if run is None:
+            return
+        stats = self.read_stats()
+        if stats.get("run") == run.get("run") and stats.get("state") in UNDER_WAY:
+            reason = f"stopped at the server's start: left running (pid {run.get('pid')}) by a server that ended"
+            self._write_stats({**stats, "state": "STOPPED", "error": reason})
+
+    @property
     def candidate_path(self) -> Path:
         """Where the run writes its best epoch before the gate decides."""
         return Path(self.settings.model_dir) / f".candidate_{self.name}.pt"
@@ -224,16 +245,30 @@ class SegmentationTrain(TrainTask):
         return float(score(start.network, loader, resolve_device(cfg.device))["iou"])
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
+        """One run, holding the model's lock throughout: a second run of the model (another server's, one left by
+        a server that ended) is refused, and only the lock's holder writes the stats, so a run writes only its
+        own."""
         started_at = time.time()
-        previous = {k: v for k, v in self.read_stats().items() if k in DECISION_KEYS}
-        common = {"model": self.name, "started_at": started_at, "pid": os.getpid(), **previous}
-        # written before reading the labels, so the scheduler counts labels from here on as new
-        self._write_stats({**common, "state": "STARTING"})
+        run = {"pid": os.getpid(), "run": f"{os.getpid()}-{started_at:.6f}", "started_at": started_at}
+        lock = run_lock.RunLock(self.lock_path)
+        if not lock.acquire(run):
+            other = run_lock.holder(self.lock_path) or {}
+            raise MONAILabelException(
+                MONAILabelError.APP_ERROR, f"a training of {self.name} is already running (pid {other.get('pid')})"
+            )
         try:
-            return self._train(request, datastore, common)
-        except BaseException as e:
-            self._write_stats({**self.read_stats(), **common, "state": "FAILED", "error": f"{type(e).__name__}: {e}"})
-            raise
+            previous = {k: v for k, v in self.read_stats().items() if k in DECISION_KEYS}
+            common = {"model": self.name, **run, **previous}
+            # written before reading the labels, so the scheduler counts labels from here on as new
+            self._write_stats({**common, "state": "STARTING"})
+            try:
+                return self._train(request, datastore, common)
+            except BaseException as e:
+                error = f"{type(e).__name__}: {e}"
+                self._write_stats({**self.read_stats(), **common, "state": "FAILED", "error": error})
+                raise
+        finally:
+            lock.release()
 
     def _train(self, request: dict[str, Any], datastore: Datastore, common: dict[str, Any]) -> dict[str, Any]:
         conf = train_options(self.config(), request)

@@ -1,0 +1,224 @@
+"""The README's five-minute tour, run as written against the server its first command starts.
+
+The tour is the fenced block marked ```` ```bash tour ```` in README.md. Its commands run one by one in bash, in a
+temporary folder that holds ``.venv`` and ``sample-data`` (links to the repository's) and the ``workspace/`` that
+``make serve WORKSPACE=...`` fills, with the README's address replaced by that server's port. After each command the
+test checks what the README tells a newcomer to expect: a photograph drawn, the upload listed, a mask back, a click
+that changes it, the saved label listed as final, a training accepted and finishing, and a next photograph that has
+no label. The server's background uncertainty scoring is off (``MONAI_LABEL_AUTO_UPDATE_SCORING=false``), as in the
+other server tests, so that the tour's one-epoch training does not share the two cores with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from apps.research.local_server import free_port
+from tests.support.paths import REPO
+from tests.support.waiting import answers, wait_for
+
+pytestmark = pytest.mark.server
+
+README_URL = "http://127.0.0.1:8000"
+
+
+def tour_commands(readme: str) -> list[str]:
+    """The commands of the README's ```bash tour block, one string each (``\\``-continued lines joined)."""
+    blocks = re.findall(r"^```bash tour\n(.*?)^```", readme, re.S | re.M)
+    assert len(blocks) == 1, "README.md has one ```bash tour block"
+    joined = re.sub(r"\s*\\\n\s*", " ", blocks[0])
+    return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@dataclass
+class Tour:
+    """The server the tour runs against and what the tour has done so far."""
+
+    url: str
+    folder: Path  # the tour's working folder: .venv and sample-data (links) and workspace/
+    studies: Path  # the folder the server serves: workspace/sample-data
+    done: list[str] = field(default_factory=list)  # the steps checked so far, in order
+    uploaded: dict[str, Path] = field(default_factory=dict)  # image id -> the file uploaded
+    masks: dict[str, np.ndarray] = field(default_factory=dict)  # output file -> the mask it holds
+
+    def run(self, command: str) -> str:
+        """Runs one tour command in bash against this server; its standard output."""
+        done = subprocess.run(
+            ["bash", "-c", command.replace(README_URL, self.url)],
+            cwd=self.folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
+        return done.stdout
+
+
+def option(command: str, name: str) -> str:
+    """The value of a curl option (``-o``, ``-F``, ``-d``) in a tour command."""
+    words = shlex.split(command)
+    return words[words.index(name) + 1]
+
+
+def query(command: str, key: str) -> str:
+    match = re.search(rf"[?&]{key}=([^&\"' ]+)", command)
+    assert match, f"no {key}= in {command}"
+    return match.group(1)
+
+
+def read_mask(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        assert img.mode == "L", f"{path.name} is a single-channel PNG"
+        mask = np.asarray(img)
+    assert set(np.unique(mask)) <= {0, 1}, f"{path.name} holds 0 and 1 only"
+    return mask
+
+
+def photograph_shape(path: Path) -> tuple[int, int]:
+    with Image.open(path) as img:
+        return img.height, img.width
+
+
+def check_drawn(tour: Tour, command: str, out: str) -> None:
+    drawn = tour.folder / out.strip()
+    assert photograph_shape(drawn)[0] > 0 and drawn.is_relative_to(tour.folder / "workspace"), out
+
+
+def check_upload(tour: Tour, command: str, out: str) -> None:
+    image_id = query(command, "image")
+    assert json.loads(out) == {"image": image_id}
+    tour.uploaded[image_id] = tour.folder / option(command, "-F").removeprefix("file=@")
+    objects = httpx.get(f"{tour.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    assert image_id in objects
+    assert list(tour.studies.glob(f"{image_id}.*")), "the photograph is in the served folder"
+
+
+def check_image_info(tour: Tour, command: str, out: str) -> None:
+    assert query(command, "image") in tour.uploaded and json.loads(out), out
+
+
+def check_infer(tour: Tour, command: str, out: str) -> None:
+    image_id, target = query(command, "image"), tour.folder / option(command, "-o")
+    mask = read_mask(target)
+    assert mask.shape == photograph_shape(tour.uploaded[image_id])
+    assert mask.any(), "the lesion is found"
+    if "/infer/deepedit" in command:
+        clicks = json.loads(option(command, "-F").removeprefix("params="))
+        for column, row, _ in clicks["foreground"]:
+            assert mask[row, column] == 1, "a positive click is lesion in the answer"
+        assert tour.masks and not any(np.array_equal(mask, m) for m in tour.masks.values()), "the click changed it"
+    tour.masks[str(target)] = mask
+
+
+def check_save(tour: Tour, command: str, out: str) -> None:
+    image_id, sent = query(command, "image"), tour.folder / option(command, "-F").removeprefix("label=@")
+    assert json.loads(out)["image"] == image_id
+    stored = tour.studies / "labels" / "final" / f"{image_id}.png"
+    assert np.array_equal(read_mask(stored), read_mask(sent))
+
+
+def check_training_list(tour: Tour, command: str, out: str) -> None:
+    pairs = {Path(p["image"]).stem: Path(p["label"]) for p in json.loads(out)}
+    assert tour.uploaded and all(pairs[i].parent.name == "final" for i in tour.uploaded), pairs
+    assert len(pairs) == len(list((tour.studies / "labels" / "final").glob("*.png")))
+
+
+def check_train(tour: Tour, command: str, out: str) -> None:
+    assert json.loads(out)["status"] in ("SUBMITTED", "RUNNING"), out
+
+
+def check_train_status(tour: Tour, command: str, out: str) -> None:
+    """Asks again, as the README says, until the training has finished; it finished DONE, one line per epoch."""
+
+    def finished() -> dict[str, Any] | None:
+        status = json.loads(tour.run(command))
+        return status if status["status"] not in ("SUBMITTED", "RUNNING") else None
+
+    status = wait_for(finished, 180, "the tour's training", poll=1)
+    details = "\n".join(status["details"])
+    assert status["status"] == "DONE", details[-2000:]
+    assert "epoch 1/1" in details and "val_iou" in details
+
+
+def check_next(tour: Tour, command: str, out: str) -> None:
+    image_id = json.loads(out)["id"]
+    assert list(tour.studies.glob(f"{image_id}.*")), out
+    assert not (tour.studies / "labels" / "final" / f"{image_id}.png").exists(), "the next photograph has no label"
+
+
+#: each kind of step in the tour: what its command looks like, and its check
+STEPS: dict[str, tuple[str, Callable[[Tour, str, str], None]]] = {
+    "draw": (r"lesion-make-sample-data ", check_drawn),
+    "upload": (r"-X PUT \S*/datastore/image\?", check_upload),
+    "image info": (r"/datastore/image/info\?", check_image_info),
+    "segment": (r"-X POST \S*/infer/(?!deepedit)\w+\?", check_infer),
+    "correct": (r"-X POST \S*/infer/deepedit\?", check_infer),
+    "save": (r"-X PUT \S*/datastore/label\?.*tag=final", check_save),
+    "training list": (r"/datastore/\?output=train", check_training_list),
+    "train": (r"-X POST \S*/train/\w+", check_train),
+    "train status": (r"/train/\?", check_train_status),
+    "next": (r"-X POST \S*/activelearning/\w+", check_next),
+}
+
+
+def step_of(command: str) -> str:
+    kinds = [kind for kind, (pattern, _) in STEPS.items() if re.search(pattern, command)]
+    assert len(kinds) == 1, f"the test knows no check for this tour command: {command}"
+    return kinds[0]
+
+
+@pytest.fixture(scope="module")
+def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
+    """``make serve`` on a free port with its workspace in a temporary folder, as the README's first command."""
+    if shutil.which("make") is None or shutil.which("curl") is None:
+        pytest.skip("the tour needs make and curl")
+    if not (REPO / ".venv" / ".installed").exists():
+        pytest.skip("make serve needs the repository's .venv (make venv)")
+    folder = tmp_path_factory.mktemp("tour")
+    for name in (".venv", "sample-data"):
+        (folder / name).symlink_to(REPO / name)
+    port = free_port()
+    log = folder / "make.log"
+    command = ["make", "-C", str(REPO), "serve", f"WORKSPACE={folder / 'workspace'}", f"PORT={port}"]
+    with open(log, "w") as out:
+        env = {**os.environ, "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: answers(url), 180, f"make serve:\n{log.read_text()[-2000:]}", poll=0.5)
+        yield Tour(url, folder, folder / "workspace" / "sample-data")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(60)
+
+
+def test_the_readme_tour_runs_as_written(tour: Tour) -> None:
+    commands = tour_commands((REPO / "README.md").read_text())
+    for command in commands:
+        kind = step_of(command)
+        out = tour.run(command)
+        STEPS[kind][1](tour, command, out)
+        tour.done.append(kind)
+    order = ["upload", "segment", "correct", "save", "train", "train status", "next"]
+    assert [kind for kind in tour.done if kind in order] == order, tour.done
+
+
+def test_the_tour_block_is_read_as_commands() -> None:
+    readme = "text\n```bash tour\n# a comment\ncurl -X PUT a \\\n     -F b\n\ncurl c  # why\n```\n"
+    readme += "```bash\nnot this\n```\n"
+    assert tour_commands(readme) == ["curl -X PUT a -F b", "curl c  # why"]
