@@ -523,23 +523,6 @@ def json_object_field(value: Any, name: str = "params") -> None:
         raise bad_request(f"{name} must be a JSON object of options, got {type(parsed).__name__}")
 
 
-#: An annotator's name as DICOM stores it (ContentCreatorName, a person name): one component group of 64 characters.
-MAX_ANNOTATOR_LENGTH = 64
-
-
-def annotator_name(value: Any) -> str:
-    """The annotator a saved label names: 400 unless a non-empty name of at most 64 printable characters without
-    DICOM's separators (backslash, '=')."""
-    name = value.strip() if isinstance(value, str) else ""
-    if not name:
-        raise bad_request("no annotator: give your name in the worklist (it is stored with the label)")
-    if len(name) > MAX_ANNOTATOR_LENGTH or not name.isprintable() or any(c in name for c in "\\="):
-        raise bad_request(
-            f"annotator {_shown(name)}: at most {MAX_ANNOTATOR_LENGTH} printable characters, no backslash or '='"
-        )
-    return name
-
-
 #: What an infer request without a photograph is told.
 NO_IMAGE = "no image: name an image id (?image=<id>), a session (?session_id=) or upload the photograph as file"
 #: The boolean options of an infer request.
@@ -580,17 +563,27 @@ def check_infer_image(image: Any) -> None:
 MAX_ANNOTATOR_LENGTH = 100
 
 
-def annotator_name(value: Any) -> str | None:
-    """A next-sample request's ``annotator`` (None when absent): a name of 1 to 100 printable characters.
+def annotator_name(value: Any, required: bool = False) -> str | None:
+    """A next-sample request's or a saved label's ``annotator`` (None when absent and not ``required``): a name of 1
+    to 100 printable characters without a backslash (DICOM's value separator: it becomes a SEG's ContentCreatorName).
 
     Raises:
         HTTPException: 400 naming the value, for anything else.
     """
+    if value is None and required:
+        raise bad_request("no annotator: give your name in the worklist (it is stored with the label)")
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ANNOTATOR_LENGTH or not value.isprintable():
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_ANNOTATOR_LENGTH
+        or not value.isprintable()
+        or "\\" in value
+    ):
         raise bad_request(
-            f"annotator must be a name of 1 to {MAX_ANNOTATOR_LENGTH} printable characters, got {_shown(str(value))!r}"
+            f"annotator must be a name of 1 to {MAX_ANNOTATOR_LENGTH} printable characters without a backslash, "
+            f"got {_shown(str(value))!r}"
         )
     return value.strip()
 

@@ -184,7 +184,7 @@ def build_router(app: Any, files: ViewerFiles, proxy: DicomWebProxy | None) -> A
         user: User = annotator,
     ) -> dict[str, Any]:
         checks.json_object_field(params)
-        name = auth_user(user) or checks.annotator_name(json.loads(params or "{}").get("annotator"))
+        name = auth_user(user) or checks.annotator_name(json.loads(params or "{}").get("annotator"), required=True)
         info = {"annotator": name, "client": "ohif lesion mode"}
         datastore_endpoint.save_label(background_tasks, image, json.dumps(info), DefaultLabelTag.FINAL, label, name)
         stored = app.datastore().get_label_info(image, DefaultLabelTag.FINAL)

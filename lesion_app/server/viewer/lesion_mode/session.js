@@ -26,6 +26,8 @@
     queue: Promise.resolve(),
     busy: 0,
     info: {},
+    clickLatencies: [], // ms from a click's mouse-up to its mask drawn, for lesion_app's benchmark
+    measurements: null, // of the mask on screen, from the infer result that made it (area, longest diameter)
     ready: false,
     listeners: [],
     overlay: null,
@@ -67,6 +69,7 @@
   }
 
   function remember() {
+    session.measurements = null; // the server's measurements are of the mask it returned, not an edited one
     session.history.push({ mask: currentMask(), clicks: session.clicks.slice() });
     if (session.history.length > UNDO_KEPT) session.history.shift();
   }
@@ -219,6 +222,7 @@
       notify("That click was outside the photograph: nothing was sent.", "warning");
       return Promise.resolve();
     }
+    const pressed = performance.now();
     return enqueue(async () => {
       const before = currentMask();
       remember();
@@ -237,8 +241,10 @@
           session.columns,
           session.rows,
         );
-        session.result = result;
         showMask(mask);
+        session.measurements = result.measurements || null;
+        const drawn = () => session.clickLatencies.push(performance.now() - pressed); // the next frame: painted
+        requestAnimationFrame(() => requestAnimationFrame(drawn));
       } catch (error) {
         const last = session.history.pop();
         session.clicks = last.clicks;
@@ -254,8 +260,8 @@
       const model = settings().segmentModel;
       const { mask, result } = await api.infer(model, session.image, {}, session.columns, session.rows);
       remember();
-      session.result = result;
       showMask(mask);
+      session.measurements = result.measurements || null;
       notify(`${model}'s mask`);
     });
   }
@@ -264,6 +270,7 @@
     const last = session.history.pop();
     if (!last) return notify("Nothing to undo.");
     session.clicks = last.clicks;
+    session.measurements = null;
     showMask(last.mask);
   }
 
@@ -280,9 +287,14 @@
     return saved;
   }
 
-  function noLesion() {
+  /** Replaces the mask with `mask` as one undoable edit (what a brush stroke does). */
+  function edit(mask) {
     remember();
-    showMask(new Uint8Array(session.rows * session.columns));
+    showMask(mask);
+  }
+
+  function noLesion() {
+    edit(new Uint8Array(session.rows * session.columns));
     return save();
   }
 
@@ -309,7 +321,15 @@
   }
 
   function enter(services) {
-    Object.assign(session, { services, ready: false, clicks: [], history: [], tool: null, info: {} });
+    Object.assign(session, {
+      services,
+      ready: false,
+      clicks: [],
+      history: [],
+      tool: null,
+      info: {},
+      measurements: null,
+    });
     lesionApp.overlay.mount();
     lesionApp.keys.mount();
     document.addEventListener("click", onBack, true);
@@ -333,6 +353,7 @@
     undo,
     save,
     noLesion,
+    edit,
     saveNext,
     skip,
     setTool,

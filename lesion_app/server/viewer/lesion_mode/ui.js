@@ -119,9 +119,19 @@
       line("lesion-quality", `predicted IoU ${iou}${review}`),
       line("lesion-state", `${info.state || ""}${info.annotator ? ` by ${info.annotator}` : ""}`),
       line("lesion-annotator", `annotator: ${who}`),
-      line("lesion-tool", `${tool}${radius} · ${pixels} lesion pixels${s.busy ? " · working…" : ""}`),
+      line("lesion-tool", `${tool}${radius}${s.busy ? " · working…" : ""}`),
+      line("lesion-size", size(s.measurements, pixels)),
       line("lesion-status", lastStatus),
     );
+  }
+
+  /** Area and longest (Feret) diameter from the server's measurements of the mask shown, mm where calibrated. */
+  function size(m, pixels) {
+    const mm = (value, unit) => (typeof value === "number" ? ` (${value.toFixed(1)} ${unit})` : "");
+    if (!m) return `area ${pixels} px · longest diameter after the next click or Segment`;
+    if (!m.area_px) return "area 0 px: no lesion";
+    const diameter = `${Math.round(m.feret_max_px)} px${mm(m.feret_max_mm, "mm")}`;
+    return `area ${m.area_px} px${mm(m.area_mm2, "mm²")} · longest diameter ${diameter}`;
   }
 
   function status(message) {
