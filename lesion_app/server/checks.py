@@ -568,17 +568,27 @@ def check_infer_image(image: Any) -> None:
 MAX_ANNOTATOR_LENGTH = 100
 
 
-def annotator_name(value: Any) -> str | None:
-    """A next-sample request's ``annotator`` (None when absent): a name of 1 to 100 printable characters.
+def annotator_name(value: Any, required: bool = False) -> str | None:
+    """A next-sample request's or a saved label's ``annotator`` (None when absent and not ``required``): a name of 1
+    to 100 printable characters without a backslash (DICOM's value separator: it becomes a SEG's ContentCreatorName).
 
     Raises:
         HTTPException: 400 naming the value, for anything else.
     """
+    if value is None and required:
+        raise bad_request("no annotator: give your name in the worklist (it is stored with the label)")
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ANNOTATOR_LENGTH or not value.isprintable():
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_ANNOTATOR_LENGTH
+        or not value.isprintable()
+        or "\\" in value
+    ):
         raise bad_request(
-            f"annotator must be a name of 1 to {MAX_ANNOTATOR_LENGTH} printable characters, got {_shown(str(value))!r}"
+            f"annotator must be a name of 1 to {MAX_ANNOTATOR_LENGTH} printable characters without a backslash, "
+            f"got {_shown(str(value))!r}"
         )
     return value.strip()
 

@@ -283,6 +283,8 @@ def test_make_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> N
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: answers(url), 120, f"make serve on a spaced path:\n{log.read_text()[-2000:]}")
         assert httpx.get(f"{url}/info/", timeout=30).json()["datastore"]["total"] == 10
+        page = httpx.get(f"{url}/worklist", timeout=30)  # a folder: the browser's worklist says what it needs
+        assert page.status_code == 200 and "needs a DICOMweb studies server" in page.text and "make serve" in page.text
     finally:
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as in a terminal
         process.wait(30)

@@ -340,6 +340,7 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
                 "ts": int(time.time()),
                 "name": label_file_name(image_id),
                 "notes": reading.problems,  # e.g. "it is empty: no lesion" (stored as an all-zero label)
+                "annotator": str(instances[0].get("ContentCreatorName", "") or ""),  # who saved it (any client)
             }
             self._datastore.objects[image_id].labels[DefaultLabelTag.FINAL] = DataModel(info=info, ext=".png")
 
