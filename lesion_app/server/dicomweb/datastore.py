@@ -37,6 +37,7 @@ from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from lesion_app.io.dicom import (
     FrameGeometry,
@@ -60,6 +61,7 @@ from lesion_app.server.dicomweb.listing import (
     answers_503,
     value_of,
 )
+from lesion_app.server.reports import store_report
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -270,7 +272,12 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         description = str(info.get("model") or "lesion")
         creator = str(info.get("annotator") or "") or APP_CREATOR
         source = self._series_dir(image_id)
-        return self._send_seg(image_id, lambda dest: mask_to_seg(mask, source, dest, description, creator=creator))
+        written: list[Dataset] = []
+        stored = self._send_seg(
+            image_id, lambda dest: written.append(mask_to_seg(mask, source, dest, description, creator=creator))
+        )
+        # its TID 1500 measurement report beside it (issue 28): lesion_app.server.reports
+        return {**stored, **store_report(self._client, self.get_image_uri(image_id), source, mask, written[0])}
 
     def _store_proposal(self, image_id: str, mask: np.ndarray) -> dict[str, Any]:
         """The model's mask as the app's proposal SEG; an empty one (no lesion found) stays local only."""
