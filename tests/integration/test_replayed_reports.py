@@ -590,7 +590,7 @@ def test_a_stopping_server_starts_no_queued_scoring(tmp_path: Path) -> None:
         process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _up(url), 90, f"lesion-serve:\n{log.read_text()[-2000:]}")
+        wait_for(lambda: answers(url), 90, f"lesion-serve:\n{log.read_text()[-2000:]}")
         running = httpx.post(f"{url}/scoring/uncertainty", json={"force": True}, timeout=30).json()["id"]
         assert httpx.post(f"{url}/scoring/dice", json={}, timeout=30).status_code == 202
         wait_for(lambda: "-m scoring" in log.read_text(), 30, "the first scoring process")
