@@ -100,6 +100,11 @@ def conflict(detail: str) -> HTTPException:
     return HTTPException(status_code=409, detail=detail)
 
 
+def busy(detail: str, retry_after_seconds: int) -> HTTPException:
+    """429 for a request the server cannot run now and that is not queued, with ``Retry-After`` (seconds)."""
+    return HTTPException(status_code=429, detail=detail, headers={"Retry-After": str(int(retry_after_seconds))})
+
+
 def too_large(detail: str) -> HTTPException:
     """413: more pixels or bytes than the limits allow."""
     return HTTPException(status_code=413, detail=detail)
@@ -563,17 +568,27 @@ def check_infer_image(image: Any) -> None:
 MAX_ANNOTATOR_LENGTH = 100
 
 
-def annotator_name(value: Any) -> str | None:
-    """A next-sample request's ``annotator`` (None when absent): a name of 1 to 100 printable characters.
+def annotator_name(value: Any, required: bool = False) -> str | None:
+    """A next-sample request's or a saved label's ``annotator`` (None when absent and not ``required``): a name of 1
+    to 100 printable characters without a backslash (DICOM's value separator: it becomes a SEG's ContentCreatorName).
 
     Raises:
         HTTPException: 400 naming the value, for anything else.
     """
+    if value is None and required:
+        raise bad_request("no annotator: give your name in the worklist (it is stored with the label)")
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ANNOTATOR_LENGTH or not value.isprintable():
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_ANNOTATOR_LENGTH
+        or not value.isprintable()
+        or "\\" in value
+    ):
         raise bad_request(
-            f"annotator must be a name of 1 to {MAX_ANNOTATOR_LENGTH} printable characters, got {_shown(str(value))!r}"
+            f"annotator must be a name of 1 to {MAX_ANNOTATOR_LENGTH} printable characters without a backslash, "
+            f"got {_shown(str(value))!r}"
         )
     return value.strip()
 

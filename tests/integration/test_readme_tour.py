@@ -194,7 +194,9 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
         (folder / name).symlink_to(REPO / name)
     port = free_port()
     log = folder / "make.log"
+    studies = folder / "workspace" / "sample-data"  # the folder flavour (make serve alone serves Orthanc now)
     command = ["make", "-C", str(REPO), "serve", f"WORKSPACE={folder / 'workspace'}", f"PORT={port}"]
+    command.append(f"STUDIES={studies}")
     with open(log, "w") as out:
         env = {**os.environ, "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)

@@ -106,9 +106,22 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         labelled = set(self.get_labeled_images(label_tag, labels))
         return [s for s in self.list_images() if s not in labelled]
 
+    def labels_in_line(self) -> None:
+        """The final labels as the SEGs on the server are now: the SEG listing asked again (one QIDO) and new or
+        changed corrections read, so every listing follows every save, whoever made it (OHIF through the app's
+        DICOMweb path, 3D Slicer or another tool straight to the server)."""
+        self.listing.invalidate("segs")
+        self._sync_final_labels()
+
+    def json(self) -> dict[str, Any]:
+        """``GET /datastore/?output=all``: the bookkeeping with every final label on the server."""
+        self.labels_in_line()
+        return super().json()
+
     def status(self) -> dict[str, Any]:
         """``/info``'s datastore counts; while the DICOMweb server is down, ``/info`` still answers and says so."""
         try:
+            self.labels_in_line()
             problems = self.listing.problems() + [p for lines in self.unreadable_segs.values() for p in lines]
             return {**super().status(), "server": self._client.base_url, "seg_problems": problems}
         except HTTPException as e:
@@ -338,6 +351,7 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
                 "name": label_file_name(image_id),
                 "notes": reading.problems,  # e.g. "it is empty: no lesion" (stored as an all-zero label)
                 "measurements": measured,
+                "annotator": str(instances[0].get("ContentCreatorName", "") or ""),  # who saved it (any client)
             }
             self._datastore.objects[image_id].labels[DefaultLabelTag.FINAL] = DataModel(info=info, ext=".png")
 
