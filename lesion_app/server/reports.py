@@ -30,8 +30,13 @@ logger = logging.getLogger(__name__)
 
 def label_measurements(mask: np.ndarray, image_path: str | os.PathLike) -> dict[str, Any]:
     """A stored label's measurements as its label info keeps them (the worklist shows area and maximum diameter):
-    the photograph's colour and DICOM calibration, no request or ``--conf`` spacing."""
-    return measurements(np.asarray(mask, dtype=np.uint8), image_path, None, None)
+    the photograph's colour and DICOM calibration, no request or ``--conf`` spacing. Empty (logged) when the
+    photograph cannot be measured: the label stands without them."""
+    try:
+        return measurements(np.asarray(mask, dtype=np.uint8), image_path, None, None)
+    except Exception as e:  # an unreadable cached photograph, a mask of another size
+        logger.error(f"cannot measure the label on {Path(image_path).name}: {type(e).__name__}: {e}")
+        return {}
 
 
 def store_report(
@@ -43,7 +48,7 @@ def store_report(
     try:
         files = sorted(Path(photo_dir).glob("*.dcm"))
         photo = dcmread(str(files[0]), stop_before_pixels=True)
-        values = label_measurements(mask, image_path)
+        values = measurements(np.asarray(mask, dtype=np.uint8), image_path, None, None)
         report = measurement_report(photo, seg, values)
         client.store_instances([report])
     except Exception as e:  # the SEG is stored: the label stands, the missing report is said
