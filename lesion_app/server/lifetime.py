@@ -45,6 +45,14 @@ def set_parent_death_signal(signum: int) -> bool:
     return True
 
 
+def exit_with_message(message: str, code: int) -> None:
+    """Prints ``message`` on standard error and ends the process with ``code`` at once: for a server that cannot
+    start (a bad ``--conf`` value), where raising would print uvicorn's and MONAI Label's 80-line tracebacks."""
+    logging.shutdown()
+    print(message, file=sys.stderr, flush=True)
+    os._exit(code)
+
+
 def in_task_subprocess() -> bool:
     """Whether this process is one of MONAI Label's training or scoring subprocesses."""
     main = sys.modules.get("__main__")

@@ -626,3 +626,33 @@ def test_photographs_named_by_date_keep_distinct_ids(server: Server) -> None:
     listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
     assert {"patient.2024.03.12", "patient.2024.03.13"} <= set(listed) and "patient" not in listed
     assert (server.workdir / "studies" / "patient.2024.03.13.jpg").exists()
+
+
+# -- issue 25, 9: errors name the user's file or id --------------------------------------------------------------
+
+
+def test_errors_name_the_users_file_never_a_server_path_or_a_librarys_words(server: Server) -> None:
+    """A text file named .jpg: the upload is a 400 naming the id, infer on it a 422 naming the upload; neither shows
+    the server's temporary file nor Pillow's or MONAI's own message."""
+    import tempfile
+
+    text = b"not a photograph, a note saved as .jpg\n"
+    files = {"file": ("notes.jpg", text)}
+    r = httpx.put(f"{server.url}/datastore/", params={"image": "notes"}, files=files, timeout=60)
+    assert r.status_code == 400 and "image 'notes'" in r.json()["detail"], r.text
+    r2 = httpx.post(f"{server.url}/infer/unet", files={"file": ("notes.jpg", text)}, timeout=60)
+    assert r2.status_code == 422 and "the uploaded file" in r2.json()["detail"], r2.text
+    for answer in (r, r2):
+        assert tempfile.gettempdir() not in answer.text and "Error" not in answer.text
+        assert "LoadImage" not in answer.text and "identify image file" not in answer.text
+    assert httpx.get(f"{server.url}/info/", timeout=30).status_code == 200
+
+
+def test_a_bad_conf_value_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    shutil.copytree(SAMPLE_DATA, tmp_path / "studies")
+    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "lesion_app")]
+    command += ["--studies", str(tmp_path / "studies"), "--port", str(free_port()), "--conf", "threads", "banana"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "threads" in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]

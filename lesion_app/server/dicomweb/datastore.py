@@ -211,7 +211,7 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         key = image_id or os.path.basename(image_filename)[: -len(ext)]
         checks.check_image_id(key)
         checks.check_upload_size(image_filename, self.max_upload_bytes, "image")
-        checks.check_image_file(image_filename, self.max_image_pixels)
+        checks.check_image_file(image_filename, self.max_image_pixels, image_id)
         uids = PhotoUids.from_key(f"{key}/{key}{ext}")
         if uids.series in self.listing.series():
             raise checks.conflict(f"image {key!r} is on the server as series {uids.series}")
