@@ -656,3 +656,24 @@ def test_a_bad_conf_value_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stdout + done.stderr
     assert "threads" in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]
+
+
+# -- issue 25, 10: DELETE takes image= ----------------------------------------------------------------------------
+
+
+def test_a_photograph_is_removed_by_image_as_every_other_route_names_it(server: Server) -> None:
+    rgb, _ = draw_study(np.random.default_rng(10), (96, 128))
+    for image_id, path in (("removed_by_image", "/datastore/"), ("removed_by_route", "/datastore/image")):
+        upload(server.url, image_id, png(rgb), "photo.png")
+        r = httpx.delete(f"{server.url}{path}", params={"image": image_id}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert not (server.workdir / "studies" / f"{image_id}.png").exists()
+    upload(server.url, "removed_by_id", png(rgb), "photo.png")
+    assert (
+        httpx.delete(f"{server.url}/datastore/", params={"image": "removed_by_id", "id": "x"}, timeout=30).status_code
+        == 400
+    )
+    assert httpx.delete(f"{server.url}/datastore/", timeout=30).status_code == 400
+    assert httpx.delete(f"{server.url}/datastore/", params={"id": "removed_by_id"}, timeout=30).status_code == 200
+    listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    assert not {"removed_by_image", "removed_by_route", "removed_by_id"} & set(listed)
