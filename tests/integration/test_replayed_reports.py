@@ -677,3 +677,13 @@ def test_a_photograph_is_removed_by_image_as_every_other_route_names_it(server: 
     assert httpx.delete(f"{server.url}/datastore/", params={"id": "removed_by_id"}, timeout=30).status_code == 200
     listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
     assert not {"removed_by_image", "removed_by_route", "removed_by_id"} & set(listed)
+
+
+# -- issue 25, 11: what the start-up log says ------------------------------------------------------------------------
+
+
+def test_start_up_on_a_folder_logs_no_error_and_says_what_it_offers(server: Server) -> None:
+    start_up = server.log_text().split("Application startup complete")[0]
+    assert "[ERROR]" not in start_up, [line for line in start_up.splitlines() if "[ERROR]" in line]
+    assert "worklist at /worklist" not in start_up
+    assert "this server offers the API (/docs) and 3D Slicer on a folder" in start_up
