@@ -38,7 +38,7 @@ from apps.make_sample_data import draw_study
 from apps.research.local_server import Server, free_port, server_process
 from lesion_app.core.metrics import iou
 from tests.support.paths import REPO, SAMPLE_DATA
-from tests.support.waiting import start_scoring, wait_for
+from tests.support.waiting import start_scoring, train_and_wait, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -687,3 +687,15 @@ def test_start_up_on_a_folder_logs_no_error_and_says_what_it_offers(server: Serv
     assert "[ERROR]" not in start_up, [line for line in start_up.splitlines() if "[ERROR]" in line]
     assert "worklist at /worklist" not in start_up
     assert "this server offers the API (/docs) and 3D Slicer on a folder" in start_up
+
+
+# -- issue 25, 12: the gate's decision in words -------------------------------------------------------------------
+
+
+def test_the_train_status_says_what_the_gate_decided_and_why(server: Server) -> None:
+    details = train_and_wait(server.url)
+    stats = httpx.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["unet"]
+    words = stats["decision"]
+    assert words.startswith({"published": "published:", "kept_aside": "kept aside:"}[stats["last_decision"]])
+    assert f"{stats['new_iou']:.4f}" in words and f"{stats['baseline_iou']:.4f}" in words
+    assert "served model" in words and words in details
