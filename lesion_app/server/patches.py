@@ -24,7 +24,8 @@
   - in the server process, oversized request bodies are refused as they arrive
     (:mod:`lesion_app.server.upload_limit`), inferences run in a worker thread, not on the event loop, after
     their ``params`` form field is checked (:mod:`lesion_app.server.infer_route`), ``DELETE /datastore/`` takes
-    ``image=`` (:mod:`lesion_app.server.remove_route`), and OHIF 3.13, its DICOMweb
+    ``image=`` (:mod:`lesion_app.server.remove_route`), ``/docs`` loads only local files
+    (:mod:`lesion_app.server.api_docs`), and OHIF 3.13, its DICOMweb
     proxy and the worklist replace the wheel's OHIF (:mod:`lesion_app.server.viewer`);
   - a photograph handed out as the next sample gets the model's proposal stored on the DICOMweb server
     (:mod:`lesion_app.server.proposals`).
@@ -50,7 +51,17 @@ from lesion_app.io import layout
 from lesion_app.lib.activelearning import picks
 from lesion_app.lib.activelearning.uncertainty import PENDING_KEY
 from lesion_app.lib.trainers.segmentation import train_options
-from lesion_app.server import auth, checks, infer_route, lifetime, proposals, remove_route, upload_limit, viewer
+from lesion_app.server import (
+    api_docs,
+    auth,
+    checks,
+    infer_route,
+    lifetime,
+    proposals,
+    remove_route,
+    upload_limit,
+    viewer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -255,6 +266,7 @@ class MONAILabelFixes:
         upload_limit.install(upload_limit.body_limit_bytes(self.max_upload_mb))
         infer_route.install()
         remove_route.install()
+        api_docs.install()
         viewer.install(self)
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -699,3 +699,22 @@ def test_the_train_status_says_what_the_gate_decided_and_why(server: Server) -> 
     assert words.startswith({"published": "published:", "kept_aside": "kept aside:"}[stats["last_decision"]])
     assert f"{stats['new_iou']:.4f}" in words and f"{stats['baseline_iou']:.4f}" in words
     assert "served model" in words and words in details
+
+
+# -- issue 25, 8: the API pages offline -----------------------------------------------------------------------------
+
+
+def test_the_api_pages_need_no_other_origin(server: Server) -> None:
+    """/docs and everything it loads come from the server itself (FastAPI's page loaded ReDoc from a CDN and fonts
+    from Google: blank without internet)."""
+    import re
+
+    page = httpx.get(f"{server.url}/docs", timeout=30)
+    assert page.status_code == 200 and "<redoc" in page.text
+    assert not re.search(r"(?:https?:)?//", page.text), "the page names another origin"
+    loaded = re.findall(r'(?:src|href|spec-url)="([^"]+)"', page.text)
+    assert any(url.endswith("redoc.standalone.js") for url in loaded)
+    for url in loaded:
+        r = httpx.get(f"{server.url}{url}", timeout=30)
+        assert r.status_code == 200 and r.content, url
+    assert httpx.get(f"{server.url}/docs/static/..%2f..%2fsettings.py", timeout=30).status_code == 404
