@@ -12,6 +12,13 @@ and at least one other member of its kind.
 Issue 25 (a second round), numbered as its items:
 
 1. links: nothing outside the studies folder is written or deleted through a link; linked parts work;
+2. a clinic's size: strategies never score in the request; the scoring runs in the background, in batches;
+3. trainings across restarts: a training ends with its server; a lock keeps one per model;
+4. (a save from OHIF is listed at once: tests/integration/test_dicomweb.py)
+5. a stopping server starts nothing new;  6. a user's scoring request is queued, never lost;
+7. names with several dots keep distinct ids;  8. /docs offline;  9. errors name the user's file or id;
+10. DELETE takes image=;  11. the start-up log says what is offered;  12. the gate's decision in words;
+(14: tests/unit/test_data_location.py). Issue 26's picks per annotator are here too.
 """
 
 from __future__ import annotations
