@@ -115,6 +115,10 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         self.labels_in_line()
         return super().json()
 
+    def json_text(self) -> str:
+        self.labels_in_line()
+        return super().json_text()
+
     def status(self) -> dict[str, Any]:
         """``/info``'s datastore counts; while the DICOMweb server is down, ``/info`` still answers and says so."""
         try:
