@@ -9,7 +9,6 @@ package (which ships the Swagger UI and ReDoc builds), without web fonts.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from fastapi.openapi.docs import get_redoc_html
 from fastapi.responses import FileResponse, HTMLResponse
 
 from lesion_app.server import checks
+from lesion_app.server.route_order import put_in_front, server_app
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +49,14 @@ def build_router(title: str, openapi_url: str) -> APIRouter:
             raise checks.not_found(f"no file {name!r} here")
         return FileResponse(ASSET_DIR / name, media_type=ASSETS[name])
 
-    for route in router.routes:
-        setattr(route, MARK, True)
     return router
 
 
 def install() -> bool:
     """Puts the routes in front of the running server's (MONAI Label's own ``/docs`` loads from a CDN)."""
-    fastapi_app: Any = getattr(sys.modules.get("monailabel.app"), "app", None)
+    fastapi_app: Any = server_app()
     if fastapi_app is None:
         return False
-    routes = [r for r in fastapi_app.router.routes if not getattr(r, MARK, False)]
-    router = build_router(fastapi_app.title, fastapi_app.openapi_url or "/openapi.json")
-    fastapi_app.router.routes[:] = [*router.routes, *routes]
+    put_in_front(build_router(fastapi_app.title, fastapi_app.openapi_url or "/openapi.json"), MARK)
     logger.info("API pages at /docs, from local files")
     return True

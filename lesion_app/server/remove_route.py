@@ -8,7 +8,6 @@ itself is MONAI Label's endpoint function (the datastore's :meth:`remove_image`:
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -17,6 +16,7 @@ from monailabel.endpoints import datastore as datastore_endpoint
 from monailabel.endpoints.user.auth import RBAC, User
 
 from lesion_app.server import checks
+from lesion_app.server.route_order import put_in_front
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +43,12 @@ def build_router() -> APIRouter:
     async def remove_image(image: str | None = None, id: str | None = None, user: User = _ADMIN) -> Any:
         return datastore_endpoint.remove_image(named_image(image, id), user.username)
 
-    for route in router.routes:
-        setattr(route, MARK, True)
     return router
 
 
 def install() -> bool:
     """Puts the routes in front of the running server's; False outside the server process."""
-    fastapi_app = getattr(sys.modules.get("monailabel.app"), "app", None)
-    if fastapi_app is None:
+    if not put_in_front(build_router(), MARK):
         return False
-    routes = [r for r in fastapi_app.router.routes if not getattr(r, MARK, False)]
-    fastapi_app.router.routes[:] = [*build_router().routes, *routes]
     logger.info("DELETE /datastore/ takes ?image=<id> (or MONAI Label's ?id=)")
     return True

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -255,23 +256,29 @@ def test_a_damaged_datastore_file_is_kept_aside_and_rebuilt_from_the_files(tmp_p
 # -- 7. paths with spaces and accents ---------------------------------------------------------------------------
 
 
-def test_lesion_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> None:
-    studies = tmp_path / "derm photos é ü"
+@contextmanager
+def lesion_serve(studies: Path, models: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``lesion-serve`` on a copy of sample-data at ``studies``: its URL and process once it answers; stopped after."""
     shutil.copytree(SAMPLE_DATA, studies)
     port = free_port()
     command = [sys.executable, "-m", "apps.serve", "--studies", str(studies), "--port", str(port)]
-    command += ["--conf", "models", "unet", "--conf", "model_dir", str(tmp_path / "my models")]
-    log = tmp_path / "serve.log"
+    command += ["--conf", "models", "unet", "--conf", "model_dir", str(models)]
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _up(url), 90, f"lesion-serve on a spaced path:\n{log.read_text()[-2000:]}")
+        wait_for(lambda: _up(url), 90, f"lesion-serve on {studies}:\n{log.read_text()[-2000:]}")
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+
+
+def test_lesion_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> None:
+    with lesion_serve(tmp_path / "derm photos é ü", tmp_path / "my models", tmp_path / "serve.log") as (url, _):
         assert httpx.get(f"{url}/info/", timeout=30).json()["datastore"]["total"] == 10
         assert infer_mask(url, "lesion_000").any()
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def _up(url: str) -> bool:
@@ -592,17 +599,8 @@ def test_a_scoring_request_while_the_apps_own_scoring_runs_is_queued_and_run(ser
 def test_a_stopping_server_starts_no_queued_scoring(tmp_path: Path) -> None:
     """lesion-serve with a scoring running and another queued: SIGTERM stops it within 5 s, and the queued one never
     starts (it started when the running one was stopped, and held the exit for 13 s)."""
-    studies = tmp_path / "studies"
-    shutil.copytree(SAMPLE_DATA, studies)
-    port = free_port()
-    command = [sys.executable, "-m", "apps.serve", "--studies", str(studies), "--port", str(port)]
-    command += ["--conf", "models", "unet", "--conf", "model_dir", str(tmp_path / "models")]
     log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _up(url), 90, f"lesion-serve:\n{log.read_text()[-2000:]}")
+    with lesion_serve(tmp_path / "studies", tmp_path / "models", log) as (url, process):
         running = httpx.post(f"{url}/scoring/uncertainty", json={"force": True}, timeout=30).json()["id"]
         assert httpx.post(f"{url}/scoring/dice", json={}, timeout=30).status_code == 202
         wait_for(lambda: "-m scoring" in log.read_text(), 30, "the first scoring process")
@@ -611,10 +609,6 @@ def test_a_stopping_server_starts_no_queued_scoring(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
         assert time.perf_counter() - start < 5.0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert log.read_text().count("-m scoring") == 1, "a queued scoring started while the server stopped"
 
 
