@@ -49,7 +49,10 @@ class LesionApp(patches.MONAILabelFixes, MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         lifetime.end_with_server()  # a training or scoring subprocess ends when its server does
-        self.settings = LesionSettings.from_conf(conf, app_dir)
+        try:
+            self.settings = LesionSettings.from_conf(conf, app_dir)
+        except ValueError as e:  # a bad --conf value: its one line, not the server's traceback of its start
+            lifetime.exit_with_message(f"lesion_app: {e}", 2)
         self.max_upload_mb = self.settings.max_upload_mb
         if self.settings.threads:
             torch.set_num_threads(self.settings.threads)

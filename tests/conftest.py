@@ -10,7 +10,7 @@ import torch
 
 from apps.process_control import stop_signals
 from tests.support.images import draw_studies
-from tests.support.paths import MODEL_DIR, REPO, SAMPLE_DATA, SHARED_DATA
+from tests.support.paths import DATA_ENV, MODEL_DIR, REPO, SAMPLE_DATA, SHARED_DATA
 
 torch.set_num_threads(2)
 
@@ -33,7 +33,7 @@ def repo() -> Path:
 def isic() -> Path:
     folder = SHARED_DATA / "isic"
     if not (folder / "images").is_dir():
-        pytest.skip(f"real data not found at {folder}")
+        pytest.skip(f"real data not found at {folder}: set {DATA_ENV} to the folder that holds isic/ (and ph2/)")
     return folder
 
 

@@ -83,8 +83,14 @@ def scoring_pid(server_pid: int) -> int | None:
 
 def run(count: int, workdir: Path, size: tuple[int, int], requests: int, scoring_seconds: float) -> None:
     start = time.perf_counter()
-    synthetic_studies(workdir / "studies", count, size)
-    print(f"studies folder: {count} photographs of {size[1]}x{size[0]} px drawn in {time.perf_counter() - start:.1f}s")
+    studies = workdir / "studies"
+    if len(list(studies.glob("photo_*.jpg"))) == count:  # a --workdir of an earlier run: the same drawings
+        (studies / "datastore_v2.json").unlink(missing_ok=True)
+        print(f"studies folder: {count} photographs of an earlier run, its datastore file removed")
+    else:
+        synthetic_studies(studies, count, size)
+        drawn = time.perf_counter() - start
+        print(f"studies folder: {count} photographs of {size[1]}x{size[0]} px drawn in {drawn:.1f}s")
     conf = {"models": "unet", "threads": "1"}
     start = time.perf_counter()
     with server_process(workdir, conf, timeout=1800, reuse=True, env=ENV) as server:

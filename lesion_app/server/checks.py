@@ -15,7 +15,9 @@ import contextlib
 import errno
 import io
 import json
+import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -39,6 +41,8 @@ from lesion_app.io.images import (
 )
 
 #: Photographs the app reads (any case); stored with the lower-case extension.
+logger = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = layout.IMAGE_SUFFIXES
 #: Label files read with Pillow (lossless 2D formats).
 PIL_LABEL_EXTENSIONS = (".png", ".tif", ".tiff", ".bmp")
@@ -197,6 +201,10 @@ def check_upload_size(path: str | os.PathLike, max_bytes: int, what: str = "file
     return size
 
 
+#: What the app reads, for messages.
+READABLE = "JPEG, PNG, TIFF or BMP photographs"
+
+
 def _header(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
     """Opens an image lazily and checks its header size before anything is decoded (a decompression bomb is a
     413); the caller closes it."""
@@ -207,7 +215,9 @@ def _header(path: str | os.PathLike, what: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as e:
         raise _too_many_pixels(what, str(e), max_pixels) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise bad_request(f"the {what} is not a readable image ({_cause(e)})") from None
+        logger.info(f"{what} is not a readable image: {type(e).__name__}: {e}")
+        cause = "" if isinstance(e, UnidentifiedImageError) else f" ({_cause(e)})"  # Pillow's words say nothing more
+        raise bad_request(f"the {what} is not a readable image: the app reads {READABLE}{cause}") from None
     width, height = img.size
     if width * height > max_pixels:
         img.close()
@@ -235,30 +245,36 @@ def _too_many_pixels(what: str, found: str, max_pixels: int) -> HTTPException:
     )
 
 
+#: An absolute path in a library's message (a temporary upload, the studies folder): never shown to a client.
+_PATH = re.compile(r"(?:[A-Za-z]:)?[/\\][^\s'\":]*")
+
+
 def _cause(e: BaseException) -> str:
+    """The first line of a library's error for a client: no server paths (each becomes "the file"), no class."""
     text = str(e).splitlines()[0] if str(e) else ""
-    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+    return _PATH.sub("the file", text)[:200] if text else "unreadable"
 
 
-def check_image_file(path: str | os.PathLike, max_pixels: int) -> tuple[int, int]:
+def check_image_file(path: str | os.PathLike, max_pixels: int, image_id: str = "") -> tuple[int, int]:
     """The upright (H, W) of a photograph that decodes completely and converts to RGB as the app reads it.
 
     Pillow's ``verify`` catches broken PNG chunks; only a full decode catches a truncated JPEG. Any mode
-    (gray, RGBA, palette, 16-bit, CMYK) passes if :func:`to_rgb` converts it.
+    (gray, RGBA, palette, 16-bit, CMYK) passes if :func:`to_rgb` converts it. Messages name ``image_id``.
     """
-    with _header(path, "image", max_pixels) as img:
+    what = f"image {image_id!r}" if image_id else "image"
+    with _header(path, what, max_pixels) as img:
         try:
             img.verify()
         except Exception as e:
-            raise bad_request(f"the image is corrupt ({_cause(e)})") from None
-    with _decoded(path, "image", max_pixels) as img:
+            raise bad_request(f"the {what} is corrupt ({_cause(e)})") from None
+    with _decoded(path, what, max_pixels) as img:
         try:
             img.load()
             rgb = to_rgb(img)
         except Image.DecompressionBombError as e:
-            raise _too_many_pixels("image", str(e), max_pixels) from None
+            raise _too_many_pixels(what, _cause(e), max_pixels) from None
         except Exception as e:
-            raise bad_request(f"the image cannot be decoded, it may be truncated ({_cause(e)})") from None
+            raise bad_request(f"the {what} cannot be decoded, it may be truncated ({_cause(e)})") from None
         return rgb.height, rgb.width
 
 
@@ -434,9 +450,16 @@ def stored_png(mask: np.ndarray, dest: str | os.PathLike) -> None:
 
 
 def unreadable_image(path: Any, e: BaseException) -> HTTPException:
-    """422 for an image in the studies folder (or an infer upload) that cannot be decoded: not a server fault."""
-    name = Path(path).name if isinstance(path, str | os.PathLike) else "the image"
-    return HTTPException(status_code=422, detail=f"cannot read image {name}: {_cause(e)}")
+    """422 for an image in the studies folder (or an infer upload) that cannot be decoded: not a server fault. It
+    names the studies folder's file or "the uploaded file", never a server path or the reader's own words."""
+    if isinstance(path, str | os.PathLike) and not is_upload(str(path)):
+        name = Path(path).name
+    else:
+        name = "the uploaded file"
+    logger.warning(f"cannot read image {path}: {type(e).__name__}: {e}")
+    return HTTPException(
+        status_code=422, detail=f"cannot read {name}: it is not a readable image: the app reads {READABLE}"
+    )
 
 
 def click_points(value: Any, name: str, stored_hw: tuple[int, int]) -> list[tuple[float, float]]:

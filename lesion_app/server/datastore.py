@@ -92,7 +92,7 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
         if image_id in self._datastore.objects:
             raise checks.conflict(f"image {image_id!r} exists; remove it first or use another id")
         checks.check_upload_size(image_filename, self.max_upload_bytes, "image")
-        checks.check_image_file(image_filename, self.max_image_pixels)
+        checks.check_image_file(image_filename, self.max_image_pixels, image_id)
 
         name = self._filename(image_id, ext)
         dest = self._inside(os.path.join(self._datastore.image_path(), name))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +23,7 @@ from monailabel.endpoints.infer import ResultType
 from monailabel.endpoints.user.auth import RBAC, User
 
 from lesion_app.server import checks
+from lesion_app.server.route_order import put_in_front
 
 logger = logging.getLogger(__name__)
 
@@ -65,18 +65,13 @@ def build_router() -> APIRouter:
 
         return await asyncio.get_running_loop().run_in_executor(_WORKER, run)
 
-    for route in router.routes:
-        setattr(route, MARK, True)
     return router
 
 
 def install() -> bool:
     """Puts the route in front of the running MONAI Label server's; False outside the server process (training
     processes build the app too)."""
-    fastapi_app = getattr(sys.modules.get("monailabel.app"), "app", None)
-    if fastapi_app is None:
+    if not put_in_front(build_router(), MARK):
         return False
-    routes = [r for r in fastapi_app.router.routes if not getattr(r, MARK, False)]
-    fastapi_app.router.routes[:] = [*build_router().routes, *routes]
     logger.info("POST /infer/<model> runs in a worker thread, one at a time")
     return True

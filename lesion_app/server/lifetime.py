@@ -45,6 +45,14 @@ def set_parent_death_signal(signum: int) -> bool:
     return True
 
 
+def exit_with_message(message: str, code: int) -> None:
+    """Prints ``message`` on standard error and ends the process with ``code`` at once: for a server that cannot
+    start (a bad ``--conf`` value), where raising would print uvicorn's and MONAI Label's 80-line tracebacks."""
+    logging.shutdown()
+    print(message, file=sys.stderr, flush=True)
+    os._exit(code)
+
+
 def in_task_subprocess() -> bool:
     """Whether this process is one of MONAI Label's training or scoring subprocesses."""
     main = sys.modules.get("__main__")
@@ -90,9 +98,27 @@ def stop_background_work() -> None:
                 task["status"] = "STOPPED"
 
 
+def terminate_children() -> None:
+    """SIGTERM to every process the server started (trainings, scorings), without waiting: one still importing
+    its libraries has not yet asked for the parent-death signal (:func:`end_with_server`), and ran on for half a
+    minute after its server ended."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        try:
+            child.terminate()
+        except psutil.Error:
+            continue
+
+
 def stop_on_signals() -> None:
     """In the server process (the main thread, after uvicorn installed its handlers): SIGTERM, SIGINT and SIGHUP
-    first cancel the queued background work (:func:`stop_background_work`), then do what they did."""
+    first cancel the queued background work (:func:`stop_background_work`) and stop the running one
+    (:func:`terminate_children`), then do what they did."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         previous = signal.getsignal(signum)
         if getattr(previous, "lesion_app_stops", False):
@@ -100,6 +126,7 @@ def stop_on_signals() -> None:
 
         def handler(sig: int, frame: Any, previous: Any = previous) -> None:
             stop_background_work()
+            terminate_children()
             if callable(previous):
                 previous(sig, frame)
             elif previous == signal.SIG_DFL:

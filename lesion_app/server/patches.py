@@ -23,7 +23,9 @@
   - batch infer runs on the CPU of a machine without GPUs (MONAI Label's divides by the GPU count);
   - in the server process, oversized request bodies are refused as they arrive
     (:mod:`lesion_app.server.upload_limit`), inferences run in a worker thread, not on the event loop, after
-    their ``params`` form field is checked (:mod:`lesion_app.server.infer_route`), and OHIF 3.13, its DICOMweb
+    their ``params`` form field is checked (:mod:`lesion_app.server.infer_route`), ``DELETE /datastore/`` takes
+    ``image=`` (:mod:`lesion_app.server.remove_route`), ``/docs`` loads only local files
+    (:mod:`lesion_app.server.api_docs`), and OHIF 3.13, its DICOMweb
     proxy and the worklist replace the wheel's OHIF (:mod:`lesion_app.server.viewer`);
   - a photograph handed out as the next sample gets the model's proposal stored on the DICOMweb server
     (:mod:`lesion_app.server.proposals`).
@@ -49,7 +51,18 @@ from lesion_app.io import layout
 from lesion_app.lib.activelearning import picks
 from lesion_app.lib.activelearning.uncertainty import PENDING_KEY
 from lesion_app.lib.trainers.segmentation import train_options
-from lesion_app.server import auth, checks, infer_route, lifetime, measurements_route, proposals, upload_limit, viewer
+from lesion_app.server import (
+    api_docs,
+    auth,
+    checks,
+    infer_route,
+    lifetime,
+    measurements_route,
+    proposals,
+    remove_route,
+    upload_limit,
+    viewer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,13 +133,18 @@ def check_train_requests() -> None:
 
 def plain_json_listing() -> None:
     """``GET /datastore/`` answers its JSON as it is: FastAPI's generic encoder walked every image's info first,
-    0.6 s at 1,000 photographs and seconds at 10,000 (the same dict, ``json.dumps``: a few milliseconds)."""
+    0.6 s at 1,000 photographs and seconds at 10,000; ``?output=all`` is the datastore's own JSON text
+    (``json_text``, pydantic's encoder) where it has one."""
     from monailabel.endpoints import datastore as endpoints
+    from monailabel.interfaces.utils.app import app_instance
 
     def plain(listing: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(listing)
-        def answered(*args: Any, **kwargs: Any) -> Response:
-            return Response(json.dumps(listing(*args, **kwargs), default=str), media_type="application/json")
+        def answered(output: Any = None) -> Response:
+            as_text = getattr(app_instance().datastore(), "json_text", None)
+            if output == endpoints.ResultType.all and callable(as_text):
+                return Response(as_text(), media_type="application/json")
+            return Response(json.dumps(listing(output), default=str), media_type="application/json")
 
         return answered
 
@@ -254,6 +272,8 @@ class MONAILabelFixes:
         upload_limit.install(upload_limit.body_limit_bytes(self.max_upload_mb))
         infer_route.install()
         measurements_route.install(self)
+        remove_route.install()
+        api_docs.install()
         viewer.install(self)
 
     def next_sample(self, request: dict[str, Any]) -> dict[str, Any]:

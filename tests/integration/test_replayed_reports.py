@@ -12,6 +12,13 @@ and at least one other member of its kind.
 Issue 25 (a second round), numbered as its items:
 
 1. links: nothing outside the studies folder is written or deleted through a link; linked parts work;
+2. a clinic's size: strategies never score in the request; the scoring runs in the background, in batches;
+3. trainings across restarts: a training ends with its server; a lock keeps one per model;
+4. (a save from OHIF is listed at once: tests/integration/test_dicomweb.py)
+5. a stopping server starts nothing new;  6. a user's scoring request is queued, never lost;
+7. names with several dots keep distinct ids;  8. /docs offline;  9. errors name the user's file or id;
+10. DELETE takes image=;  11. the start-up log says what is offered;  12. the gate's decision in words;
+(14: tests/unit/test_data_location.py). Issue 26's picks per annotator are here too.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +46,7 @@ from apps.make_sample_data import draw_study
 from apps.research.local_server import Server, free_port, server_process
 from lesion_app.core.metrics import iou
 from tests.support.paths import REPO, SAMPLE_DATA
-from tests.support.waiting import answers, start_scoring, wait_for
+from tests.support.waiting import answers, start_scoring, train_and_wait, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -248,23 +256,29 @@ def test_a_damaged_datastore_file_is_kept_aside_and_rebuilt_from_the_files(tmp_p
 # -- 7. paths with spaces and accents ---------------------------------------------------------------------------
 
 
-def test_lesion_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> None:
-    studies = tmp_path / "derm photos é ü"
+@contextmanager
+def lesion_serve(studies: Path, models: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``lesion-serve`` on a copy of sample-data at ``studies``: its URL and process once it answers; stopped after."""
     shutil.copytree(SAMPLE_DATA, studies)
     port = free_port()
     command = [sys.executable, "-m", "apps.serve", "--studies", str(studies), "--port", str(port)]
-    command += ["--conf", "models", "unet", "--conf", "model_dir", str(tmp_path / "my models")]
-    log = tmp_path / "serve.log"
+    command += ["--conf", "models", "unet", "--conf", "model_dir", str(models)]
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: answers(url), 90, f"lesion-serve on a spaced path:\n{log.read_text()[-2000:]}")
+        wait_for(lambda: answers(url), 90, f"lesion-serve on {studies}:\n{log.read_text()[-2000:]}")
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(30)
+
+
+def test_lesion_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> None:
+    with lesion_serve(tmp_path / "derm photos é ü", tmp_path / "my models", tmp_path / "serve.log") as (url, _):
         assert httpx.get(f"{url}/info/", timeout=30).json()["datastore"]["total"] == 10
         assert infer_mask(url, "lesion_000").any()
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def test_make_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> None:
@@ -580,17 +594,8 @@ def test_a_scoring_request_while_the_apps_own_scoring_runs_is_queued_and_run(ser
 def test_a_stopping_server_starts_no_queued_scoring(tmp_path: Path) -> None:
     """lesion-serve with a scoring running and another queued: SIGTERM stops it within 5 s, and the queued one never
     starts (it started when the running one was stopped, and held the exit for 13 s)."""
-    studies = tmp_path / "studies"
-    shutil.copytree(SAMPLE_DATA, studies)
-    port = free_port()
-    command = [sys.executable, "-m", "apps.serve", "--studies", str(studies), "--port", str(port)]
-    command += ["--conf", "models", "unet", "--conf", "model_dir", str(tmp_path / "models")]
     log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: answers(url), 90, f"lesion-serve:\n{log.read_text()[-2000:]}")
+    with lesion_serve(tmp_path / "studies", tmp_path / "models", log) as (url, process):
         running = httpx.post(f"{url}/scoring/uncertainty", json={"force": True}, timeout=30).json()["id"]
         assert httpx.post(f"{url}/scoring/dice", json={}, timeout=30).status_code == 202
         wait_for(lambda: "-m scoring" in log.read_text(), 30, "the first scoring process")
@@ -599,10 +604,6 @@ def test_a_stopping_server_starts_no_queued_scoring(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
         assert time.perf_counter() - start < 5.0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     assert log.read_text().count("-m scoring") == 1, "a queued scoring started while the server stopped"
 
 
@@ -621,3 +622,95 @@ def test_photographs_named_by_date_keep_distinct_ids(server: Server) -> None:
     listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
     assert {"patient.2024.03.12", "patient.2024.03.13"} <= set(listed) and "patient" not in listed
     assert (server.workdir / "studies" / "patient.2024.03.13.jpg").exists()
+
+
+# -- issue 25, 9: errors name the user's file or id --------------------------------------------------------------
+
+
+def test_errors_name_the_users_file_never_a_server_path_or_a_librarys_words(server: Server) -> None:
+    """A text file named .jpg: the upload is a 400 naming the id, infer on it a 422 naming the upload; neither shows
+    the server's temporary file nor Pillow's or MONAI's own message."""
+    import tempfile
+
+    text = b"not a photograph, a note saved as .jpg\n"
+    files = {"file": ("notes.jpg", text)}
+    r = httpx.put(f"{server.url}/datastore/", params={"image": "notes"}, files=files, timeout=60)
+    assert r.status_code == 400 and "image 'notes'" in r.json()["detail"], r.text
+    r2 = httpx.post(f"{server.url}/infer/unet", files={"file": ("notes.jpg", text)}, timeout=60)
+    assert r2.status_code == 422 and "the uploaded file" in r2.json()["detail"], r2.text
+    for answer in (r, r2):
+        assert tempfile.gettempdir() not in answer.text and "Error" not in answer.text
+        assert "LoadImage" not in answer.text and "identify image file" not in answer.text
+    assert httpx.get(f"{server.url}/info/", timeout=30).status_code == 200
+
+
+def test_a_bad_conf_value_prints_one_line_and_exits_2(tmp_path: Path) -> None:
+    shutil.copytree(SAMPLE_DATA, tmp_path / "studies")
+    command = [sys.executable, "-m", "monailabel.main", "start_server", "--app", str(REPO / "lesion_app")]
+    command += ["--studies", str(tmp_path / "studies"), "--port", str(free_port()), "--conf", "threads", "banana"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "threads" in done.stderr.strip().splitlines()[-1], done.stderr[-2000:]
+
+
+# -- issue 25, 10: DELETE takes image= ----------------------------------------------------------------------------
+
+
+def test_a_photograph_is_removed_by_image_as_every_other_route_names_it(server: Server) -> None:
+    rgb, _ = draw_study(np.random.default_rng(10), (96, 128))
+    for image_id, path in (("removed_by_image", "/datastore/"), ("removed_by_route", "/datastore/image")):
+        upload(server.url, image_id, png(rgb), "photo.png")
+        r = httpx.delete(f"{server.url}{path}", params={"image": image_id}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert not (server.workdir / "studies" / f"{image_id}.png").exists()
+    upload(server.url, "removed_by_id", png(rgb), "photo.png")
+    assert (
+        httpx.delete(f"{server.url}/datastore/", params={"image": "removed_by_id", "id": "x"}, timeout=30).status_code
+        == 400
+    )
+    assert httpx.delete(f"{server.url}/datastore/", timeout=30).status_code == 400
+    assert httpx.delete(f"{server.url}/datastore/", params={"id": "removed_by_id"}, timeout=30).status_code == 200
+    listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    assert not {"removed_by_image", "removed_by_route", "removed_by_id"} & set(listed)
+
+
+# -- issue 25, 11: what the start-up log says ------------------------------------------------------------------------
+
+
+def test_start_up_on_a_folder_logs_no_error_and_says_what_it_offers(server: Server) -> None:
+    start_up = server.log_text().split("Application startup complete")[0]
+    assert "[ERROR]" not in start_up, [line for line in start_up.splitlines() if "[ERROR]" in line]
+    assert "worklist at /worklist" not in start_up
+    assert "this server offers the API (/docs) and 3D Slicer on a folder" in start_up
+
+
+# -- issue 25, 12: the gate's decision in words -------------------------------------------------------------------
+
+
+def test_the_train_status_says_what_the_gate_decided_and_why(server: Server) -> None:
+    details = train_and_wait(server.url)
+    stats = httpx.get(f"{server.url}/info/", timeout=30).json()["train_stats"]["unet"]
+    words = stats["decision"]
+    assert words.startswith({"published": "published:", "kept_aside": "kept aside:"}[stats["last_decision"]])
+    assert f"{stats['new_iou']:.4f}" in words and f"{stats['baseline_iou']:.4f}" in words
+    assert "served model" in words and words in details
+
+
+# -- issue 25, 8: the API pages offline -----------------------------------------------------------------------------
+
+
+def test_the_api_pages_need_no_other_origin(server: Server) -> None:
+    """/docs and everything it loads come from the server itself (FastAPI's page loaded ReDoc from a CDN and fonts
+    from Google: blank without internet)."""
+    import re
+
+    page = httpx.get(f"{server.url}/docs", timeout=30)
+    assert page.status_code == 200 and "<redoc" in page.text
+    assert not re.search(r"(?:https?:)?//", page.text), "the page names another origin"
+    loaded = re.findall(r'(?:src|href|spec-url)="([^"]+)"', page.text)
+    assert any(url.endswith("redoc.standalone.js") for url in loaded)
+    for url in loaded:
+        r = httpx.get(f"{server.url}{url}", timeout=30)
+        assert r.status_code == 200 and r.content, url
+    assert httpx.get(f"{server.url}/docs/static/..%2f..%2fsettings.py", timeout=30).status_code == 404

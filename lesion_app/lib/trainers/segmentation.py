@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 #: Below this many labelled images there is nothing to hold out: validate on the training images.
 MIN_LABELS_FOR_SPLIT = 5
 #: Keys of the last run's gate decision, kept in the stats while the next run is under way.
-DECISION_KEYS = ("last_decision", "baseline_iou", "new_iou", "decided_at", "kept_aside")
+DECISION_KEYS = ("last_decision", "baseline_iou", "new_iou", "decided_at", "kept_aside", "decision")
 #: States a run writes while it is under way; a run whose process is gone in one of them has died.
 UNDER_WAY = ("STARTING", "RUNNING")
 
@@ -69,6 +69,27 @@ def with_dead_run_failed(stats: dict[str, Any]) -> dict[str, Any]:
     if stats.get("state") in UNDER_WAY and isinstance(pid, int) and not process_alive(pid):
         return {**stats, "state": "FAILED", "error": f"the training process (pid {pid}) ended without finishing"}
     return stats
+
+
+def decision_in_words(decision: str, new_iou: float | None, baseline_iou: float | None, labels: int) -> str:
+    """What the gate decided and why, with both IoUs, for the train status (``kept_aside`` read as "it did
+    nothing" to a first user)."""
+    if decision == NOT_TRAINED:
+        return "not trained: no epoch finished, the served model stays"
+    new = f"{new_iou:.4f}"
+    if baseline_iou is None:
+        return f"published: trained from scratch on {labels} labels (validation IoU {new}); it now serves"
+    base = f"{baseline_iou:.4f}"
+    if decision == PUBLISHED:
+        return (
+            f"published: the new model's validation IoU {new} is at least the served model's {base} on the same "
+            f"split of {labels} labels; the new model now serves"
+        )
+    return (
+        f"kept aside: the new model's validation IoU {new} is below the served model's {base} on the same split of "
+        f"{labels} labels, so the served model stays (the no-regression gate; the candidate is kept in rejected/). "
+        "More labels, or more epochs (max_epochs), give the next training a better chance"
+    )
 
 
 def labelled_items(datastore: Datastore) -> list[dict[str, str]]:
@@ -303,11 +324,10 @@ class SegmentationTrain(TrainTask):
             "new_iou": new_iou,
             "decided_at": now.astimezone().isoformat(timespec="seconds"),
             "kept_aside": kept_aside,
+            "decision": decision_in_words(decision, new_iou, baseline, len(items)),
         }
         self._write_stats(result)
-        message = (
-            f"decision {self.name}: {decision} (new val IoU {new_iou}, served model's {baseline} on the same split)"
-        )
+        message = f"decision {self.name}: {result['decision']}"
         logger.info(message)
         print(f"done: best val IoU {new_iou} at epoch {result['best_epoch']}; {message}", flush=True)
         return result

@@ -118,6 +118,10 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         self.labels_in_line()
         return super().json()
 
+    def json_text(self) -> str:
+        self.labels_in_line()
+        return super().json_text()
+
     def status(self) -> dict[str, Any]:
         """``/info``'s datastore counts; while the DICOMweb server is down, ``/info`` still answers and says so."""
         try:
@@ -214,7 +218,7 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         key = image_id or os.path.basename(image_filename)[: -len(ext)]
         checks.check_image_id(key)
         checks.check_upload_size(image_filename, self.max_upload_bytes, "image")
-        checks.check_image_file(image_filename, self.max_image_pixels)
+        checks.check_image_file(image_filename, self.max_image_pixels, image_id)
         uids = PhotoUids.from_key(f"{key}/{key}{ext}")
         if uids.series in self.listing.series():
             raise checks.conflict(f"image {key!r} is on the server as series {uids.series}")

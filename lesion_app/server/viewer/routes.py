@@ -204,13 +204,20 @@ def install(app: Any) -> bool:
     if fastapi_app is None:
         return False
     files = ViewerFiles(dist_folder(), PREFIX)
-    if not files.installed():
-        logger.error(f"OHIF is not installed at {files.dist}: /ohif/ answers 503 until you {SETUP_HINT}")
+    if not files.installed():  # optional: INFO, not an error (issue 25, 11)
+        logger.info(f"OHIF is not installed at {files.dist}: /ohif/ answers 503 until you {SETUP_HINT}")
     datastore = app.datastore()
     proxy = None
     if isinstance(datastore, LesionDicomWebDatastore):
         proxy = DicomWebProxy(datastore.listing.base_url, PREFIX + "/dicom-web", dicomweb_login())
     routes = [r for r in fastapi_app.router.routes if not getattr(r, MARK, False)]
     fastapi_app.router.routes[:] = [*build_router(app, files, proxy).routes, *routes]
-    logger.info(f"OHIF from {files.dist} at {PREFIX}/; worklist at /worklist")
+    if proxy is None:
+        logger.info(
+            "this server offers the API (/docs) and 3D Slicer on a folder; the browser viewer (OHIF, the worklist) "
+            "needs a DICOMweb studies server (--studies http://...)"
+        )
+    else:
+        ohif = f"OHIF at {PREFIX}/" if files.installed() else "OHIF once installed"
+        logger.info(f"this server offers the API (/docs), 3D Slicer, {ohif} and the worklist at /worklist")
     return True
