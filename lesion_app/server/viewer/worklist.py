@@ -111,7 +111,7 @@ def rows(datastore: LesionDicomWebDatastore, prefix: str, pick: str | None) -> l
                 notes=list(dict.fromkeys([*notes.get(image, []), *extra])),
                 predicted_iou=info.get("predicted_iou"),
                 review=bool(info.get("review", False)),
-                annotator=(final.get("annotator") or None) if current else None,
+                annotator=(label.creator or (final.get("annotator") if current else "")) or None if label else None,
             )
         )
     rank = {NO_LABEL: 0, PROPOSAL_READY: 0, CORRECTED: 1}
