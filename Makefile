@@ -64,7 +64,7 @@ test: venv
 # Debian packages for the OHIF/Orthanc round trip (tests skip them where missing; CI installs them), Node's npm
 # where it is missing, then OHIF 3.13.2 as pinned by viewer/package-lock.json into viewer/node_modules (git-ignored;
 # the server serves its prebuilt dist/ at /ohif/, nothing is fetched at run time).
-VIEWER_PACKAGES := orthanc orthanc-dicomweb chromium
+VIEWER_PACKAGES := orthanc orthanc-dicomweb chromium dicom3tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 viewers:
 	$(SUDO) apt-get update -q

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import signal
 import socket
@@ -103,6 +104,17 @@ def stoppable(main: Callable[P, int]) -> Callable[P, int]:
                 return 128 + signum
 
     return run
+
+
+def exit_now(code: int) -> None:
+    """Ends this process with ``code`` at once, after flushing the logs and standard streams: a server's heap
+    (torch, MONAI) took Python's final garbage collection 4-8 s, so a SIGTERMed ``lesion-serve`` stopped slowly.
+    Only for the end of a program whose clean-up is done (children stopped, files written atomically)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def alive(process: psutil.Process) -> bool:

@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lesion_app
-from apps.process_control import stop_children, stoppable
+from apps.process_control import exit_now, stop_children, stoppable
+from lesion_app.server.lifetime import stop_background_work
 
 APP_DIR = Path(lesion_app.__file__).resolve().parent
 
@@ -53,8 +54,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 @stoppable
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parses the options, runs MONAI Label's server in this process until Ctrl-C, SIGTERM or SIGHUP, then stops
-    the training and scoring processes it started; returns 0."""
+    """Parses the options, runs MONAI Label's server in this process until Ctrl-C, SIGTERM or SIGHUP, then cancels
+    the queued trainings and scorings, stops the running ones and exits with 0 at once."""
     args = parse_args(argv)
     import uvicorn.server
     from monailabel.main import Main
@@ -66,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         Main().run()
     finally:
+        stop_background_work()  # the queued scorings and trainings must not start when the running ones stop
         stop_children()
+    exit_now(0)  # everything is stopped and written: no slow teardown of the server's heap
     return 0
 
 

@@ -76,6 +76,7 @@ class LesionApp(patches.MONAILabelFixes, MONAILabelApp):
         """Runs in the server process only (train subprocesses build the app too), so the schedule starts once.
         A training left running by a server that ended is stopped first: one training per model at a time."""
         lifetime.mark_server()
+        lifetime.stop_on_signals()
         for trainer in self._trainers.values():
             trainer.stop_leftover()
         super().on_init_complete()

@@ -7,7 +7,7 @@ Builds ``--count`` drawn photographs (``--size``, JPEG) in a studies folder, ser
 - the listing (``GET /datastore/?output=all``) and the size of the datastore file;
 - next sample for every strategy (median and slowest of ``--requests``);
 - while the uncertainty scoring runs: ``/info``, the listing and infer, each the slowest and the median of 20
-  requests, beside the same 20 ``/info`` requests before the scoring started (the baseline of this run);
+  requests, beside 20 ``/info`` and 20 infer requests before the scoring started (the baseline of this run);
 - the scoring's throughput (photographs scored per second, counted in the datastore over ``--scoring-seconds``);
 - how long a SIGTERM takes to stop the server and its scoring process.
 
@@ -96,6 +96,11 @@ def run(count: int, workdir: Path, size: tuple[int, int], requests: int, scoring
         print(f"listing (?output=all): {summary(listing)}; datastore file {size_mb:.1f} MB")
         info_idle = [timed(lambda: httpx.get(f"{url}/info/", timeout=60)) for _ in range(20)]
         print(f"/info, nothing running (baseline): {summary(info_idle)}")
+        infer_idle = [
+            timed(lambda: httpx.post(f"{url}/infer/unet", params={"image": "photo_00000"}, timeout=120))
+            for _ in range(20)
+        ]
+        print(f"infer, nothing running (baseline): {summary(infer_idle)}")
         for name in STRATEGIES:
             seconds = [
                 timed(lambda name=name: httpx.post(f"{url}/activelearning/{name}", json={}, timeout=600))

@@ -8,13 +8,15 @@ together as one lesion; ``regions`` says how many separate (8-connected) regions
 
 Where each value comes from:
 
-- area, equivalent-circle diameter, maximum Feret diameter, solidity, centroid and principal axes: scikit-image's
-  :func:`skimage.measure.regionprops`. The maximum Feret (caliper) diameter is measured between the points of the
-  convex hull's 0.5-level contour, so for a digital disc it is about one pixel longer than the analytic diameter.
+- area, equivalent-circle diameter, solidity, centroid and principal axes: scikit-image's
+  :func:`skimage.measure.regionprops`. The maximum Feret (caliper) diameter is scikit-image's
+  ``feret_diameter_max`` (between the points of the convex image's 0.5-level contour, so for a digital disc about
+  one pixel longer than the analytic diameter: 2% at 50 px), computed from those points' hull vertices only, which
+  gives the same value in a fraction of the time (the tests check it equals scikit-image's).
 - perimeter: scikit-image's ``perimeter_crofton`` (Crofton's formula over 4 directions; Lehmann and Legland,
   "Efficient N-dimensional surface estimation using Crofton formula and run-length encoding", Insight Journal
   2012): within 1% of 2 pi r for discs of radius 50 px, where the 4-neighbour ``perimeter`` is 4% long.
-- minimum Feret diameter (by hand: scikit-image has the maximum only): the smallest width of the same convex hull
+- minimum Feret diameter (by hand: scikit-image has the maximum only): the smallest width of the same hull
   over the directions of its edges (rotating calipers; Toussaint, "Solving geometric problems with the rotating
   calipers", IEEE MELECON 1983: the minimum width is attained with a caliper flush with a hull edge).
 - shape asymmetry (by hand): the share of the lesion's area that does not overlap its mirror image about each of
@@ -42,6 +44,7 @@ import os
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import pdist
 from skimage.color import rgb2lab
 from skimage.measure import find_contours, regionprops
 
@@ -49,6 +52,8 @@ from skimage.measure import find_contours, regionprops
 RING_FRACTION = 0.1
 #: The ring's smallest width in pixels.
 RING_MIN_PX = 3
+#: Pixels (lesion and ring together, about) the colour values are computed on, on a regular grid.
+COLOUR_SAMPLES = 16384
 #: What ``spacing`` says when no calibration is known (mm values are then absent).
 SPACING_UNKNOWN = "unknown"
 
@@ -109,13 +114,19 @@ def hull_points(convex_image: np.ndarray) -> np.ndarray:
     return np.vstack(find_contours(padded.astype(np.float64), 0.5, fully_connected="high"))
 
 
-def min_caliper_width(points: np.ndarray) -> float:
-    """The smallest width of the convex hull of (n, 2) points, in their unit (rotating calipers: the minimum lies
-    with a caliper flush with one hull edge); 0 for collinear points."""
+def feret_diameters(points: np.ndarray) -> tuple[float, float]:
+    """The maximum and minimum Feret (caliper) diameters of (n, 2) points, in their unit; (0, 0) for fewer than three
+    points not on one line.
+
+    Both are read from the points' convex hull: the maximum is its longest vertex-to-vertex distance (what
+    scikit-image's ``feret_diameter_max`` computes over every pair of points, the same value from far fewer pairs),
+    the minimum the smallest over its edges of the farthest vertex from the edge's line (rotating calipers).
+    """
     try:
         hull = points[ConvexHull(points).vertices]
     except (QhullError, ValueError):
-        return 0.0
+        return 0.0, 0.0
+    longest = float(np.sqrt(pdist(hull, "sqeuclidean").max()))
     edges = np.roll(hull, -1, axis=0) - hull
     lengths = np.hypot(edges[:, 0], edges[:, 1])
     keep = lengths > 0
@@ -123,7 +134,7 @@ def min_caliper_width(points: np.ndarray) -> float:
     # each edge's width: the farthest hull point from the line through it
     distances = np.abs(np.einsum("ekd,ed->ek", hull[None, :, :] - hull[keep][:, None, :], normals))
     widths = distances.max(axis=1)
-    return float(widths.min()) if widths.size else 0.0
+    return longest, float(widths.min()) if widths.size else 0.0
 
 
 def mirror_asymmetry(mask: np.ndarray, centroid: tuple[float, float], orientation: float) -> tuple[float, float]:
@@ -136,34 +147,46 @@ def mirror_asymmetry(mask: np.ndarray, centroid: tuple[float, float], orientatio
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return 0.0, 0.0
-    major = np.array([math.cos(orientation), math.sin(orientation)])  # (row, col) direction of the major axis
-    centre = np.asarray(centroid, dtype=np.float64)
-    offset = np.stack([rows, cols], axis=1) - centre
+    plane = mask.astype(np.float32)
+    dr, dc = rows - centroid[0], cols - centroid[1]
     shares = []
-    for axis in (major, np.array([-major[1], major[0]])):
-        # mirror about the line through the centre along ``axis``: keep the component along it, flip the rest
-        component = (offset @ axis)[:, None] * axis
-        mirrored = centre + 2 * component - offset
-        sampled = ndimage.map_coordinates(mask.astype(np.float32), mirrored.T, order=1, mode="constant", cval=0.0)
-        shares.append(float(1.0 - sampled.sum() / rows.size))
-    return max(shares[0], 0.0), max(shares[1], 0.0)
+    for angle in (orientation, orientation + math.pi / 2):  # the major axis, then the minor
+        ar, ac = math.cos(angle), math.sin(angle)  # (row, col) direction of the axis
+        along = dr * ar + dc * ac
+        # mirror about the line through the centroid along (ar, ac): keep the component along it, flip the rest
+        mirrored = np.stack([centroid[0] + 2 * along * ar - dr, centroid[1] + 2 * along * ac - dc])
+        sampled = ndimage.map_coordinates(plane, mirrored, order=1, mode="constant", cval=0.0)
+        shares.append(max(float(1.0 - sampled.sum(dtype=np.float64) / rows.size), 0.0))
+    return shares[0], shares[1]
 
 
 def colour_values(rgb: np.ndarray, mask: np.ndarray, ring_px: int) -> dict[str, float]:
-    """The lesion's CIELAB mean and spread and its contrast with a ring of ``ring_px`` pixels of skin around it,
-    computed on the lesion's bounding box grown by the ring (the rest of the photograph is not converted)."""
+    """The lesion's CIELAB mean and spread and its contrast with a ring of ``ring_px`` pixels of skin around it.
+
+    Only the lesion's bounding box grown by the ring is read, on a regular grid of at most about
+    :data:`COLOUR_SAMPLES` pixels (every k-th row and column: the means and spreads of a photograph's pixels move
+    by far less than 0.1 unit, and CIELAB conversion is the slowest step of the measurements).
+    """
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     r0, r1 = max(rows[0] - ring_px, 0), min(rows[-1] + ring_px + 1, mask.shape[0])
     c0, c1 = max(cols[0] - ring_px, 0), min(cols[-1] + ring_px + 1, mask.shape[1])
     box = mask[r0:r1, c0:c1].astype(bool)
-    lab = rgb2lab(np.asarray(rgb[r0:r1, c0:c1, :3], dtype=np.uint8))
-    inside = lab[box]
-    ring = ndimage.distance_transform_edt(~box) if (~box).any() else np.zeros(box.shape)
-    skin = lab[(ring > 0) & (ring <= ring_px)]
-    values = {f"colour_{c}_mean": float(inside[:, i].mean()) for i, c in enumerate("Lab")}
-    values.update({f"colour_{c}_std": float(inside[:, i].std()) for i, c in enumerate("Lab")})
-    if len(skin):
-        values["colour_contrast"] = float(np.linalg.norm(inside.mean(0) - skin.mean(0)))
+    step = max(1, math.ceil(math.sqrt(box.size / COLOUR_SAMPLES)))
+    grid = (slice(None, None, step), slice(None, None, step))
+    inside = box[grid]
+    # the ring: grid pixels outside the lesion within ring_px of it (distances on the grid, in pixels)
+    distance = ndimage.distance_transform_edt(~inside, sampling=step) if (~inside).any() else np.zeros(inside.shape)
+    skin = (distance > 0) & (distance <= ring_px)
+    picked = np.asarray(rgb[r0:r1, c0:c1, :3])[grid][inside | skin]
+    lab = rgb2lab(picked[:, None, :].astype(np.float32) / 255.0)[:, 0, :].astype(np.float64)
+    is_lesion = inside[inside | skin]
+    lesion, ring = lab[is_lesion], lab[~is_lesion]
+    if not len(lesion):  # a lesion thinner than the grid: take its pixels themselves
+        lesion = rgb2lab(np.asarray(rgb[r0:r1, c0:c1, :3])[box][:, None, :].astype(np.float32) / 255.0)[:, 0, :]
+    values = {f"colour_{c}_mean": float(lesion[:, i].mean()) for i, c in enumerate("Lab")}
+    values.update({f"colour_{c}_std": float(lesion[:, i].std()) for i, c in enumerate("Lab")})
+    if len(ring):
+        values["colour_contrast"] = float(np.linalg.norm(lesion.mean(0) - ring.mean(0)))
     return values
 
 
@@ -213,12 +236,13 @@ def measure(mask: np.ndarray, spacing_mm: float | None = None, rgb: np.ndarray |
     props = regionprops(binary.astype(np.uint8))[0]
     area = float(props.area)
     perimeter = float(props.perimeter_crofton)
+    feret_max, feret_min = feret_diameters(hull_points(props.image_convex))
     out.update(
         {
             "area_px": int(area),
             "perimeter_px": perimeter,
-            "feret_max_px": float(props.feret_diameter_max),
-            "feret_min_px": min_caliper_width(hull_points(props.image_convex)),
+            "feret_max_px": feret_max,
+            "feret_min_px": feret_min,
             "equivalent_diameter_px": float(props.equivalent_diameter_area),
         }
     )

@@ -30,12 +30,13 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 #: search filter (``--conf dicomweb_modality``) lists this modality only.
 MODALITY = "XC"
 #: Photographs carry no calibration; without one, one millimetre per pixel keeps masks on the pixel grid (DICOM SEG
-#: needs a spacing) and :data:`SPACING_PLACEHOLDER` marks it as no measurement (:func:`calibrated_spacing_mm`).
+#: needs a spacing) and a private element marks it as no measurement (:func:`calibrated_spacing_mm`).
 UNKNOWN_SPACING_MM = 1.0
-#: PixelSpacingCalibrationDescription (0028,0A04) of a photograph whose PixelSpacing is the 1 mm placeholder.
-SPACING_PLACEHOLDER = "UNCALIBRATED: placeholder 1 mm per pixel, spacing unknown"
-#: PixelSpacingCalibrationDescription of a photograph whose spacing the importing user gave.
-SPACING_GIVEN = "given at import (mm per pixel of the dermoscope)"
+#: The private block (group 0009, creator ``lesion_app``) whose element 01 holds :data:`SPACING_PLACEHOLDER` where
+#: PixelSpacing is the placeholder. DICOM's calibration attributes cannot say "unknown": PixelSpacingCalibrationType
+#: is GEOMETRY or FIDUCIAL, and its description may not appear without it.
+PRIVATE_GROUP, PRIVATE_CREATOR, SPACING_ELEMENT = 0x0009, "lesion_app", 0x01
+SPACING_PLACEHOLDER = "UNCALIBRATED"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def photo_to_dicom(
     """One RGB Secondary Capture instance of the photograph at ``path``, upright, uncompressed.
 
     ``spacing_mm`` (mm per pixel) is the dermoscope's calibration; None writes the 1 mm placeholder, marked as such
-    in PixelSpacingCalibrationDescription so that :func:`calibrated_spacing_mm` reads it as unknown.
+    in a private element (:data:`PRIVATE_CREATOR`) so that :func:`calibrated_spacing_mm` reads it as unknown.
     """
     with open_image(path) as img:
         lossy = img.format == "JPEG"
@@ -115,7 +116,9 @@ def photo_to_dicom(
     spacing = UNKNOWN_SPACING_MM if spacing_mm is None else float(spacing_mm)
     ds.PixelSpacing = [spacing, spacing]
     ds.SliceThickness = spacing
-    ds.PixelSpacingCalibrationDescription = SPACING_PLACEHOLDER if spacing_mm is None else SPACING_GIVEN
+    if spacing_mm is None:
+        block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+        block.add_new(SPACING_ELEMENT, "CS", SPACING_PLACEHOLDER)
     # Pixels
     ds.Rows, ds.Columns = rows, columns
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
@@ -129,9 +132,15 @@ def calibrated_spacing_mm(ds: Dataset) -> float | None:
     """A photograph's pixel spacing in mm when it is a calibration: PixelSpacing, else ImagerPixelSpacing.
 
     None (unknown) for the placeholder :func:`photo_to_dicom` marks (:data:`SPACING_PLACEHOLDER`), for exactly 1 mm
-    with no calibration description (what this app's imports wrote before the mark, and converters that know
+    without PixelSpacingCalibrationType (what this app's imports wrote before the mark, and converters that know
     nothing: no dermoscope sees 1 mm per pixel), for non-square pixels and for values that are not positive numbers.
     """
+    try:
+        marked = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)[SPACING_ELEMENT].value == SPACING_PLACEHOLDER
+    except KeyError:
+        marked = False
+    if marked:
+        return None
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         values = ds.get(keyword)
         if not values:
@@ -140,8 +149,7 @@ def calibrated_spacing_mm(ds: Dataset) -> float | None:
             row, col = (float(v) for v in values)
         except (TypeError, ValueError):
             return None
-        described = str(ds.get("PixelSpacingCalibrationDescription", "") or "").strip()
-        if described == SPACING_PLACEHOLDER or (row == col == UNKNOWN_SPACING_MM and not described):
+        if row == col == UNKNOWN_SPACING_MM and not ds.get("PixelSpacingCalibrationType"):
             return None
         if not (row > 0 and np.isfinite(row) and abs(row - col) <= 1e-6 * row):
             return None

@@ -100,6 +100,11 @@ def conflict(detail: str) -> HTTPException:
     return HTTPException(status_code=409, detail=detail)
 
 
+def busy(detail: str, retry_after_seconds: int) -> HTTPException:
+    """429 for a request the server cannot run now and that is not queued, with ``Retry-After`` (seconds)."""
+    return HTTPException(status_code=429, detail=detail, headers={"Retry-After": str(int(retry_after_seconds))})
+
+
 def too_large(detail: str) -> HTTPException:
     """413: more pixels or bytes than the limits allow."""
     return HTTPException(status_code=413, detail=detail)

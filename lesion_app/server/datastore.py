@@ -53,6 +53,8 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
         self.max_upload_bytes = int(max_upload_mb * 2**20)
         self.writes_refused = bool(read_only)
         self._skipped: set[str] = set()
+        #: files left out because another file has their id (``a.png`` beside ``a.jpg``) -> that file
+        self.id_clashes: dict[str, str] = {}
         #: label file -> ((label mtime, size, image mtime), the reason it fails the checks or None)
         self._label_checks: dict[str, tuple[tuple[float, int, float], str | None]] = {}
         super().__init__(datastore_path, read_only=not reconcile, **kwargs)
@@ -179,8 +181,10 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
 
     def _list_files(self, path: str, patterns: Any) -> dict[str, str]:
         """The photographs (or labels) in a folder by :mod:`lesion_app.io.layout`'s rules: image suffixes in any
-        case, no hidden or AppleDouble (``._x.jpg``) files, valid ids only; what is skipped is logged once."""
+        case, no hidden or AppleDouble (``._x.jpg``) files, valid ids only, one file per id (``a.png`` beside
+        ``a.jpg`` is left out and reported in :attr:`id_clashes`); what is skipped is logged once."""
         found: dict[str, str] = {}
+        ids: dict[str, str] = {}  # image id -> the file listed under it
         for entry in sorted(Path(path).iterdir()) if os.path.isdir(path) else []:
             if not layout.is_image_file(entry):
                 if entry.is_file() and layout.image_suffix(entry.name) and entry.name not in self._skipped:
@@ -193,6 +197,14 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
                     self._skipped.add(entry.name)
                     logger.warning(f"skipped {entry}: its id {layout.image_id(entry)!r} {problem}")
                 continue
+            image_id = layout.image_id(entry)
+            if image_id in ids:  # a.jpg and a.png: which one is meant cannot be told; never resolved silently
+                if entry.name not in self._skipped:
+                    self._skipped.add(entry.name)
+                    self.id_clashes[entry.name] = ids[image_id]
+                    logger.warning(f"skipped {entry}: its id {image_id!r} is {ids[image_id]}'s; rename one of them")
+                continue
+            ids[image_id] = entry.name
             found[entry.name] = entry.name
         return found
 
@@ -252,9 +264,10 @@ class LesionDatastore(SharedDatastoreFile, LocalDatastore):
         return [d for d in super().datalist(full_path) if layout.image_id(d["image"]) not in invalid]
 
     def status(self) -> dict[str, Any]:
-        """``/info``'s datastore counts, with the labels found on disk that are not used and why."""
+        """``/info``'s datastore counts, with the labels found on disk that are not used and why, and the files left
+        out because another one has their id."""
         self._fresh()
-        return {**super().status(), "invalid_labels": self.invalid_labels()}
+        return {**super().status(), "invalid_labels": self.invalid_labels(), "id_clashes": dict(self.id_clashes)}
 
 
 def local_datastore(studies: str, settings: Any) -> LesionDatastore:

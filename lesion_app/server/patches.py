@@ -2,9 +2,10 @@
 
 - :func:`install` (at import): bearer tokens checked with PyJWT 2 (:mod:`lesion_app.server.auth`); the datastore
   endpoints' JSON form fields (a saved label's ``params``, an info update's ``info``) checked, a 400 where the stock
-  server fails with 500; ``POST /train/<model>`` checks the model (404) and its options (400) before it queues a
-  run, where the stock server answers 200 and the run fails in its subprocess, and refuses (409) while a training
-  of the model that this server did not start holds its lock (:mod:`lesion_app.lib.trainers.run_lock`);
+  server fails with 500; an upload's id by the folder listing's rule (MONAI Label cut it at the first dot);
+  ``POST /train/<model>`` checks the model (404) and its options (400) before it queues a run, where the stock
+  server answers 200 and the run fails in its subprocess, and refuses (409) while a training of the model that
+  this server did not start holds its lock (:mod:`lesion_app.lib.trainers.run_lock`);
   ``GET /datastore/`` answers its JSON without FastAPI's generic encoder (seconds at 10,000 photographs).
 - :class:`MONAILabelFixes`, mixed into ``LesionApp`` before ``MONAILabelApp`` (MONAI Label finds the app as the
   class in main.py whose direct bases include ``MONAILabelApp``):
@@ -15,6 +16,8 @@
   - an unknown active-learning strategy is a 404 (the stock server: 500);
   - a next sample whose strategy found scores missing or stale queues the uncertainty scoring (strategies answer
     from the scores at hand and never score inside the request);
+  - a user's ``POST /scoring/<method>`` is queued (202 with its task), never refused because the app's own
+    background scoring runs; inside the request (``run_sync``) it is a 429 with ``Retry-After``;
   - scoring after a training is queued rather than refused while another scoring runs, and a scoring method
     already waiting in the queue is not queued again (MONAI Label queues every method after each next sample);
   - batch infer runs on the CPU of a machine without GPUs (MONAI Label's divides by the GPU count);
@@ -42,10 +45,11 @@ from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.batch_infer import BatchInferTask
 from monailabel.utils.async_tasks import utils as async_tasks
 
+from lesion_app.io import layout
 from lesion_app.lib.activelearning import picks
 from lesion_app.lib.activelearning.uncertainty import PENDING_KEY
 from lesion_app.lib.trainers.segmentation import train_options
-from lesion_app.server import auth, checks, infer_route, measurements_route, proposals, upload_limit, viewer
+from lesion_app.server import auth, checks, infer_route, lifetime, measurements_route, proposals, upload_limit, viewer
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +58,11 @@ def install() -> None:
     """Patches that must be in place before the server handles a request (idempotent)."""
     auth.install()  # MONAI Label 0.8.5 refuses every token under PyJWT 2 (auth.py says why)
     check_json_fields()
+    upload_ids_by_layout()
     check_train_requests()
     plain_json_listing()
     annotator_from_token()
+    queue_scoring_requests()
 
 
 #: MONAI Label's datastore endpoint functions that parse a JSON form field with ``json.loads`` (a 500 when it is no
@@ -70,6 +76,29 @@ def check_json_fields() -> None:
 
     for function_name, field in JSON_FIELDS.items():
         _replace_once(endpoints, function_name, lambda function, field=field: _checking(function, field))
+
+
+def upload_ids_by_layout() -> None:
+    """An upload without ``image=`` gets its id by the folder listing's rule (:func:`lesion_app.io.layout.image_id`:
+    the name without its image extension), where MONAI Label cut the name at its first dot, so
+    ``patient.2024.03.12.jpg`` and ``patient.2024.03.13.jpg`` both became ``patient`` (the second a 409).
+    Photographs uploaded before keep their ids: their files were stored under them."""
+    from monailabel.endpoints import datastore as endpoints
+
+    def named(add_image: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(add_image)
+
+        @functools.wraps(add_image)
+        def by_layout(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            upload = bound.arguments.get("file")
+            if not bound.arguments.get("image") and getattr(upload, "filename", None):
+                bound.arguments["image"] = layout.image_id(os.path.basename(upload.filename))
+            return add_image(*bound.args, **bound.kwargs)
+
+        return by_layout
+
+    _replace_once(endpoints, "add_image", named)
 
 
 def check_train_requests() -> None:
@@ -104,6 +133,41 @@ def plain_json_listing() -> None:
     _replace_once(endpoints, "datastore", plain)
 
 
+#: Seconds a client is told to wait before asking again for a scoring run in the request (``run_sync``).
+SCORING_RETRY_AFTER = 10
+
+
+def queue_scoring_requests() -> None:
+    """``POST /scoring/<method>`` queues the run and answers 202 with its task (id, status; listed at ``/scoring/``),
+    where MONAI Label answered 429 "Scoring Task is Already Running" while the app's own background scoring ran and
+    the request was lost. A run asked for inside the request (``run_sync``) cannot wait in a queue: while another
+    runs it is a 429 saying so, with ``Retry-After``. An unknown method is a 404."""
+    from monailabel.endpoints import scoring as endpoints
+    from monailabel.interfaces.utils.app import app_instance
+
+    def queued(run_method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(run_method)
+        def run(method: str, params: dict | None = None, run_sync: bool | None = False) -> Any:
+            app = app_instance()
+            if method not in app._scoring_methods:
+                raise checks.not_found(
+                    f"no scoring method {method!r}: this server has {', '.join(app._scoring_methods)}"
+                )
+            if not run_sync:
+                task = app.queue_scoring(method, params)
+                return Response(json.dumps(task, default=list), status_code=202, media_type="application/json")
+            if async_tasks.processes("scoring"):
+                raise checks.busy(
+                    "another scoring runs now; ask again later, or without run_sync to have this one queued",
+                    SCORING_RETRY_AFTER,
+                )
+            return run_method(method, params, run_sync)
+
+        return run
+
+    _replace_once(endpoints, "run_method", queued)
+
+
 def annotator_from_token() -> None:
     """With auth on, a next sample's annotator is the token's user, whatever the request body says."""
     from monailabel.config import settings
@@ -122,13 +186,15 @@ def annotator_from_token() -> None:
 
 
 def _replace_once(module: Any, name: str, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    """``module.name`` replaced by ``wrap(module.name)`` unless already replaced (idempotent). MONAI Label's routes
-    call their endpoint functions by these module-level names, so replacing the names is enough."""
+    """``module.name`` replaced by ``wrap(module.name)`` unless ``wrap`` already replaced it (idempotent; several
+    wraps of one name stack). MONAI Label's routes call their endpoint functions by these module-level names, so
+    replacing the names is enough."""
     original = getattr(module, name)
-    if getattr(original, "lesion_app_replaced", False):
+    done = getattr(original, "lesion_app_wraps", frozenset())
+    if wrap.__qualname__ in done:
         return
     replacement = wrap(original)
-    replacement.lesion_app_replaced = True  # type: ignore[attr-defined]
+    replacement.lesion_app_wraps = done | {wrap.__qualname__}  # type: ignore[attr-defined]
     setattr(module, name, replacement)
 
 
@@ -283,13 +349,21 @@ class MONAILabelFixes:
 
     def _queue_scoring(self, names: list[str], params: dict | None) -> dict[str, Any]:
         """Queues each scoring method unless a run of it already waits in the queue (that run reads the datastore
-        when it starts): method -> its task."""
-        waiting = {t["request"].get("method") for t in async_tasks.tasks("scoring") if t["status"] == "SUBMITTED"}
+        when it starts): method -> its task, the waiting one or the new one."""
+        if lifetime.stopping():
+            return {}
+        waiting = {t["request"].get("method"): t for t in async_tasks.tasks("scoring") if t["status"] == "SUBMITTED"}
         queued = {}
         for name in names:
-            if name not in waiting:
-                queued[name] = super().async_scoring(name, params)  # type: ignore[misc]
+            queued[name] = waiting.get(name) or super().async_scoring(name, params)  # type: ignore[misc]
         return queued
+
+    def queue_scoring(self, method: str, params: dict | None = None) -> dict[str, Any]:
+        """A user's scoring run, queued behind whatever scoring runs now (the app's own included): its task; a 503
+        while the server stops."""
+        if lifetime.stopping():
+            raise checks.unavailable("the server is stopping: it starts no scoring")
+        return self._queue_scoring([method], params)[method]
 
     def init_batch_infer(self) -> BatchInferTask:
         return CpuBatchInferTask()

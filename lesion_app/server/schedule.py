@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 from datetime import time as dtime
 from typing import Any, Protocol
 
+from lesion_app.server import lifetime
+
 logger = logging.getLogger(__name__)
 
 #: Train task states in MONAI Label's task list that mean a training is queued or under way.
@@ -184,8 +186,9 @@ class RetrainScheduler:
         }
 
     def poll_once(self) -> str | None:
-        """Submits the first due model (in configured order); returns its name, or None."""
-        if self.busy():
+        """Submits the first due model (in configured order); returns its name, or None (always while the server
+        stops)."""
+        if lifetime.stopping() or self.busy():
             return None
         now = self.clock()
         for model in self.trainers:

@@ -287,3 +287,23 @@ def test_a_dicomweb_server_that_goes_down_gives_503_and_the_app_recovers(tmp_pat
             assert httpx.post(f"{s.url}/activelearning/first", json={}, timeout=60).status_code == 200
     finally:
         orthanc.stop()
+
+
+def test_a_seg_saved_from_ohif_is_listed_at_once(
+    server: Server, dicom_studies: dict, client: DICOMwebClient, tmp_path: Path
+) -> None:
+    """Issue 25, 4: a SEG stored through the app's DICOMweb path (as OHIF saves) shows in the listing and /info's
+    label tags on the next request, without anything reading the label first (the listing is cached an hour here)."""
+    row = dicom_studies["lesion_009.jpg"]
+    image, shape = row["series_uid"], (int(row["rows"]), int(row["columns"]))
+    before = httpx.get(f"{server.url}/info/", timeout=30).json()["datastore"]["label_tags"].get("final", 0)
+    listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    assert "final" not in listed.get(image, {}).get("labels", {})
+    source = tmp_path / "source"
+    source.mkdir()
+    client.retrieve_series(row["study_uid"], image)[0].save_as(source / "photo.dcm", write_like_original=False)
+    mask_to_seg(l_shape(shape), source, tmp_path / "seg.dcm", "OHIF")
+    DICOMwebClient(f"{server.url}/ohif/dicom-web").store_instances([pydicom.dcmread(tmp_path / "seg.dcm")])
+    listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    assert "final" in listed[image]["labels"]
+    assert httpx.get(f"{server.url}/info/", timeout=30).json()["datastore"]["label_tags"]["final"] == before + 1

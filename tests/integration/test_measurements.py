@@ -3,21 +3,29 @@ equal to ``lesion-measure``'s for the same mask, and the same for a photograph's
 
 from __future__ import annotations
 
+import io
 import math
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import highdicom as hd
 import httpx
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
+from dicomweb_client import DICOMwebClient
 from monailabel.client import MONAILabelClient
 from PIL import Image
 
 from apps.make_sample_data import draw_study
 from apps.measure import measure_file
-from apps.research.local_server import running_server
+from apps.orthanc import Orthanc
+from apps.research.local_server import running_server, server_process
+from lesion_app.io.sr import report_values
 
 pytestmark = pytest.mark.server
 
@@ -174,3 +182,86 @@ def test_a_label_whose_photograph_is_gone_is_a_404(client: MONAILabelClient, url
     assert answer.status_code == 404, answer.text
     assert "'gone'" in answer.json()["detail"] and str(workdir) not in answer.text
     assert (workdir / "studies" / "labels" / "final" / "gone.png").is_file()  # nothing removed or written
+
+
+# -- on a DICOMweb server (Orthanc): the placeholder spacing, and a report beside every stored label --------------
+
+
+@pytest.fixture(scope="module")
+def dicomweb(orthanc: Orthanc, dicom_studies: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app over Orthanc holding sample-data imported by lesion-dicom-import without a calibration."""
+    conf = {"models": "unet", "threads": "1", "dicomweb_cache_seconds": "3600"}
+    env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+    with server_process(tmp_path_factory.mktemp("sr"), conf, env=env, studies_url=orthanc.dicomweb) as server:
+        yield server.url
+
+
+def reports_of(client: DICOMwebClient, study: str) -> dict[str, pydicom.Dataset]:
+    """SR series UID -> its instance, for every report in a study."""
+    found = client.search_for_series(study, search_filters={"Modality": "SR"})
+    series = [s["0020000E"]["Value"][0] for s in found]
+    return {uid: client.retrieve_series(study, uid)[0] for uid in series}
+
+
+def segs_in(client: DICOMwebClient, study: str) -> set[str]:
+    """The SOP instance UIDs of every SEG in a study."""
+    found = client.search_for_instances(study, search_filters={"Modality": "SEG"})
+    return {s["00080018"]["Value"][0] for s in found}
+
+
+def png(mask: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_saved_label_gets_a_report_the_newest_referencing_the_newest_seg(
+    dicomweb: str, orthanc: Orthanc, dicom_studies: dict, tmp_path: Path
+) -> None:
+    client = DICOMwebClient(orthanc.dicomweb)
+    row = dicom_studies["lesion_004.jpg"]
+    image, study, shape = row["series_uid"], row["study_uid"], (int(row["rows"]), int(row["columns"]))
+    total = httpx.get(f"{dicomweb}/info/", timeout=60).json()["datastore"]["total"]
+    before = set(reports_of(client, study))
+    segs_before = segs_in(client, study)
+    seen: list[str] = []
+    for box in ((20, 90, 30, 140), (40, 120, 60, 200)):
+        mask = np.zeros(shape, np.uint8)
+        mask[box[0] : box[1], box[2] : box[3]] = 1
+        files = {"label": ("label.png", png(mask), "application/octet-stream")}
+        query = {"image": image, "tag": "final"}
+        saved = httpx.put(f"{dicomweb}/datastore/label", params=query, files=files, timeout=120)
+        assert saved.status_code == 200, saved.text
+        new = {uid: ds for uid, ds in reports_of(client, study).items() if uid not in before and uid not in seen}
+        assert len(new) == 1  # one report per save
+        [(uid, report)] = new.items()
+        seen.append(uid)
+        values = report_values(report)
+        assert values["area_px"] == mask.sum()
+        assert not any(k.endswith(("_mm", "_mm2")) for k in values)  # the import's 1 mm placeholder is no spacing
+        path = tmp_path / f"{uid}.dcm"
+        report.save_as(path)
+        if shutil.which("dciodvfy"):  # what Orthanc stored still passes (the unit tests need the tool)
+            run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+            assert not [x for x in (run.stdout + run.stderr).splitlines() if x.startswith("Error")]
+        segment = hd.sr.Comprehensive3DSR.from_dataset(report).content.get_volumetric_roi_measurement_groups()[0]
+        referenced_seg = segment.referenced_segment.referenced_sop_instance_uid
+        label_seg = httpx.get(f"{dicomweb}/measurements/{image}", timeout=60)
+        assert label_seg.status_code == 200 and label_seg.json()["measurements"]["area_px"] == mask.sum()
+        segs_now = segs_in(client, study)
+        [newest] = segs_now - segs_before  # the SEG this save stored
+        segs_before = segs_now
+        assert referenced_seg == newest  # the newest report references the newest SEG
+    datastore = httpx.get(f"{dicomweb}/info/", timeout=60).json()["datastore"]
+    assert datastore["total"] == total == len(dicom_studies)  # a report is never listed as a photograph
+    problems = datastore.get("seg_problems", [])
+    assert not [p for p in problems if any(uid in p for uid in seen)]  # nor read as a SEG
+
+
+def test_the_import_placeholder_is_read_as_unknown_spacing(dicomweb: str, dicom_studies: dict) -> None:
+    image = dicom_studies["lesion_005.jpg"]["series_uid"]
+    answer = httpx.post(f"{dicomweb}/infer/unet", params={"image": image, "output": "json"}, timeout=120)
+    assert answer.status_code == 200, answer.text[:300]
+    measured = answer.json()["measurements"]
+    assert measured["spacing"] == "unknown" and measured["spacing_source"] == "unknown"
+    assert "area_mm2" not in measured

@@ -146,7 +146,7 @@ def test_scores_written_by_the_background_scoring_are_kept(server: Server) -> No
     original[100:250, 150:300] = 1
     assert put_label(server.url, "lesion_007", png(original * 255), "original").status_code == 200
     assert put_label(server.url, "lesion_007", png(final * 255)).status_code == 200
-    assert httpx.post(f"{server.url}/scoring/dice", json={}, timeout=60).status_code == 200  # a background process
+    assert httpx.post(f"{server.url}/scoring/dice", json={}, timeout=60).status_code == 202  # a background process
     dice = wait_for(lambda: image_info(server.url, "lesion_007").get("dice_original_final"), 120, "the Dice score")
     assert dice == pytest.approx(2 * 150 * 150 / (150 * 230 + 150 * 150), abs=1e-3)
     other = np.zeros(shape_of("lesion_009"), np.uint8)
@@ -158,7 +158,7 @@ def test_scores_written_by_the_background_scoring_are_kept(server: Server) -> No
 
 
 def test_uncertainty_scores_written_in_the_background_are_kept(server: Server, tmp_path: Path) -> None:
-    assert start_scoring(server.url, "uncertainty", {"force": True}).status_code == 200  # after the Dice scoring
+    assert start_scoring(server.url, "uncertainty", {"force": True}).status_code == 202  # after the Dice scoring
     score = wait_for(lambda: image_info(server.url, "lesion_008").get("uncertainty_ts"), 180, "uncertainty scores")
     rgb, _ = draw_study(np.random.default_rng(5), (96, 128))
     upload(server.url, "another_photo", png(rgb), "another.png")
@@ -176,6 +176,7 @@ def studies_with_odd_files(root: Path) -> Path:
     (studies / ".hidden.png").write_bytes(png(np.zeros((8, 8, 3), np.uint8)))
     shutil.copy(SAMPLE_DATA / "lesion_001.jpg", studies / "-starts-with-a-dash.jpg")
     shutil.copy(SAMPLE_DATA / "lesion_002.jpg", studies / "UPPER_CASE.JPG")
+    shutil.copy(SAMPLE_DATA / "lesion_003.png", studies / "lesion_001.png")  # the same id as lesion_001.jpg
     (studies / "labels" / "final" / "._lesion_001.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 60)
     # labels copied in by hand: lesion_005 is 512x384, its label 384x512 (transposed); lesion_004's holds 0/7
     (studies / "labels" / "final" / "lesion_005.png").write_bytes(png(np.zeros(shape_of("lesion_005")[::-1], np.uint8)))
@@ -190,12 +191,17 @@ def test_the_folder_listing_applies_the_upload_rules(tmp_path: Path) -> None:
     with server_process(tmp_path, CONF, env=ENV, reuse=True) as server:
         listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
         handed_out = {httpx.post(f"{server.url}/activelearning/first", timeout=30).json()["id"] for _ in range(3)}
+        info = httpx.get(f"{server.url}/info/", timeout=30).json()
         log = server.log_text()
     assert "UPPER_CASE" in listed, "an upper-case suffix is a photograph too"
     assert not {"._lesion_000", ".hidden", "-starts-with-a-dash"} & set(listed)
     assert all(not i.startswith((".", "-")) for i in handed_out)
     for name in ("._lesion_000.jpg", ".hidden.png", "-starts-with-a-dash.jpg"):
         assert f"skipped {tmp_path / 'studies' / name}" in log
+    # issue 25, 7: two files one id cannot tell apart are reported, never resolved silently
+    assert f"skipped {tmp_path / 'studies' / 'lesion_001.png'}: its id 'lesion_001' is lesion_001.jpg's" in log
+    assert info["datastore"]["id_clashes"] == {"lesion_001.png": "lesion_001.jpg"}
+    assert listed["lesion_001"]["image"]["ext"] == ".jpg"
 
 
 def test_a_hand_placed_label_that_fails_the_checks_is_shown_and_left_out_of_training(tmp_path: Path) -> None:
@@ -526,3 +532,92 @@ def test_a_pick_is_reserved_for_its_annotator_until_saved_or_skipped(server: Ser
     assert r.status_code == 404 and "no_such_photo" in r.text
     r = httpx.post(f"{server.url}/activelearning/first", json={"annotator": ["ana"]}, timeout=30)
     assert r.status_code == 400 and "annotator" in r.text
+
+
+# -- issue 25, 6: the app's own work never makes a user's request fail ----------------------------------------------
+
+
+def scoring_tasks(url: str) -> list[dict[str, Any]]:
+    tasks = httpx.get(f"{url}/scoring/", params={"all": True}, timeout=30).json()
+    return tasks if isinstance(tasks, list) else [tasks]
+
+
+def test_a_scoring_request_while_the_apps_own_scoring_runs_is_queued_and_run(server: Server) -> None:
+    """The app's background scoring runs (as after a training); a user's Dice scoring is queued (202 with its id,
+    listed at /scoring/) and runs after it; only a run inside the request is refused, with Retry-After."""
+    own = httpx.post(f"{server.url}/scoring/uncertainty", json={"force": True}, timeout=60)
+    assert own.status_code == 202, own.text
+    wait_for(
+        lambda: any(t["id"] == own.json()["id"] and t["status"] == "RUNNING" for t in scoring_tasks(server.url)),
+        60,
+        "the background scoring to run",
+    )
+    r = httpx.post(f"{server.url}/scoring/dice", json={}, timeout=60)
+    assert r.status_code == 202, r.text
+    mine = r.json()["id"]
+    assert any(t["id"] == mine for t in scoring_tasks(server.url))
+    sync = httpx.post(f"{server.url}/scoring/dice", params={"run_sync": True}, json={}, timeout=60)
+    assert sync.status_code == 429 and int(sync.headers["Retry-After"]) > 0 and "Already" not in sync.text
+    done = wait_for(
+        lambda: next(
+            (
+                t
+                for t in scoring_tasks(server.url)
+                if t["id"] == mine and t["status"] != "SUBMITTED" and t["status"] != "RUNNING"
+            ),
+            None,
+        ),
+        300,
+        "the queued Dice scoring",
+    )
+    assert done["status"] == "DONE"
+    assert httpx.post(f"{server.url}/scoring/nothing", json={}, timeout=30).status_code == 404
+
+
+# -- issue 25, 5: a stopping server starts nothing new ---------------------------------------------------------------
+
+
+def test_a_stopping_server_starts_no_queued_scoring(tmp_path: Path) -> None:
+    """lesion-serve with a scoring running and another queued: SIGTERM stops it within 5 s, and the queued one never
+    starts (it started when the running one was stopped, and held the exit for 13 s)."""
+    studies = tmp_path / "studies"
+    shutil.copytree(SAMPLE_DATA, studies)
+    port = free_port()
+    command = [sys.executable, "-m", "apps.serve", "--studies", str(studies), "--port", str(port)]
+    command += ["--conf", "models", "unet", "--conf", "model_dir", str(tmp_path / "models")]
+    log = tmp_path / "serve.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: answers(url), 90, f"lesion-serve:\n{log.read_text()[-2000:]}")
+        running = httpx.post(f"{url}/scoring/uncertainty", json={"force": True}, timeout=30).json()["id"]
+        assert httpx.post(f"{url}/scoring/dice", json={}, timeout=30).status_code == 202
+        wait_for(lambda: "-m scoring" in log.read_text(), 30, "the first scoring process")
+        assert running and log.read_text().count("-m scoring") == 1
+        start = time.perf_counter()
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+        assert time.perf_counter() - start < 5.0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert log.read_text().count("-m scoring") == 1, "a queued scoring started while the server stopped"
+
+
+# -- issue 25, 7: names with several dots ---------------------------------------------------------------------------
+
+
+def test_photographs_named_by_date_keep_distinct_ids(server: Server) -> None:
+    """Uploads named ``patient.2024.03.12.jpg`` and ``patient.2024.03.13.jpg`` (no ``image=``): two photographs, each
+    under its name without the extension, as the folder listing names them (both were id ``patient``, then a 409)."""
+    rgb, _ = draw_study(np.random.default_rng(7), (96, 128))
+    data = io.BytesIO()
+    Image.fromarray(rgb).save(data, format="JPEG")
+    for name in ("patient.2024.03.12.jpg", "patient.2024.03.13.jpg"):
+        r = httpx.put(f"{server.url}/datastore/", files={"file": (name, data.getvalue())}, timeout=60)
+        assert r.status_code == 200 and r.json()["image"] == name.removesuffix(".jpg"), r.text
+    listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
+    assert {"patient.2024.03.12", "patient.2024.03.13"} <= set(listed) and "patient" not in listed
+    assert (server.workdir / "studies" / "patient.2024.03.13.jpg").exists()

@@ -47,7 +47,8 @@ def wait_for_scoring(url: str, timeout: float = 120.0) -> None:
 
 
 def start_scoring(url: str, method: str, body: dict[str, Any], timeout: float = 180.0) -> httpx.Response:
-    """Starts a scoring method once the one running finishes; returns the response of the start (200 expected)."""
+    """Starts a scoring method (queued behind a running one: 202 expected; a server that refuses while another runs
+    is asked again until it accepts); returns the response of the start."""
     deadline = time.monotonic() + timeout
     while (response := httpx.post(f"{url}/scoring/{method}", json=body, timeout=60)).status_code == 429:
         assert time.monotonic() < deadline, f"scoring still busy after {timeout}s"

@@ -3,25 +3,32 @@ on a 1000 x 800 photograph: area within 1% and diameters within 2% of the analyt
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
 from skimage.color import rgb2lab
+from skimage.measure import regionprops
 
 from apps import dicom_import
 from apps import measure as measure_program
 from lesion_app.core.measurements import COLUMNS, measure, photograph_rgb
-from lesion_app.io.dicom import SPACING_PLACEHOLDER, calibrated_spacing_mm
+from lesion_app.io.dicom import SPACING_PLACEHOLDER, PhotoUids, calibrated_spacing_mm, mask_to_seg, photo_to_dicom
 from lesion_app.io.images import read_mask
+from lesion_app.io.sr import measurement_report, report_values
 from lesion_app.lib.settings import LesionSettings
 from tests.contracts.programs import FileProgramContract
 from tests.support.images import draw_studies
+from tests.support.viewers import need
 
 H, W = 800, 1000
 ROWS, COLS = np.mgrid[:H, :W].astype(np.float64)
@@ -135,9 +142,9 @@ def test_colour_of_a_uniform_lesion_on_uniform_skin() -> None:
     m = measure(mask, rgb=photo)
     lab_lesion, lab_skin = (rgb2lab(np.array([[c]], np.uint8))[0, 0] for c in (lesion, skin))
     for i, c in enumerate("Lab"):
-        assert m[f"colour_{c}_mean"] == pytest.approx(lab_lesion[i], abs=1e-6)
-        assert m[f"colour_{c}_std"] == pytest.approx(0.0, abs=1e-6)
-    assert m["colour_contrast"] == pytest.approx(float(np.linalg.norm(lab_lesion - lab_skin)), abs=1e-6)
+        assert m[f"colour_{c}_mean"] == pytest.approx(lab_lesion[i], abs=1e-3)  # converted in float32
+        assert m[f"colour_{c}_std"] == pytest.approx(0.0, abs=1e-3)
+    assert m["colour_contrast"] == pytest.approx(float(np.linalg.norm(lab_lesion - lab_skin)), abs=1e-3)
 
 
 def test_colour_spread_of_a_two_coloured_lesion() -> None:
@@ -243,7 +250,7 @@ def test_the_import_marks_an_unknown_spacing_and_it_is_read_as_unknown(tmp_path:
         assert calibrated_spacing_mm(ds) == expected
         if expected is None:  # the SEG still gets its 1 mm grid, marked as a placeholder
             assert [float(v) for v in ds.PixelSpacing] == [1.0, 1.0]
-            assert ds.PixelSpacingCalibrationDescription == SPACING_PLACEHOLDER
+            assert ds.private_block(0x0009, "lesion_app")[0x01].value == SPACING_PLACEHOLDER
 
 
 @pytest.mark.parametrize(
@@ -252,7 +259,7 @@ def test_the_import_marks_an_unknown_spacing_and_it_is_read_as_unknown(tmp_path:
         ({"PixelSpacing": [0.03, 0.03]}, 0.03),
         ({"ImagerPixelSpacing": [0.05, 0.05]}, 0.05),
         ({"PixelSpacing": [1.0, 1.0]}, None),  # older imports' and blind converters' unmarked 1 mm
-        ({"PixelSpacing": [1.0, 1.0], "PixelSpacingCalibrationDescription": "ruler in the field"}, 1.0),
+        ({"PixelSpacing": [1.0, 1.0], "PixelSpacingCalibrationType": "GEOMETRY"}, 1.0),
         ({"PixelSpacing": [0.02, 0.03]}, None),  # non-square pixels
         ({"PixelSpacing": [0.0, 0.0]}, None),
         ({}, None),
@@ -280,3 +287,77 @@ def test_the_conf_spacing_is_read(tmp_path: Path) -> None:
 def test_the_conf_spacing_is_checked(value: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="pixel_spacing_mm"):
         LesionSettings.from_conf({"pixel_spacing_mm": value}, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["disc r50", "ellipse 30 deg", "rectangle 20 deg", "two discs", "ring"])
+def test_the_maximum_feret_diameter_is_scikit_images(name: str) -> None:
+    mask = SHAPES[name][0]
+    assert measure(mask)["feret_max_px"] == pytest.approx(regionprops(mask.astype(np.uint8))[0].feret_diameter_max)
+
+
+@pytest.fixture(scope="module")
+def photo_and_seg(tmp_path_factory: pytest.TempPathFactory) -> tuple[pydicom.Dataset, pydicom.Dataset, np.ndarray]:
+    """A drawn photograph as DICOM (placeholder spacing) and its lesion's SEG, as the app writes both."""
+    folder = tmp_path_factory.mktemp("sr")
+    rgb = np.full((120, 160, 3), 200, np.uint8)
+    mask = np.zeros((120, 160), np.uint8)
+    mask[30:90, 40:130] = 1
+    rgb[mask > 0] = (90, 50, 30)
+    Image.fromarray(rgb).save(folder / "photo.png")
+    (folder / "photo").mkdir()
+    photo = photo_to_dicom(folder / "photo.png", PhotoUids.from_key("sr test"), "P^1")
+    photo.save_as(folder / "photo" / "photo.dcm", write_like_original=False)
+    mask_to_seg(mask, folder / "photo", folder / "seg.dcm")
+    return pydicom.dcmread(folder / "photo" / "photo.dcm"), pydicom.dcmread(folder / "seg.dcm"), mask
+
+
+@pytest.mark.parametrize("spacing", [None, 0.05])
+def test_the_report_reads_back_with_the_values_and_references_written(
+    photo_and_seg: tuple, spacing: float | None, tmp_path: Path
+) -> None:
+    photo, seg, mask = photo_and_seg
+    values = measure(mask, spacing, np.asarray(Image.new("RGB", (160, 120), (200, 200, 200))))
+    path = tmp_path / "sr.dcm"
+    measurement_report(photo, seg, values).save_as(path)
+    back = pydicom.dcmread(path)
+    assert back.Modality == "SR" and back.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert back.StudyInstanceUID == photo.StudyInstanceUID and back.SeriesInstanceUID != seg.SeriesInstanceUID
+    assert back.ContentTemplateSequence[0].TemplateIdentifier == "1500"
+    numbers = {k: v for k, v in values.items() if isinstance(v, int | float) and k != "spacing_mm"}
+    assert report_values(back) == pytest.approx(numbers)
+    assert any(k.endswith(("_mm", "_mm2")) for k in report_values(back)) == (spacing is not None)
+    report = hd.sr.Comprehensive3DSR.from_dataset(back)
+    [group] = report.content.get_volumetric_roi_measurement_groups()
+    segment = group.referenced_segment
+    assert segment.referenced_sop_instance_uid == seg.SOPInstanceUID and segment.referenced_segment_numbers == [1]
+    assert [s.referenced_sop_instance_uid for s in segment.source_images_for_segmentation] == [photo.SOPInstanceUID]
+    evidence = {
+        i.ReferencedSOPInstanceUID
+        for study in back.CurrentRequestedProcedureEvidenceSequence
+        for series in study.ReferencedSeriesSequence
+        for i in series.ReferencedSOPSequence
+    }
+    assert evidence == {photo.SOPInstanceUID, seg.SOPInstanceUID}
+
+
+def test_the_report_passes_dciodvfy(photo_and_seg: tuple, tmp_path: Path) -> None:
+    tool = shutil.which("dciodvfy")
+    if tool is None:
+        need("dciodvfy is not installed (Debian's dicom3tools: make viewers)")
+    photo, seg, mask = photo_and_seg
+    measurement_report(photo, seg, measure(mask, 0.05)).save_as(tmp_path / "sr.dcm")
+    run = subprocess.run([str(tool), str(tmp_path / "sr.dcm")], capture_output=True, text=True, timeout=60)
+    lines = (run.stdout + run.stderr).splitlines()
+    assert "Comprehensive3DSR" in lines
+    assert not [line for line in lines if line.startswith("Error")], lines
+
+
+def test_a_seg_without_a_lesion_segment_gets_no_report(photo_and_seg: tuple) -> None:
+    photo, seg, mask = photo_and_seg
+    other = copy.deepcopy(seg)
+    other.SegmentSequence[0].SegmentLabel = "hair"
+    other.SegmentSequence.append(copy.deepcopy(other.SegmentSequence[0]))
+    other.SegmentSequence[1].SegmentNumber = 2
+    other.SegmentSequence[0].SegmentNumber = 3
+    with pytest.raises(ValueError, match="has no lesion segment"):
+        measurement_report(photo, other, measure(mask))

@@ -37,6 +37,7 @@ from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from lesion_app.io.dicom import (
     FrameGeometry,
@@ -60,6 +61,7 @@ from lesion_app.server.dicomweb.listing import (
     answers_503,
     value_of,
 )
+from lesion_app.server.reports import store_report
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,9 +106,22 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         labelled = set(self.get_labeled_images(label_tag, labels))
         return [s for s in self.list_images() if s not in labelled]
 
+    def labels_in_line(self) -> None:
+        """The final labels as the SEGs on the server are now: the SEG listing asked again (one QIDO) and new or
+        changed corrections read, so every listing follows every save, whoever made it (OHIF through the app's
+        DICOMweb path, 3D Slicer or another tool straight to the server)."""
+        self.listing.invalidate("segs")
+        self._sync_final_labels()
+
+    def json(self) -> dict[str, Any]:
+        """``GET /datastore/?output=all``: the bookkeeping with every final label on the server."""
+        self.labels_in_line()
+        return super().json()
+
     def status(self) -> dict[str, Any]:
         """``/info``'s datastore counts; while the DICOMweb server is down, ``/info`` still answers and says so."""
         try:
+            self.labels_in_line()
             problems = self.listing.problems() + [p for lines in self.unreadable_segs.values() for p in lines]
             return {**super().status(), "server": self._client.base_url, "seg_problems": problems}
         except HTTPException as e:
@@ -257,7 +272,12 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         description = str(info.get("model") or "lesion")
         creator = str(info.get("annotator") or "") or APP_CREATOR
         source = self._series_dir(image_id)
-        return self._send_seg(image_id, lambda dest: mask_to_seg(mask, source, dest, description, creator=creator))
+        written: list[Dataset] = []
+        stored = self._send_seg(
+            image_id, lambda dest: written.append(mask_to_seg(mask, source, dest, description, creator=creator))
+        )
+        # its TID 1500 measurement report beside it (issue 28): lesion_app.server.reports
+        return {**stored, **store_report(self._client, self.get_image_uri(image_id), source, mask, written[0])}
 
     def _store_proposal(self, image_id: str, mask: np.ndarray) -> dict[str, Any]:
         """The model's mask as the app's proposal SEG; an empty one (no lesion found) stays local only."""

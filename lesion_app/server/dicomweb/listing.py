@@ -157,10 +157,12 @@ class DicomWebListing:
             self._listing[key] = (time.monotonic(), value)
         return value
 
-    def invalidate(self) -> None:
-        """Forgets the cached listings, after a save or when the server is known to have changed."""
+    def invalidate(self, *keys: str) -> None:
+        """Forgets the cached listings (only ``keys``, "series" or "segs", when given), after a save or when the
+        server is known to have changed."""
         with self._listing_lock:
-            self._listing.clear()
+            for key in keys or list(self._listing):
+                self._listing.pop(key, None)
 
     # -- photographs -------------------------------------------------------------------------------------
 
