@@ -49,8 +49,9 @@ def wait_labelled(url: str, image: str, timeout: float = 120.0) -> None:
         time.sleep(0.1)
 
 
-def click_latencies(page: Any, url: str, image: str, clicks: int) -> list[float]:
-    """Milliseconds from mouse-up to the mask drawn, for ``clicks`` clicks on the photograph's mask border."""
+def click_latencies(page: Any, url: str, image: str, clicks: int) -> tuple[list[float], list[float]]:
+    """Milliseconds from mouse-up to the mask drawn, and of those the click task's request, for ``clicks`` clicks
+    around the photograph's mask border."""
     page.goto(f"{url}/lesion/open?image={image}", wait_until="domcontentloaded")
     ob.wait_lesion(page, image)
     ob.press(page, "lesion-segment")
@@ -58,7 +59,7 @@ def click_latencies(page: Any, url: str, image: str, clicks: int) -> list[float]
     rows, columns = np.nonzero(mask) if mask.any() else (np.array([mask.shape[0] // 2]), np.array([mask.shape[1] // 2]))
     centre = np.array([rows.mean(), columns.mean()])
     rng = np.random.default_rng(0)
-    page.evaluate("() => { window.lesionApp.session.clickLatencies.length = 0; }")
+    page.evaluate("() => { const s = window.lesionApp.session; s.clickLatencies = []; s.requestLatencies = []; }")
     for k in range(clicks):
         ob.press(page, "lesion-add" if k % 2 == 0 else "lesion-remove")
         angle = rng.uniform(0, 2 * np.pi)
@@ -67,7 +68,7 @@ def click_latencies(page: Any, url: str, image: str, clicks: int) -> list[float]
         column = float(np.clip(centre[1] + radius * np.cos(angle), 2, mask.shape[1] - 3))
         ob.click_pixel(page, column, row)
         page.wait_for_function(f"() => window.lesionApp.session.clickLatencies.length >= {k + 1}")
-    return list(page.evaluate("() => window.lesionApp.session.clickLatencies"))
+    return page.evaluate("() => [window.lesionApp.session.clickLatencies, window.lesionApp.session.requestLatencies]")
 
 
 def lesion_flow(page: Any, url: str, image: str) -> float:
@@ -109,11 +110,14 @@ def report(url: str, images: list[str], clicks: int, flows: int) -> None:
         page = ob.new_page(b)
         ob.open_worklist(page, url)  # the first pick gets its proposal
         page.evaluate("() => localStorage.setItem('lesion_app.annotator', 'benchmark')")
-        latencies = click_latencies(page, url, images[0], clicks + 1)[1:]  # the first click loads the model
+        drawn, requests = (found[1:] for found in click_latencies(page, url, images[0], clicks + 1))  # 1st: warm-up
         print(
-            f"per click, mouse-up to mask drawn: median {statistics.median(latencies):.0f} ms over {len(latencies)}"
-            f" clicks (min {min(latencies):.0f}, max {max(latencies):.0f})"
+            f"per click, mouse-up to mask drawn: median {statistics.median(drawn):.0f} ms over {len(drawn)} clicks"
+            f" (min {min(drawn):.0f}, max {max(drawn):.0f}); the click task's request: median"
+            f" {statistics.median(requests):.0f} ms"
         )
+        for image in images[: 2 * flows]:  # both flows start from a proposal, as the worklist's pick does
+            httpx.post(f"{url}/proposal/{image}", timeout=300).raise_for_status()
         seconds: dict[str, list[float]] = {"lesion mode, one click": [], "brush flow (OHIF)": []}
         for k in range(flows):  # alternated, so a slowing machine slows both
             seconds["lesion mode, one click"].append(lesion_flow(page, url, images[2 * k]))

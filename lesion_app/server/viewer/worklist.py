@@ -116,7 +116,7 @@ def rows(datastore: LesionDicomWebDatastore, prefix: str, pick: str | None) -> l
                 predicted_iou=info.get("predicted_iou"),
                 review=bool(info.get("review", False)),
                 size=size_of(final.get("measurements")) if current else {},
-                annotator=(final.get("annotator") or None) if current else None,
+                annotator=(label.creator or (final.get("annotator") if current else "")) or None if label else None,
             )
         )
     rank = {NO_LABEL: 0, PROPOSAL_READY: 0, CORRECTED: 1}

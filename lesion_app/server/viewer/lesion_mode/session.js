@@ -27,6 +27,7 @@
     busy: 0,
     info: {},
     clickLatencies: [], // ms from a click's mouse-up to its mask drawn, for lesion_app's benchmark
+    requestLatencies: [], // ms of those the click task's request took (sent to answer decoded)
     measurements: null, // of the mask on screen, from the infer result that made it (area, longest diameter)
     ready: false,
     listeners: [],
@@ -234,6 +235,7 @@
         previous_mask: await api.maskToDataUrl(before, session.columns, session.rows),
       };
       try {
+        const sent = performance.now();
         const { mask, result } = await api.infer(
           settings().clickModel,
           session.image,
@@ -241,6 +243,7 @@
           session.columns,
           session.rows,
         );
+        session.requestLatencies.push(performance.now() - sent);
         showMask(mask);
         session.measurements = result.measurements || null;
         const drawn = () => session.clickLatencies.push(performance.now() - pressed); // the next frame: painted
