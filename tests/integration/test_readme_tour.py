@@ -1,12 +1,13 @@
 """The README's five-minute tour, run as written against the server its first command starts.
 
-The tour is the fenced block marked ```` ```bash tour ```` in README.md. Its commands run one by one in bash, in a
-temporary folder that holds ``.venv`` and ``sample-data`` (links to the repository's) and the ``workspace/`` that
-``make serve WORKSPACE=...`` fills, with the README's address replaced by that server's port. After each command the
-test checks what the README tells a newcomer to expect: a photograph drawn, the upload listed, a mask back, a click
-that changes it, the saved label listed as final, a training accepted and finishing, and a next photograph that has
-no label. The server's background uncertainty scoring is off (``MONAI_LABEL_AUTO_UPDATE_SCORING=false``), as in the
-other server tests, so that the tour's one-epoch training does not share the two cores with it.
+The tour is the fenced block marked ```` ```bash tour ```` in README.md. Its commands run one by one in one bash
+session (as typed into a terminal: a variable one command sets, the next one reads), in a temporary folder that
+holds ``.venv`` and ``sample-data`` (links to the repository's) and the ``workspace/`` that ``make serve
+WORKSPACE=...`` fills, with the README's address replaced by that server's port. After each command the test checks
+what the README tells a newcomer to expect: a photograph drawn, the upload listed, a mask back, a click that changes
+it, the saved label listed as final, a training accepted and finishing, and a next photograph that has no label. The
+server's background uncertainty scoring is off (``MONAI_LABEL_AUTO_UPDATE_SCORING=false``), as in the other server
+tests, so that the tour's one-epoch training does not share the two cores with it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,35 @@ def tour_commands(readme: str) -> list[str]:
     return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+class Shell:
+    """One bash session, like a terminal's: commands run one after another in it, and what they set stays set."""
+
+    def __init__(self, folder: Path) -> None:
+        self.errors = folder / "tour-stderr.log"
+        with open(self.errors, "w") as errors:
+            pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": errors}
+            self.process = subprocess.Popen(["bash", "--noprofile", "--norc"], cwd=folder, text=True, **pipes)
+
+    def run(self, command: str) -> str:
+        """Runs ``command``; its standard output. Asserts that it exited 0 (a command that hangs meets pytest's
+        timeout)."""
+        marker = f"tour-command-done-{time.monotonic_ns()}"
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(f"{command}\necho; echo {marker} $?\n")
+        self.process.stdin.flush()
+        lines: list[str] = []
+        while not (line := self.process.stdout.readline()).startswith(marker):
+            assert line, f"{command}: bash ended\n{self.errors.read_text()[-2000:]}"
+            lines.append(line)
+        status = int(line.split()[1])
+        assert status == 0, f"{command}: exit status {status}\n{self.errors.read_text()[-2000:]}"
+        return "".join(lines)[:-1]  # without the newline echoed before the marker
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 @dataclass
 class Tour:
     """The server the tour runs against and what the tour has done so far."""
@@ -52,21 +83,14 @@ class Tour:
     url: str
     folder: Path  # the tour's working folder: .venv and sample-data (links) and workspace/
     studies: Path  # the folder the server serves: workspace/sample-data
+    shell: Shell
     done: list[str] = field(default_factory=list)  # the steps checked so far, in order
     uploaded: dict[str, Path] = field(default_factory=dict)  # image id -> the file uploaded
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # output file -> the mask it holds
 
     def run(self, command: str) -> str:
-        """Runs one tour command in bash against this server; its standard output."""
-        done = subprocess.run(
-            ["bash", "-c", command.replace(README_URL, self.url)],
-            cwd=self.folder,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
-        return done.stdout
+        """Runs one tour command against this server; its standard output."""
+        return self.shell.run(command.replace(README_URL, self.url))
 
 
 def option(command: str, name: str) -> str:
@@ -201,7 +225,11 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: answers(url), 180, f"make serve:\n{log.read_text()[-2000:]}", poll=0.5)
-        yield Tour(url, folder, folder / "workspace" / "sample-data")
+        shell = Shell(folder)
+        try:
+            yield Tour(url, folder, folder / "workspace" / "sample-data", shell)
+        finally:
+            shell.close()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(60)
