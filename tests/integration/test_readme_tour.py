@@ -1,16 +1,18 @@
 """The README's five-minute tour, run as written against the server its first command starts.
 
-The tour is the fenced block marked ```` ```bash tour ```` in README.md. Its commands run one by one in bash, in a
-temporary folder that holds ``.venv`` and ``sample-data`` (links to the repository's) and the ``workspace/`` that
-``make serve WORKSPACE=...`` fills, with the README's address replaced by that server's port. After each command the
-test checks what the README tells a newcomer to expect: a photograph drawn, the upload listed, a mask back, a click
-that changes it, the saved label listed as final, a training accepted and finishing, and a next photograph that has
-no label. The server's background uncertainty scoring is off (``MONAI_LABEL_AUTO_UPDATE_SCORING=false``), as in the
-other server tests, so that the tour's one-epoch training does not share the two cores with it.
+The tour is the fenced block marked ```` ```bash tour ```` in README.md. Its commands run one by one in one bash
+session (as typed into a terminal: a variable one command sets, the next one reads), in a temporary folder that
+holds ``.venv`` and ``sample-data`` (links to the repository's) and the ``workspace/`` that ``make serve
+WORKSPACE=...`` fills, with the README's address replaced by that server's port. After each command the test checks
+what the README tells a newcomer to expect: a photograph drawn, the upload listed, a mask back, a click that changes
+it, the saved label listed as final, a training accepted and finishing, and a next photograph that has no label. The
+server's background uncertainty scoring is off (``MONAI_LABEL_AUTO_UPDATE_SCORING=false``), as in the other server
+tests, so that the tour's one-epoch training does not share the two cores with it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -18,6 +20,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,28 +48,53 @@ def tour_commands(readme: str) -> list[str]:
     return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
+class Shell:
+    """One bash session, like a terminal's: commands run one after another in it, and what they set stays set."""
+
+    def __init__(self, folder: Path) -> None:
+        self.errors = folder / "tour-stderr.log"
+        with open(self.errors, "w") as errors:
+            pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": errors}
+            self.process = subprocess.Popen(["bash", "--noprofile", "--norc"], cwd=folder, text=True, **pipes)
+
+    def run(self, command: str) -> str:
+        """Runs ``command``; its standard output. Asserts that it exited 0 (a command that hangs meets pytest's
+        timeout)."""
+        marker = f"tour-command-done-{time.monotonic_ns()}"
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(f"{command}\necho; echo {marker} $?\n")
+        self.process.stdin.flush()
+        lines: list[str] = []
+        while not (line := self.process.stdout.readline()).startswith(marker):
+            assert line, f"{command}: bash ended\n{self.errors.read_text()[-2000:]}"
+            lines.append(line)
+        status = int(line.split()[1])
+        assert status == 0, f"{command}: exit status {status}\n{self.errors.read_text()[-2000:]}"
+        return "".join(lines)[:-1]  # without the newline echoed before the marker
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
 @dataclass
 class Tour:
     """The server the tour runs against and what the tour has done so far."""
 
     url: str
     folder: Path  # the tour's working folder: .venv and sample-data (links) and workspace/
-    studies: Path  # the folder the server serves: workspace/sample-data
+    shell: Shell
     done: list[str] = field(default_factory=list)  # the steps checked so far, in order
     uploaded: dict[str, Path] = field(default_factory=dict)  # image id -> the file uploaded
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # output file -> the mask it holds
 
     def run(self, command: str) -> str:
-        """Runs one tour command in bash against this server; its standard output."""
-        done = subprocess.run(
-            ["bash", "-c", command.replace(README_URL, self.url)],
-            cwd=self.folder,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, f"{command}\n{done.stderr[-2000:]}"
-        return done.stdout
+        """Runs one tour command against this server; its standard output."""
+        return self.shell.run(command.replace(README_URL, self.url))
+
+    def expand(self, word: str) -> str:
+        """A word of a tour command as bash reads it in the tour's session (``$ID`` -> the id it holds)."""
+        return self.shell.run(f'echo "{word}"').strip()
 
 
 def option(command: str, name: str) -> str:
@@ -100,20 +128,19 @@ def check_drawn(tour: Tour, command: str, out: str) -> None:
 
 
 def check_upload(tour: Tour, command: str, out: str) -> None:
-    image_id = query(command, "image")
-    assert json.loads(out) == {"image": image_id}
-    tour.uploaded[image_id] = tour.folder / option(command, "-F").removeprefix("file=@")
-    objects = httpx.get(f"{tour.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
-    assert image_id in objects
-    assert list(tour.studies.glob(f"{image_id}.*")), "the photograph is in the served folder"
+    """The answer's id (kept in a shell variable by the tour) names the uploaded photograph, which is listed."""
+    variable = re.match(r"(\w+)=\$\(", command)
+    answer = tour.run(f'echo "${variable.group(1)}"').strip() if variable else json.loads(out)["image"]
+    assert answer and answer in datastore(tour), f"the upload is listed: {answer}"
+    tour.uploaded[answer] = tour.folder / option(command, "-F").removeprefix("file=@")
 
 
-def check_image_info(tour: Tour, command: str, out: str) -> None:
-    assert query(command, "image") in tour.uploaded and json.loads(out), out
+def check_echo(tour: Tour, command: str, out: str) -> None:
+    assert out.strip() in tour.uploaded, out
 
 
 def check_infer(tour: Tour, command: str, out: str) -> None:
-    image_id, target = query(command, "image"), tour.folder / option(command, "-o")
+    image_id, target = tour.expand(query(command, "image")), tour.folder / option(command, "-o")
     mask = read_mask(target)
     assert mask.shape == photograph_shape(tour.uploaded[image_id])
     assert mask.any(), "the lesion is found"
@@ -126,16 +153,20 @@ def check_infer(tour: Tour, command: str, out: str) -> None:
 
 
 def check_save(tour: Tour, command: str, out: str) -> None:
-    image_id, sent = query(command, "image"), tour.folder / option(command, "-F").removeprefix("label=@")
+    image_id, sent = tour.expand(query(command, "image")), tour.folder / option(command, "-F").removeprefix("label=@")
     assert json.loads(out)["image"] == image_id
-    stored = tour.studies / "labels" / "final" / f"{image_id}.png"
-    assert np.array_equal(read_mask(stored), read_mask(sent))
+    stored = httpx.get(f"{tour.url}/datastore/label", params={"label": image_id, "tag": "final"}, timeout=30)
+    assert stored.status_code == 200, stored.text
+    with Image.open(io.BytesIO(stored.content)) as img:
+        assert np.array_equal(np.asarray(img), read_mask(sent)), "the server gives back the label saved"
+    assert "final" in datastore(tour)[image_id]["labels"]
 
 
 def check_training_list(tour: Tour, command: str, out: str) -> None:
     pairs = {Path(p["image"]).stem: Path(p["label"]) for p in json.loads(out)}
-    assert tour.uploaded and all(pairs[i].parent.name == "final" for i in tour.uploaded), pairs
-    assert len(pairs) == len(list((tour.studies / "labels" / "final").glob("*.png")))
+    assert tour.uploaded and all(pairs[i].parts[-2:] == ("final", f"{i}.png") for i in tour.uploaded), pairs
+    labelled = [i for i, entry in datastore(tour).items() if "final" in entry["labels"]]
+    assert sorted(pairs) == sorted(labelled)
 
 
 def check_train(tour: Tour, command: str, out: str) -> None:
@@ -157,15 +188,20 @@ def check_train_status(tour: Tour, command: str, out: str) -> None:
 
 def check_next(tour: Tour, command: str, out: str) -> None:
     image_id = json.loads(out)["id"]
-    assert list(tour.studies.glob(f"{image_id}.*")), out
-    assert not (tour.studies / "labels" / "final" / f"{image_id}.png").exists(), "the next photograph has no label"
+    assert image_id in datastore(tour), out
+    assert "final" not in datastore(tour)[image_id]["labels"], "the next photograph has no label"
+
+
+def datastore(tour: Tour) -> dict[str, Any]:
+    """Every photograph the server lists: id -> its entry (``labels`` by tag)."""
+    return httpx.get(f"{tour.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
 
 
 #: each kind of step in the tour: what its command looks like, and its check
 STEPS: dict[str, tuple[str, Callable[[Tour, str, str], None]]] = {
     "draw": (r"lesion-make-sample-data ", check_drawn),
     "upload": (r"-X PUT \S*/datastore/image\?", check_upload),
-    "image info": (r"/datastore/image/info\?", check_image_info),
+    "show the id": (r"^echo ", check_echo),
     "segment": (r"-X POST \S*/infer/(?!deepedit)\w+\?", check_infer),
     "correct": (r"-X POST \S*/infer/deepedit\?", check_infer),
     "save": (r"-X PUT \S*/datastore/label\?.*tag=final", check_save),
@@ -203,7 +239,11 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: answers(url), 180, f"make serve:\n{log.read_text()[-2000:]}", poll=0.5)
-        yield Tour(url, folder, folder / "workspace" / "sample-data")
+        shell = Shell(folder)
+        try:
+            yield Tour(url, folder, shell)
+        finally:
+            shell.close()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(60)
