@@ -3,7 +3,8 @@
 The tour is the fenced block marked ```` ```bash tour ```` in README.md. Its commands run one by one in one bash
 session (as typed into a terminal: a variable one command sets, the next one reads), in a temporary folder that
 holds ``.venv`` and ``sample-data`` (links to the repository's) and the ``workspace/`` that ``make serve
-WORKSPACE=...`` fills, with the README's address replaced by that server's port. After each command the test checks
+WORKSPACE=...`` fills (a private Orthanc filled with sample-data, served over DICOMweb), with the README's address
+replaced by that server's port. After each command the test checks
 what the README tells a newcomer to expect: a photograph drawn, the upload listed, a mask back, a click that changes
 it, the saved label listed as final, a training accepted and finishing, and a next photograph that has no label. The
 server's background uncertainty scoring is off (``MONAI_LABEL_AUTO_UPDATE_SCORING=false``), as in the other server
@@ -33,6 +34,7 @@ from PIL import Image
 
 from apps.research.local_server import free_port
 from tests.support.paths import REPO
+from tests.support.viewers import need
 from tests.support.waiting import answers, wait_for
 
 pytestmark = pytest.mark.server
@@ -84,6 +86,7 @@ class Tour:
     url: str
     folder: Path  # the tour's working folder: .venv and sample-data (links) and workspace/
     shell: Shell
+    photographs: int = 0  # how many the server listed before the tour
     done: list[str] = field(default_factory=list)  # the steps checked so far, in order
     uploaded: dict[str, Path] = field(default_factory=dict)  # image id -> the file uploaded
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # output file -> the mask it holds
@@ -131,7 +134,7 @@ def check_upload(tour: Tour, command: str, out: str) -> None:
     """The answer's id (kept in a shell variable by the tour) names the uploaded photograph, which is listed."""
     variable = re.match(r"(\w+)=\$\(", command)
     answer = tour.run(f'echo "${variable.group(1)}"').strip() if variable else json.loads(out)["image"]
-    assert answer and answer in datastore(tour), f"the upload is listed: {answer}"
+    assert answer and photographs(tour) == tour.photographs + 1, "the upload is listed"
     tour.uploaded[answer] = tour.folder / option(command, "-F").removeprefix("file=@")
 
 
@@ -192,6 +195,11 @@ def check_next(tour: Tour, command: str, out: str) -> None:
     assert "final" not in datastore(tour)[image_id]["labels"], "the next photograph has no label"
 
 
+def photographs(tour: Tour) -> int:
+    """How many photographs the server lists (a DICOMweb server's: every series on it)."""
+    return httpx.get(f"{tour.url}/datastore/", params={"output": "stats"}, timeout=30).json()["total"]
+
+
 def datastore(tour: Tour) -> dict[str, Any]:
     """Every photograph the server lists: id -> its entry (``labels`` by tag)."""
     return httpx.get(f"{tour.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
@@ -225,14 +233,15 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
         pytest.skip("the tour needs make and curl")
     if not (REPO / ".venv" / ".installed").exists():
         pytest.skip("make serve needs the repository's .venv (make venv)")
+    if shutil.which("Orthanc") is None or not (REPO / "viewer/node_modules/@ohif/app/dist/index.html").is_file():
+        need("make serve would first install Orthanc and OHIF (make viewers)")
     folder = tmp_path_factory.mktemp("tour")
     for name in (".venv", "sample-data"):
         (folder / name).symlink_to(REPO / name)
     port = free_port()
     log = folder / "make.log"
-    studies = folder / "workspace" / "sample-data"  # the folder flavour (make serve alone serves Orthanc now)
     command = ["make", "-C", str(REPO), "serve", f"WORKSPACE={folder / 'workspace'}", f"PORT={port}"]
-    command.append(f"STUDIES={studies}")
+    command.append(f"ORTHANC_PORT={free_port()}")  # a private Orthanc filled with sample-data, as the README's
     with open(log, "w") as out:
         env = {**os.environ, "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
@@ -241,7 +250,9 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
         wait_for(lambda: answers(url), 180, f"make serve:\n{log.read_text()[-2000:]}", poll=0.5)
         shell = Shell(folder)
         try:
-            yield Tour(url, folder, shell)
+            tour = Tour(url, folder, shell)
+            tour.photographs = photographs(tour)
+            yield tour
         finally:
             shell.close()
     finally:
