@@ -4,16 +4,19 @@ PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # What the server writes (uploaded photographs, saved labels, trained models) goes to WORKSPACE, git-ignored,
-# never into the repository: `make serve` serves a copy of sample-data made there on first use.
+# never into the repository. `make serve` sets up the viewers, starts a private Orthanc with its storage in
+# WORKSPACE/orthanc, fills it with sample-data on first use (photographs, labels as SEGs) and serves it: the worklist
+# at http://HOST:PORT/worklist opens OHIF's lesion mode; stopping it stops Orthanc. `make serve STUDIES=<folder or
+# DICOMweb URL>` serves that instead (STUDIES=$(WORKSPACE)/sample-data: a copy of sample-data made there).
 WORKSPACE ?= workspace
-STUDIES ?= $(WORKSPACE)/sample-data
+STUDIES ?=
 MODEL_DIR ?= $(WORKSPACE)/models
 HOST ?= 127.0.0.1
 PORT ?= 8000
 CONF ?=
 PYTEST_ARGS ?=
 # The long-running programs replace the recipe's shell (exec), so the SIGTERM make forwards reaches them, and they
-# stop when make ends (make forwards no SIGHUP, and a killed make nothing): see "Stopping" in README.md.
+# stop when make ends (make forwards no SIGHUP, and a killed make nothing): see "Stopping" in docs/operating.md.
 RUN_UNDER_MAKE = LESION_STOP_WITH_PARENT=$$PPID exec
 
 .PHONY: venv serve test lint sample-data clean viewers orthanc
@@ -29,20 +32,39 @@ $(VENV)/.installed: requirements/constraints.txt requirements/runtime.txt requir
 venv: $(VENV)/.installed
 
 serve: venv
+ifeq ($(STUDIES),)
+	@command -v Orthanc >/dev/null && [ -f viewer/node_modules/@ohif/app/dist/index.html ] || $(MAKE) viewers
+	MONAI_LABEL_DICOMWEB_CACHE_PATH="$(abspath $(WORKSPACE))/dicom-cache" $(RUN_UNDER_MAKE) $(VENV)/bin/lesion-orthanc \
+		--storage "$(WORKSPACE)/orthanc" --port "$(ORTHANC_PORT)" --fill sample-data -- \
+		$(VENV)/bin/lesion-serve --studies {dicomweb} --host "$(HOST)" --port "$(PORT)" \
+		--conf model_dir "$(abspath $(MODEL_DIR))" $(CONF)
+else
 	@if [ "$(STUDIES)" = "$(WORKSPACE)/sample-data" ] && [ ! -d "$(STUDIES)" ]; then \
 		mkdir -p "$(WORKSPACE)" && cp -r sample-data "$(STUDIES)" && echo "serving a copy of sample-data: $(STUDIES)"; fi
 	$(RUN_UNDER_MAKE) $(VENV)/bin/lesion-serve --studies "$(STUDIES)" --host "$(HOST)" --port "$(PORT)" \
 		--conf model_dir "$(abspath $(MODEL_DIR))" $(CONF)
+endif
+
+# The lesion mode's JavaScript (served inside OHIF's app-config.js) is linted and format-checked by Biome, pinned in
+# viewer/package.json: skipped where `make viewers` has not installed it (as the viewer tests skip), required in CI.
+BIOME := viewer/node_modules/.bin/biome
+JS := lesion_app/server/viewer/lesion_mode
+define lint_js
+	@if [ -x $(BIOME) ]; then $(BIOME) $(1) --config-path viewer $(JS); \
+	elif [ "$$LESION_REQUIRE_VIEWERS" = 1 ]; then echo "Biome is missing: run make viewers" >&2; exit 1; \
+	else echo "not linting $(JS): Biome is missing (make viewers installs it)"; fi
+endef
 
 test: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(call lint_js,check)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Debian packages for the OHIF/Orthanc round trip (tests skip them where missing; CI installs them), Node's npm
 # where it is missing, then OHIF 3.13.2 as pinned by viewer/package-lock.json into viewer/node_modules (git-ignored;
 # the server serves its prebuilt dist/ at /ohif/, nothing is fetched at run time).
-VIEWER_PACKAGES := orthanc orthanc-dicomweb chromium
+VIEWER_PACKAGES := orthanc orthanc-dicomweb chromium dicom3tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 viewers:
 	$(SUDO) apt-get update -q
@@ -60,6 +82,7 @@ orthanc: venv
 lint: venv
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+	$(call lint_js,check --write)
 
 sample-data: venv
 	rm -rf sample-data

@@ -62,7 +62,7 @@ DEFAULT_VARIANTS = "channels_last,script,freeze"
 #: calls made right after building a variant: TorchScript's profiling executor optimises the graph during
 #: its first runs, and oneDNN creates its channels-last kernels on first use; neither belongs in the timings.
 VARIANT_SETTLE_CALLS = 3
-#: the issue's targets, quoted by the README.
+#: the issue's targets, quoted by docs/results.md.
 TARGET_FORWARD_RATIO = 0.6
 TARGET_SERVER_PIPELINE_MS = 150.0
 

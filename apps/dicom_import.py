@@ -7,6 +7,10 @@ copy; the mapping from file name to UIDs is written to a CSV. Nothing in the sou
 
     lesion-dicom-import sample-data --stow http://127.0.0.1:8042/dicom-web --mapping uids.csv
     lesion-dicom-import photo.jpg --out dicom/ --patient-id P0001      # files only, no upload
+    lesion-dicom-import sample-data --stow http://127.0.0.1:8042/dicom-web --labels    # with labels/final as SEGs
+
+With ``--labels`` a photograph's label in the app's studies layout (``labels/final/<name>.png`` beside it) goes
+along as a DICOM SEG (its ContentCreatorName the folder's name), so the server takes it as the photograph's label.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
-from lesion_app.io.dicom import MODALITY, UNKNOWN_SPACING_MM, PhotoUids, photo_to_dicom
+from lesion_app.core.measurements import check_spacing
+from lesion_app.io.dicom import MODALITY, PhotoUids, mask_to_seg, photo_to_dicom
+from lesion_app.io.images import read_mask
+from lesion_app.io.layout import label_file_name
 from lesion_app.server.checks import IMAGE_EXTENSIONS
 
 
@@ -78,11 +86,13 @@ def import_photographs(
     stow: str | None = None,
     out: Path | None = None,
     patient_id: str | None = None,
-    spacing_mm: float = UNKNOWN_SPACING_MM,
+    spacing_mm: float | None = None,
     modality: str = MODALITY,
     progress: bool = True,
+    labels: bool = False,
 ) -> list[Imported]:
-    """Converts (and uploads or writes) every photograph; one that cannot be read stops the run, named."""
+    """Converts (and uploads or writes) every photograph, with ``labels`` its final label as a SEG too; one that
+    cannot be read stops the run, named."""
     client = None
     if stow:
         from dicomweb_client import DICOMwebClient
@@ -100,12 +110,31 @@ def import_photographs(
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             ds.save_as(str(out / f"{path.stem}.dcm"), write_like_original=False)
+        segs = [label_seg(path, ds)] if labels and label_path(path).is_file() else []
+        if out is not None:
+            for seg in segs:
+                seg.save_as(str(out / f"{path.stem}_label.dcm"))
         if client is not None:
-            client.store_instances([ds])
+            client.store_instances([ds, *segs])
         done.append(Imported(path.name, patient, uids.study, uids.series, uids.instance, ds.Rows, ds.Columns))
         if progress:
             print(f"  [{i}/{len(files)}] {path.name} -> series {uids.series}", file=sys.stderr, flush=True)
     return done
+
+
+def label_path(photo: Path) -> Path:
+    """Where the app's studies layout keeps a photograph's final label."""
+    return photo.parent / "labels" / "final" / label_file_name(photo.stem)
+
+
+def label_seg(photo: Path, ds: Any) -> Any:
+    """The photograph's final label as a SEG on its DICOM instance ``ds``, created by the folder's name."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lesion_import_") as tmp:
+        ds.save_as(str(Path(tmp) / "photo.dcm"), write_like_original=False)
+        mask = read_mask(label_path(photo)).astype("uint8")
+        return mask_to_seg(mask, tmp, Path(tmp) / "seg.dcm", "lesion", creator=photo.parent.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,16 +144,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the DICOM files into this folder")
     p.add_argument("--mapping", type=Path, default=Path("dicom_uids.csv"), help="CSV: file name -> UIDs")
     p.add_argument("--patient-id", help="one patient for every photograph (default: each file's name)")
-    p.add_argument("--pixel-spacing", type=float, default=UNKNOWN_SPACING_MM, help="mm per pixel, if calibrated")
+    p.add_argument(
+        "--pixel-spacing",
+        type=float,
+        help="mm per pixel, if calibrated (default: unknown, written as a 1 mm placeholder marked as uncalibrated)",
+    )
     p.add_argument("--modality", default=MODALITY, help="DICOM modality (the app lists XC by default)")
+    p.add_argument("--labels", action="store_true", help="also each photograph's labels/final/<name>.png as a SEG")
     args = p.parse_args(argv)
     if not args.stow and not args.out:
         p.error("give --stow URL, --out DIR, or both")
     try:
+        check_spacing(args.pixel_spacing)
+    except ValueError as e:
+        p.error(f"--pixel-spacing: {e}")
+    try:
         files = photographs(args.sources)
         if not files:
             raise FileNotFoundError(f"no photographs in {' '.join(args.sources)}")
-        done = import_photographs(files, args.stow, args.out, args.patient_id, args.pixel_spacing, args.modality)
+        done = import_photographs(
+            files, args.stow, args.out, args.patient_id, args.pixel_spacing, args.modality, labels=args.labels
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,12 +5,16 @@ Used by ``lesion-ohif-screenshot`` (the README's pictures) and the browser tests
 is on something OHIF or cornerstone really shows (``window.cornerstone`` and ``window.cornerstoneTools`` are
 OHIF's globals), never a fixed sleep:
 
-- :func:`open_worklist`, :func:`open_from_worklist`: the app's worklist and its "Open in OHIF" link;
+- :func:`open_worklist`, :func:`open_from_worklist`: the app's worklist and its "OHIF segmentation" link;
 - :func:`wait_photograph`, :func:`wait_segmentation`: the photograph drawn; a SEG loaded as an editable labelmap;
 - :func:`use_tool`, :func:`drag`: Brush or Eraser with a radius (mm, = pixels at the importer's 1 mm spacing),
   a mouse stroke through image pixels (returned as the image coordinates really sent);
 - :func:`save_correction`: the segmentation's menu, Export, DICOM SEG, "Create new series", a name, Save (STOW-RS);
-- :func:`displayed_photograph`: the viewport's picture resampled onto the photograph's pixel grid.
+- :func:`displayed_photograph`: the viewport's picture resampled onto the photograph's pixel grid;
+- the app's lesion mode (``/ohif/lesion``): :func:`open_lesion_from_worklist`, :func:`wait_lesion`,
+  :func:`press` (a toolbar button by id, waiting until its work is done), :func:`click_pixel` (a click on image
+  pixel (column, row)), :func:`lesion_mask` and :func:`show_mask` (the labelmap as a (rows, columns) 0/1 array),
+  :func:`foreign_requests` (what the page asked of another origin).
 """
 
 from __future__ import annotations
@@ -137,12 +141,11 @@ def open_worklist(page: Any, server: str, timeout_ms: int = 120_000) -> None:
     page.locator(SELECTORS["worklist_row"]).first.wait_for(timeout=timeout_ms)
 
 
-def open_from_worklist(page: Any, image: str, timeout_ms: int = 30_000) -> Any:
-    """Clicks the photograph's "Open in OHIF" link; returns OHIF's page (a new tab)."""
-    row = page.locator(f'tr[data-image="{image}"]')
-    with page.context.expect_page(timeout=timeout_ms) as opened:
-        row.get_by_role("link", name="Open in OHIF").click()
-    return watch(opened.value)
+def open_from_worklist(page: Any, image: str) -> Any:
+    """Clicks the photograph's "OHIF segmentation" link (OHIF's own segmentation mode, the same tab); returns the
+    page."""
+    page.locator(f'tr[data-image="{image}"] a.segmentation').click()
+    return page
 
 
 # -- OHIF ---------------------------------------------------------------------------------------------------
@@ -284,3 +287,74 @@ def displayed_photograph(page: Any, shape: tuple[int, int]) -> tuple[np.ndarray,
     crop = shot[max(0, round(top)) : round(top + sy * h), max(0, round(left)) : round(left + sx * w)]
     shown = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((w, h), Image.Resampling.BILINEAR))
     return shown, float(sx / sy)
+
+
+# -- the app's lesion mode ----------------------------------------------------------------------------------
+
+JS_LESION_READY = "() => document.body && document.body.dataset.lesionReady"
+JS_LESION_IDLE = "() => window.lesionApp && window.lesionApp.session.busy === 0"
+JS_LESION_MASK = """() => { const s = window.lesionApp.session;
+  return {rows: s.rows, columns: s.columns, data: Array.from(s.currentMask())}; }"""
+
+
+def watch_requests(page: Any) -> Any:
+    """Keeps every URL the page requests in ``page.requested`` (all tabs of its context share the list)."""
+    page.requested = getattr(page, "requested", [])
+    page.context.on("request", lambda r: page.requested.append(r.url))
+    return page
+
+
+def foreign_requests(page: Any, origin: str) -> list[str]:
+    """The requests :func:`watch_requests` saw that went anywhere but ``origin`` (``http://host:port``)."""
+    prefix = origin.rstrip("/") + "/"
+    return [u for u in page.requested if not (u.startswith(prefix) or u.startswith(("data:", "blob:")))]
+
+
+def wait_lesion(page: Any, image: str | None = None, timeout_ms: int = 120_000) -> None:
+    """Waits until the lesion mode shows the photograph (``image``, when given) with its mask loaded."""
+    page.wait_for_function(
+        f"(want) => ({JS_LESION_READY})() && (!want || document.body.dataset.lesionReady === want)",
+        arg=image,
+        timeout=timeout_ms,
+    )
+    page.wait_for_function(JS_LESION_IDLE, timeout=timeout_ms)
+
+
+def open_lesion_from_worklist(page: Any, image: str, timeout_ms: int = 120_000) -> None:
+    """Clicks the photograph's "Open" link on the worklist (the same tab) and waits for the lesion mode."""
+    page.locator(f'tr[data-image="{image}"] a.open').click()
+    wait_lesion(page, image, timeout_ms)
+
+
+def press(page: Any, button: str, timeout_ms: int = 120_000) -> None:
+    """Clicks the toolbar button with id ``button`` (its ``data-cy``) and waits until the mode is idle."""
+    page.locator(f'[data-cy="{button}"]').first.click()
+    page.wait_for_timeout(50)
+    page.wait_for_function(JS_LESION_IDLE, timeout=timeout_ms)
+
+
+def click_pixel(page: Any, column: float, row: float, timeout_ms: int = 120_000) -> None:
+    """A left click on image pixel (column, row) with the current tool; waits until the mode is idle."""
+    (x, y), *_ = page.evaluate(JS_TO_PAGE, [[float(column), float(row)]])
+    page.mouse.click(x, y)
+    page.wait_for_timeout(50)
+    page.wait_for_function(JS_LESION_IDLE, timeout=timeout_ms)
+
+
+def lesion_mask(page: Any) -> np.ndarray:
+    """The lesion mode's labelmap as a (rows, columns) uint8 0/1 array."""
+    got = page.evaluate(JS_LESION_MASK)
+    return np.asarray(got["data"], dtype=np.uint8).reshape(got["rows"], got["columns"])
+
+
+def show_mask(page: Any, mask: np.ndarray) -> None:
+    """Puts a (rows, columns) mask in the lesion mode's labelmap as an edit (undoable), as a brush would."""
+    page.evaluate(
+        "(m) => window.lesionApp.session.edit(Uint8Array.from(m))",
+        [int(v) for v in np.asarray(mask, dtype=np.uint8).ravel()],
+    )
+
+
+def panel_text(page: Any, line: str) -> str:
+    """One line of the lesion mode's panel over the viewport (``lesion-quality``, ``lesion-status``...)."""
+    return page.locator(f'[data-cy="{line}"]').inner_text()

@@ -7,6 +7,13 @@ storage in a folder of your choice. Debian's system service is not used; this is
     lesion-orthanc --storage ~/orthanc-lesion --port 8042      # in the foreground; Ctrl-C or SIGTERM stops it
     monailabel start_server --app lesion_app --studies http://127.0.0.1:8042/dicom-web
 
+``make serve`` runs the app with it in one program: ``--fill`` imports a folder's photographs and labels (as SEGs,
+:mod:`apps.dicom_import`) when the storage holds no study yet, and the command after ``--`` runs against it
+(``{dicomweb}`` in it becomes the DICOMweb URL); Orthanc stops when that command ends, and the command when
+Orthanc fails::
+
+    lesion-orthanc --storage workspace/orthanc --fill sample-data -- lesion-serve --studies {dicomweb}
+
 Ctrl-C, SIGTERM and SIGHUP stop Orthanc, and so does the death of the program that started it (Linux). The storage
 folder is locked (``lesion-orthanc.lock``) while an Orthanc serves it: a second start on it is refused, naming the
 process that holds it. Tests start it with :func:`running_orthanc` and stop it afterwards.
@@ -26,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from apps.process_control import parent_death_signal, port_in_use, stop_process_tree, stoppable
@@ -200,13 +207,47 @@ def running_orthanc(storage: Path, port: int, log: Path | None = None) -> Iterat
         orthanc.stop()
 
 
+def fill(orthanc: Orthanc, folder: Path) -> int:
+    """Imports ``folder``'s photographs and their labels when Orthanc holds no study; returns how many."""
+    from apps import dicom_import
+
+    with urllib.request.urlopen(f"{orthanc.dicomweb}/studies?limit=1", timeout=30) as answer:
+        if json.loads(answer.read() or b"[]"):
+            return 0
+    files = dicom_import.photographs([str(folder)])
+    done = dicom_import.import_photographs(files, orthanc.dicomweb, progress=False, labels=True)
+    dicom_import.write_mapping(orthanc.storage / "dicom_uids.csv", (asdict(d) for d in done))
+    return len(done)
+
+
+def run_with(orthanc: Orthanc, command: list[str]) -> int:
+    """Runs ``command`` (``{dicomweb}`` replaced) until it or Orthanc ends; returns its exit status."""
+    child = subprocess.Popen(
+        [part.replace("{dicomweb}", orthanc.dicomweb) for part in command], preexec_fn=parent_death_signal()
+    )
+    try:
+        while child.poll() is None:
+            if orthanc.process.poll() is not None:
+                print(f"error: Orthanc failed (log in {orthanc.storage}); stopping {command[0]}", file=sys.stderr)
+                stop_process_tree(child)
+                return 1
+            time.sleep(0.5)
+        return child.returncode
+    finally:
+        stop_process_tree(child)
+
+
 @stoppable
 def main(argv: list[str] | None = None) -> int:
-    """Runs Orthanc until Ctrl-C, SIGTERM or SIGHUP, then stops it and returns 0; 2 if it cannot start, 1 if
-    it fails."""
+    """Runs Orthanc (and the command after ``--``) until Ctrl-C, SIGTERM or SIGHUP, then stops it and returns 0;
+    2 if it cannot start, 1 if it fails; with a command, that command's exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(prog="lesion-orthanc", description=__doc__.splitlines()[0])
     p.add_argument("--storage", required=True, help="folder for Orthanc's database and DICOM files")
     p.add_argument("--port", type=int, default=8042, help="HTTP port on 127.0.0.1 (DICOMweb at /dicom-web)")
+    p.add_argument("--fill", type=Path, help="a studies folder to import (photographs, labels as SEGs) if empty")
     args = p.parse_args(argv)
     try:
         orthanc = start_orthanc(Path(args.storage), args.port, Path(args.storage) / "orthanc.log")
@@ -216,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Orthanc {orthanc.url} (DICOMweb {orthanc.dicomweb}); storage {orthanc.storage}; Ctrl-C stops it")
     sys.stdout.flush()
     try:
+        if args.fill:
+            print(f"imported {fill(orthanc, args.fill)} photographs of {args.fill} (none if it held studies)")
+            sys.stdout.flush()
+        if command:
+            return run_with(orthanc, command)
         while orthanc.process.poll() is None:
             time.sleep(0.5)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP: the normal end

@@ -43,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(
-        "--conf", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="an app setting (README)"
+        "--conf", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="a setting (docs/server.md)"
     )
     args = p.parse_args(argv)
     is_url = args.studies.startswith(("http://", "https://"))

@@ -222,3 +222,11 @@ def restore_size(probs: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     if tuple(probs.shape[1:]) == tuple(size):
         return probs
     return F.interpolate(probs[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def mask_to_grid(mask: np.ndarray, spatial_size: Sequence[int]) -> torch.Tensor:
+    """A (H, W) 0/1 mask at the photograph's size on the network's (h, w) grid: (1, 1, h, w) float32 0/1, a cell
+    lesion where at least half of the photograph's pixels it covers are (area resize, as the photograph is
+    resized)."""
+    m = torch.as_tensor(np.asarray(mask, dtype=np.float32))[None, None]
+    return (F.interpolate(m, size=tuple(int(s) for s in spatial_size), mode="area") >= 0.5).float()

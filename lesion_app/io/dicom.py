@@ -2,7 +2,7 @@
 
 A photograph becomes one single-frame RGB Secondary Capture instance in a series and study of its own. The
 Image Plane attributes a DICOM SEG needs (FrameOfReferenceUID, ImagePositionPatient, ImageOrientationPatient,
-PixelSpacing) are set, so MONAI Label can save labels back as DICOM SEG with dcmqi. Pixels are stored upright
+PixelSpacing) are set, so the app can save labels back as DICOM SEG (highdicom). Pixels are stored upright
 (EXIF orientation applied), exactly as the app and photo viewers show the file, so a mask on the photograph is
 a mask on the DICOM frame.
 
@@ -29,8 +29,14 @@ SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 #: External-camera photography: what dermoscopic photographs are in DICOM's modality list. The app's DICOMweb
 #: search filter (``--conf dicomweb_modality``) lists this modality only.
 MODALITY = "XC"
-#: Photographs carry no calibration; one millimetre per pixel says "unknown" and keeps masks on the pixel grid.
+#: Photographs carry no calibration; without one, one millimetre per pixel keeps masks on the pixel grid (DICOM SEG
+#: needs a spacing) and a private element marks it as no measurement (:func:`calibrated_spacing_mm`).
 UNKNOWN_SPACING_MM = 1.0
+#: The private block (group 0009, creator ``lesion_app``) whose element 01 holds :data:`SPACING_PLACEHOLDER` where
+#: PixelSpacing is the placeholder. DICOM's calibration attributes cannot say "unknown": PixelSpacingCalibrationType
+#: is GEOMETRY or FIDUCIAL, and its description may not appear without it.
+PRIVATE_GROUP, PRIVATE_CREATOR, SPACING_ELEMENT = 0x0009, "lesion_app", 0x01
+SPACING_PLACEHOLDER = "UNCALIBRATED"
 
 
 @dataclass(frozen=True)
@@ -57,11 +63,15 @@ def photo_to_dicom(
     uids: PhotoUids,
     patient_id: str,
     patient_name: str = "",
-    spacing_mm: float = UNKNOWN_SPACING_MM,
+    spacing_mm: float | None = None,
     modality: str = MODALITY,
     description: str = "Dermoscopy",
 ) -> Dataset:
-    """One RGB Secondary Capture instance of the photograph at ``path``, upright, uncompressed."""
+    """One RGB Secondary Capture instance of the photograph at ``path``, upright, uncompressed.
+
+    ``spacing_mm`` (mm per pixel) is the dermoscope's calibration; None writes the 1 mm placeholder, marked as such
+    in a private element (:data:`PRIVATE_CREATOR`) so that :func:`calibrated_spacing_mm` reads it as unknown.
+    """
     with open_image(path) as img:
         lossy = img.format == "JPEG"
         rgb = to_rgb(img)
@@ -98,13 +108,17 @@ def photo_to_dicom(
     ds.ConversionType = "WSD"  # workstation: converted from a file, not captured by this software
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.ContentDate, ds.ContentTime = ds.StudyDate, ds.StudyTime
-    # Frame of reference and image plane: what DICOM SEG (and dcmqi) need to place a mask on this frame
+    # Frame of reference and image plane: what a DICOM SEG needs to place a mask on this frame
     ds.FrameOfReferenceUID = uids.frame_of_reference
     ds.PositionReferenceIndicator = ""
     ds.ImagePositionPatient = [0.0, 0.0, 0.0]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.PixelSpacing = [spacing_mm, spacing_mm]
-    ds.SliceThickness = spacing_mm
+    spacing = UNKNOWN_SPACING_MM if spacing_mm is None else float(spacing_mm)
+    ds.PixelSpacing = [spacing, spacing]
+    ds.SliceThickness = spacing
+    if spacing_mm is None:
+        block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+        block.add_new(SPACING_ELEMENT, "CS", SPACING_PLACEHOLDER)
     # Pixels
     ds.Rows, ds.Columns = rows, columns
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
@@ -112,6 +126,35 @@ def photo_to_dicom(
     ds.LossyImageCompression = "01" if lossy else "00"
     ds.PixelData = pixels.tobytes()
     return ds
+
+
+def calibrated_spacing_mm(ds: Dataset) -> float | None:
+    """A photograph's pixel spacing in mm when it is a calibration: PixelSpacing, else ImagerPixelSpacing.
+
+    None (unknown) for the placeholder :func:`photo_to_dicom` marks (:data:`SPACING_PLACEHOLDER`), for exactly 1 mm
+    without PixelSpacingCalibrationType (what this app's imports wrote before the mark, and converters that know
+    nothing: no dermoscope sees 1 mm per pixel), for non-square pixels and for values that are not positive numbers.
+    """
+    try:
+        marked = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR)[SPACING_ELEMENT].value == SPACING_PLACEHOLDER
+    except KeyError:
+        marked = False
+    if marked:
+        return None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        values = ds.get(keyword)
+        if not values:
+            continue
+        try:
+            row, col = (float(v) for v in values)
+        except (TypeError, ValueError):
+            return None
+        if row == col == UNKNOWN_SPACING_MM and not ds.get("PixelSpacingCalibrationType"):
+            return None
+        if not (row > 0 and np.isfinite(row) and abs(row - col) <= 1e-6 * row):
+            return None
+        return row
+    return None
 
 
 def dicom_to_rgb(ds: Dataset) -> np.ndarray:
@@ -176,45 +219,12 @@ def write_photo_nrrd(rgb: np.ndarray, geometry: FrameGeometry, dest: str | os.Pa
     itk.imwrite(geometry.apply(image, 2), str(dest), compression=True)
 
 
-def write_mask_volume(mask: np.ndarray, geometry: FrameGeometry, dest: str | os.PathLike) -> None:
-    """A (H, W) 0/1 mask as a one-slice 3D NRRD on the frame, as dcmqi maps a label onto source images."""
-    import itk
-
-    image = itk.image_from_array(np.ascontiguousarray(mask[None].astype(np.uint8)))
-    itk.imwrite(geometry.apply(image, 3), str(dest), compression=True)
-
-
-def dcmqi_tool(name: str = "itkimage2segimage") -> str:
-    """dcmqi's converter from the ``dcmqi`` wheel: on PATH, or beside this Python (an unactivated venv)."""
-    import shutil
-    import sys
-
-    found = shutil.which(name) or shutil.which(name, path=os.path.dirname(sys.executable))
-    if not found:
-        raise FileNotFoundError(f"dcmqi's {name} is not installed (pip install dcmqi)")
-    return found
-
-
-#: The segment every lesion SEG holds (SNOMED CT: a lesion, a morphologically altered structure).
-LESION_SEGMENT = {
-    "labelID": 1,
-    "SegmentLabel": "lesion",
-    "SegmentDescription": "Skin lesion",
-    "SegmentAlgorithmType": "SEMIAUTOMATIC",
-    "SegmentAlgorithmName": "lesion_app",
-    "SegmentedPropertyCategoryCodeSequence": {
-        "CodeValue": "49755003",
-        "CodingSchemeDesignator": "SCT",
-        "CodeMeaning": "Morphologically Altered Structure",
-    },
-    "SegmentedPropertyTypeCodeSequence": {
-        "CodeValue": "52988006",
-        "CodingSchemeDesignator": "SCT",
-        "CodeMeaning": "Lesion",
-    },
-    "AnatomicRegionSequence": {"CodeValue": "39937001", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Skin"},
-    "recommendedDisplayRGBValue": [255, 200, 0],
-}
+#: The segment every lesion SEG holds (SNOMED CT: a lesion, a morphologically altered structure, on the skin).
+LESION_CATEGORY = ("49755003", "SCT", "Morphologically Altered Structure")
+LESION_TYPE = ("52988006", "SCT", "Lesion")
+SKIN = ("39937001", "SCT", "Skin")
+#: What the SEG says made it (its equipment module and the segment's algorithm identification).
+SEG_SOFTWARE = ("lesion_app", "1")
 
 
 def mask_to_seg(
@@ -223,56 +233,74 @@ def mask_to_seg(
     dest: str | os.PathLike,
     series_description: str = "lesion",
     algorithm_type: str = "SEMIAUTOMATIC",
-) -> None:
-    """A (H, W) 0/1 mask on a photograph's DICOM frame as a DICOM SEG referencing it, written with dcmqi.
+    creator: str = APP_CREATOR,
+) -> Dataset:
+    """A (H, W) 0/1 mask on a photograph's DICOM frame as a classic binary DICOM SEG referencing it, written with
+    highdicom (1 bit, Explicit VR Little Endian: what OHIF, 3D Slicer and :mod:`lesion_app.io.seg` read).
 
-    ``ContentCreatorName`` is ``lesion_app``; ``series_description`` and ``algorithm_type`` (the segment's
-    ``SegmentAlgorithmType``) say what the mask is (:func:`proposal_to_seg` for the model's proposal).
-    An empty mask (no lesion) has no segment to encode; DICOM SEG cannot say "nothing" for a single segment
-    with dcmqi, so it is refused here with a clear error rather than stored as a misleading file.
+    An empty mask is a valid SEG ("no lesion"): its one frame is stored all zero. ``ContentCreatorName`` is
+    ``creator`` (the annotator; ``lesion_app`` for the model's proposal); ``series_description`` and
+    ``algorithm_type`` (the segment's ``SegmentAlgorithmType``) say what the mask is (:func:`proposal_to_seg`).
+    Returns the SEG as written to ``dest``. Raises ValueError when ``source_dir`` does not hold exactly the
+    photograph's one instance, or the mask is not on its grid.
     """
-    import json
-    import subprocess
-    import tempfile
+    import highdicom as hd
+    from pydicom import dcmread
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
 
-    if not np.any(mask):
-        raise ValueError("the label is empty (no lesion pixel); DICOM SEG needs at least one segmented pixel")
     files = sorted(Path(source_dir).glob("*.dcm"))
     if len(files) != 1:
         raise ValueError(f"{source_dir} holds {len(files)} DICOM files; expected the photograph's one instance")
-    from pydicom import dcmread
+    source = dcmread(str(files[0]))
+    if tuple(mask.shape) != (int(source.Rows), int(source.Columns)):
+        raise ValueError(f"the mask is {mask.shape[1]}x{mask.shape[0]}, the photograph {source.Columns}x{source.Rows}")
+    # a JPEG's photograph says "lossy" without a ratio (unknown), which highdicom wants to copy: said afterwards
+    lossy = str(source.get("LossyImageCompression", "")) == "01"
+    if lossy and "LossyImageCompressionRatio" not in source:
+        del source.LossyImageCompression
+    kind = hd.seg.SegmentAlgorithmTypeValues[algorithm_type]
+    algorithm = None
+    if kind != hd.seg.SegmentAlgorithmTypeValues.MANUAL:
+        name, version = SEG_SOFTWARE
+        algorithm = hd.AlgorithmIdentificationSequence(name, codes.cid7162.ArtificialIntelligence, version)
+    segment = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="lesion",
+        segmented_property_category=Code(*LESION_CATEGORY),
+        segmented_property_type=Code(*LESION_TYPE),
+        algorithm_type=kind,
+        algorithm_identification=algorithm,
+        anatomic_regions=[Code(*SKIN)],
+    )
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=np.asarray(mask, dtype=bool)[None],
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment],
+        series_instance_uid=hd.UID(),
+        series_number=300,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=SEG_SOFTWARE[0],
+        manufacturer_model_name=SEG_SOFTWARE[0],
+        software_versions=SEG_SOFTWARE[1],
+        device_serial_number="1",
+        content_label="LESION",
+        content_description="Skin lesion segmentation",
+        content_creator_name=creator or APP_CREATOR,
+        series_description=series_description[:64],
+        omit_empty_frames=False,  # "no lesion": one all-zero frame, not a SEG without frames
+    )
+    if lossy:
+        seg.LossyImageCompression = "01"
+    seg.save_as(str(dest))
+    return seg
 
-    geometry = FrameGeometry.of(dcmread(str(files[0]), stop_before_pixels=True))
-    # dcmqi keeps ContentCreatorName and SeriesDescription (what marks a proposal) but writes its own
-    # ContentLabel/ContentDescription ("DCMQI") whatever the template says
-    template = {
-        "ContentCreatorName": APP_CREATOR,
-        "ClinicalTrialSeriesID": "lesion_app",
-        "ClinicalTrialTimePointID": "1",
-        "ClinicalTrialCoordinatingCenterName": "lesion_app",
-        "SeriesDescription": series_description[:64],
-        "SeriesNumber": "300",
-        "InstanceNumber": "1",
-        "ContentLabel": "LESION",
-        "ContentDescription": "Skin lesion segmentation",
-        "BodyPartExamined": "SKIN",
-        "segmentAttributes": [[{**LESION_SEGMENT, "SegmentAlgorithmType": algorithm_type}]],
-    }
-    with tempfile.TemporaryDirectory(prefix="lesion_seg_") as tmp:
-        volume, meta = Path(tmp) / "mask.nrrd", Path(tmp) / "meta.json"
-        write_mask_volume(mask, geometry, volume)
-        meta.write_text(json.dumps(template))
-        args = ["--inputImageList", str(volume), "--inputDICOMDirectory", str(source_dir)]
-        args += ["--outputDICOM", str(dest), "--inputMetadata", str(meta)]
-        run = subprocess.run([dcmqi_tool(), *args], capture_output=True, text=True, timeout=120)
-        if run.returncode != 0 or not Path(dest).is_file():
-            detail = (run.stderr or run.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"itkimage2segimage failed ({run.returncode}): {detail[0][:300]}")
 
-
-def proposal_to_seg(mask: np.ndarray, source_dir: str | os.PathLike, dest: str | os.PathLike) -> None:
+def proposal_to_seg(mask: np.ndarray, source_dir: str | os.PathLike, dest: str | os.PathLike) -> Dataset:
     """The model's proposal as a SEG marked as such (:func:`lesion_app.io.seg.is_proposal` is true for it)."""
-    mask_to_seg(mask, source_dir, dest, PROPOSAL_DESCRIPTION, algorithm_type="AUTOMATIC")
+    return mask_to_seg(mask, source_dir, dest, PROPOSAL_DESCRIPTION, algorithm_type="AUTOMATIC")
 
 
 def seg_to_mask(ds: Dataset, rows: int, columns: int) -> np.ndarray:

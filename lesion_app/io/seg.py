@@ -4,7 +4,7 @@ The SEG flavours read, all with pydicom:
 
 - classic SEG (SOP class 1.2.840.10008.5.1.4.1.1.66.4), ``BINARY`` (1 bit) or ``FRACTIONAL`` (8 bit, a pixel is
   set above half of ``MaximumFractionalValue``): each frame belongs to the one segment its
-  ``SegmentIdentificationSequence`` names. dcmqi (the app's own SEGs), OHIF's bitmap mode and highdicom write it.
+  ``SegmentIdentificationSequence`` names. highdicom (the app's own SEGs), OHIF's bitmap mode and dcmqi write it.
 - label-map SEG (1.2.840.10008.5.1.4.1.1.66.7, ``LABELMAP``; OHIF 3.13's default, RLE Lossless): a pixel's value
   is its segment number.
 

@@ -2,7 +2,7 @@
 
 ``monailabel start_server --app lesion_app --studies sample-data --conf models unet --conf threads 2``
 
-See the README's "Configuration" table; it is generated from :data:`FIELDS_DOC` and must match.
+See the "Configuration" table in docs/server.md; it is generated from :data:`FIELDS_DOC` and must match.
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ FIELDS_DOC = {
     "read_only": "refuse every datastore write (add image, save label, delete) with HTTP 403; infer and listing work",
     "dicomweb_modality": "with a DICOMweb `--studies` URL: the modality whose series are the images (XC: photographs)",
     "dicomweb_cache_seconds": "with a DICOMweb `--studies` URL: how long series and SEG listings are reused (s)",
+    "pixel_spacing_mm": "mm per pixel of the photographs, for measurements in mm (0: unknown, pixels only; a DICOM "
+    "photograph's own calibration and a request's `pixel_spacing_mm` come first)",
 }
 
 
@@ -92,7 +94,7 @@ def _to_bool(value: str) -> bool:
 @dataclass(frozen=True)
 class LesionSettings:
     """Every ``--conf`` option of the app, typed and checked (:meth:`from_conf`); :data:`FIELDS_DOC` says what
-    each means and the README's Configuration table lists them."""
+    each means and docs/server.md's Configuration table lists them."""
 
     models: tuple[str, ...] = ALL_MODELS
     model_dir: str = ""
@@ -122,6 +124,7 @@ class LesionSettings:
     read_only: bool = False
     dicomweb_modality: str = "XC"
     dicomweb_cache_seconds: float = 30.0
+    pixel_spacing_mm: float = 0.0
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, str], app_dir: str | os.PathLike) -> LesionSettings:
@@ -197,6 +200,11 @@ class LesionSettings:
             raise ValueError(f"--conf dicomweb_modality must be a modality code, got {settings.dicomweb_modality!r}")
         if settings.dicomweb_cache_seconds < 0:
             raise ValueError(f"--conf dicomweb_cache_seconds must be >= 0, got {settings.dicomweb_cache_seconds}")
+        if not settings.pixel_spacing_mm >= 0 or settings.pixel_spacing_mm == float("inf"):
+            raise ValueError(
+                f"--conf pixel_spacing_mm must be 0 (unknown) or a positive number of mm per pixel, got "
+                f"{settings.pixel_spacing_mm}"
+            )
         return settings
 
     @property

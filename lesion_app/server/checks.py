@@ -9,8 +9,11 @@ unit-tested on their own.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import errno
+import io
 import json
 import logging
 import os
@@ -122,7 +125,7 @@ def bad_gateway(detail: str) -> HTTPException:
 
 
 def unavailable(detail: str) -> HTTPException:
-    """503: a service the app needs (DICOMweb server, identity provider, disk, dcmqi) is not working."""
+    """503: a service the app needs (DICOMweb server, identity provider, disk, the SEG writer) is not working."""
     return HTTPException(status_code=503, detail=detail)
 
 
@@ -492,6 +495,48 @@ def click_points(value: Any, name: str, stored_hw: tuple[int, int]) -> list[tupl
     return points
 
 
+PNG_DATA_PREFIX = "data:image/png;base64,"
+#: PNG modes a sent mask may have: 1-bit, 8-bit grey, and what a browser's canvas writes.
+MASK_PNG_MODES = ("1", "L", "LA", "RGB", "RGBA")
+
+
+def png_mask(value: Any, name: str, stored_hw: tuple[int, int]) -> np.ndarray:
+    """A mask a client sends as a base64 PNG (optionally as a ``data:image/png;base64,`` URL) on the photograph's
+    stored pixel grid ``stored_hw`` (rows, columns; EXIF not applied): (H, W) bool.
+
+    8-bit grey or 1-bit: any nonzero pixel is lesion. 8-bit RGB, RGBA or grey with alpha (what a browser's canvas
+    gives): a pixel is lesion where a colour channel is nonzero and, with alpha, the pixel is not transparent.
+    400 naming ``name`` for anything else: not text, not base64, not a PNG, another mode (palette, 16-bit) or size
+    (the size is read from the header before anything is decoded)."""
+    if not isinstance(value, str):
+        raise bad_request(f"{name} must be a base64 PNG, got {type(value).__name__}")
+    text = value.strip()
+    text = text[len(PNG_DATA_PREFIX) :] if text.startswith(PNG_DATA_PREFIX) else text
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{name} is not base64 data: {value[:40]!r}") from None
+    h, w = stored_hw
+    try:
+        with Image.open(io.BytesIO(raw), formats=["PNG"]) as img:
+            if img.size != (w, h):
+                raise bad_request(
+                    f"{name} is {img.size[0]}x{img.size[1]} but the photograph's stored grid is {w}x{h} "
+                    "(columns x rows, before its EXIF orientation)"
+                )
+            if img.mode not in MASK_PNG_MODES:
+                raise bad_request(f"{name} is a {img.mode} PNG; it must be 1-bit or 8-bit grey, RGB or RGBA")
+            img.load()
+            pixels = np.asarray(img)
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as e:
+        raise bad_request(f"{name} is not a readable PNG ({_cause(e)})") from None
+    if pixels.ndim == 2:
+        return pixels > 0
+    colour, alpha = (pixels[..., :-1], pixels[..., -1]) if img.mode in ("LA", "RGBA") else (pixels, None)
+    lesion = colour.max(axis=-1) > 0
+    return lesion if alpha is None else lesion & (alpha > 0)
+
+
 def json_object_field(value: Any, name: str = "params") -> None:
     """400 unless a request's form field ``name`` (infer's and a saved label's ``params``, an info update's
     ``info``) is empty or a JSON object: MONAI Label's endpoints read it with ``json.loads`` and use it as a dict, a
@@ -546,17 +591,27 @@ def check_infer_image(image: Any) -> None:
 MAX_ANNOTATOR_LENGTH = 100
 
 
-def annotator_name(value: Any) -> str | None:
-    """A next-sample request's ``annotator`` (None when absent): a name of 1 to 100 printable characters.
+def annotator_name(value: Any, required: bool = False) -> str | None:
+    """A next-sample request's or a saved label's ``annotator`` (None when absent and not ``required``): a name of 1
+    to 100 printable characters without a backslash (DICOM's value separator: it becomes a SEG's ContentCreatorName).
 
     Raises:
         HTTPException: 400 naming the value, for anything else.
     """
+    if value is None and required:
+        raise bad_request("no annotator: give your name in the worklist (it is stored with the label)")
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ANNOTATOR_LENGTH or not value.isprintable():
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_ANNOTATOR_LENGTH
+        or not value.isprintable()
+        or "\\" in value
+    ):
         raise bad_request(
-            f"annotator must be a name of 1 to {MAX_ANNOTATOR_LENGTH} printable characters, got {_shown(str(value))!r}"
+            f"annotator must be a name of 1 to {MAX_ANNOTATOR_LENGTH} printable characters without a backslash, "
+            f"got {_shown(str(value))!r}"
         )
     return value.strip()
 

@@ -57,6 +57,7 @@ from lesion_app.server import (
     checks,
     infer_route,
     lifetime,
+    measurements_route,
     proposals,
     remove_route,
     upload_limit,
@@ -270,6 +271,7 @@ class MONAILabelFixes:
         super().on_init_complete()  # type: ignore[misc]
         upload_limit.install(upload_limit.body_limit_bytes(self.max_upload_mb))
         infer_route.install()
+        measurements_route.install(self)
         remove_route.install()
         api_docs.install()
         viewer.install(self)

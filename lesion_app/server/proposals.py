@@ -36,7 +36,7 @@ def ensure(app: Any, image_id: str, replace: bool = False) -> dict[str, Any]:
     """The photograph's proposal SEG, made now if it has none (or ``replace``).
 
     Returns ``{"image", "proposal": SEG series UID or None, "made": bool, "detail": text}``. Raises the datastore's
-    HTTP errors (404 unknown image, 403 read-only, 503 DICOMweb server or dcmqi down).
+    HTTP errors (404 unknown image, 403 read-only, 503 DICOMweb server down or the SEG not written).
     """
     datastore = _dicomweb(app)
     if datastore is None:

@@ -301,3 +301,26 @@ def test_an_unreachable_realm_answers_503_not_500(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(HTTPException) as e:
         auth.from_token(realm.token("anna", ANNOTATOR_ROLES))
     assert e.value.status_code == 503
+
+
+def test_the_lesion_modes_save_needs_annotator_rights_and_names_the_tokens_user(
+    dicomweb_url: str, realm: Realm, dicom_studies: dict
+) -> None:
+    """``POST /lesion/label``: 401 without a token, 403 for a reader, and the token's user is the annotator (not
+    the name the browser sends)."""
+    row = dicom_studies["lesion_008.jpg"]
+    data = io.BytesIO()
+    Image.fromarray(np.zeros((int(row["rows"]), int(row["columns"])), np.uint8)).save(data, "PNG")
+
+    def save(headers: dict[str, str]) -> httpx.Response:
+        files = {"label": ("label.png", data.getvalue(), "image/png")}
+        query = {"image": row["series_uid"]}
+        form = {"params": '{"annotator": "someone else"}'}
+        return httpx.post(f"{dicomweb_url}/lesion/label", params=query, files=files, data=form, headers=headers,
+                          timeout=120)  # fmt: skip
+
+    assert save({}).status_code == 401
+    refused = save(bearer(realm.token("reader", [USER])))
+    assert refused.status_code == 403, refused.text
+    saved = save(bearer(realm.token("carol", ANNOTATOR_ROLES)))
+    assert saved.status_code == 200 and saved.json()["annotator"] == "carol", saved.text

@@ -1,9 +1,16 @@
 """The browser loop: the app's worklist and OHIF 3.13 (served by the app) in headless Chromium, over a real Orthanc.
 
-One Orthanc, one server and one browser for the module. A clinician opens the worklist, opens the strategy's
-pick in OHIF with the model's proposal loaded, brushes and erases with the mouse and saves; the new SEG is on
-Orthanc, the app takes it as the label (pixels checked against what the mouse did) and a training run reads it.
-Photographs are shown upright and unstretched (an EXIF-rotated portrait, a landscape); a proposal is never a label.
+One Orthanc, one server (the U-Net and the click model) and one browser for the module. In OHIF's segmentation
+mode a clinician opens the strategy's pick with the model's proposal loaded, brushes and erases with the mouse and
+saves; the new SEG is on Orthanc, the app takes it as the label (pixels checked against what the mouse did) and a
+training run reads it. Photographs are shown upright and unstretched (an EXIF-rotated portrait, a landscape); a
+proposal is never a label.
+
+In the app's lesion mode (``/ohif/lesion``) a clinician opens a photograph from the worklist in the same tab, asks
+for the model's mask, corrects it with clicks (the click model gets every click and the mask on screen), undoes,
+saves (a SEG with the annotator, the photograph's label), saves "no lesion" and goes on to the next pick; what goes
+wrong (a click beside the photograph, the server gone during a save) says so and loses nothing. Every request of
+those pages goes to the app's own origin.
 """
 
 from __future__ import annotations
@@ -19,31 +26,28 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from scipy import ndimage
 
 from apps import ohif_browser as ob
 from apps.orthanc import Orthanc
 from apps.research.local_server import Server, server_process
-from lesion_app.server.viewer.dist import ViewerFiles, dist_folder
 from tests.support.paths import REPO
-from tests.support.viewers import need
+from tests.support.viewers import chromium
 from tests.support.waiting import train_and_wait
 
 pytestmark = pytest.mark.server
 
-CONF = {"models": "unet", "threads": "1", "train_epochs": "1"}
+CONF = {"models": "unet,deepedit", "threads": "1", "train_epochs": "1"}
 ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
 RADIUS = 8.0  # mm of brush and eraser: pixels at the importer's 1 mm spacing
+ANNOTATOR = "Dr Ada Lovelace"
+#: Photographs of sample-data with a drawn label: the truth a correction aims at.
+LABELLED = ("lesion_000.jpg", "lesion_001.jpg")
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        ob.chromium_binary()
-    except ob.ChromiumMissing as e:
-        need(str(e))
-    if not ViewerFiles(dist_folder()).installed():
-        need(f"OHIF is not installed at {dist_folder()}; run `make viewers`")
-    with ob.browser() as b:
+    with chromium() as b:
         yield b
 
 
@@ -118,7 +122,7 @@ def test_a_correction_saved_in_ohif_is_the_label_and_training_reads_it(
     row = worklist_rows(server)[pick]
     proposal_seg = row["proposal"]
     assert 0.0 <= row["predicted_iou"] <= 1.0  # the proposal's quality estimate (issue 17), shown in the row
-    shown = page.locator("tr.next td").nth(3).inner_text()
+    shown = page.locator("tr.next td").nth(4).inner_text()
     assert shown.startswith(f"{row['predicted_iou']:.2f}") and ("review" in shown) == row["review"]
     proposal = mask_of(httpx.get(f"{server.url}/datastore/label", params={"label": pick, "tag": "original"}))
     assert httpx.get(f"{server.url}/info/").json()["datastore"]["completed"] == 0  # a proposal is no label
@@ -215,3 +219,156 @@ def test_missing_viewer_files_are_404_and_routes_are_the_app(server: Server) -> 
     assert page.headers["cache-control"] == "no-store"
     assert httpx.get(f"{server.url}/ohif", follow_redirects=False).headers["location"] == "/ohif/"
     assert httpx.get(f"{server.url}/ohif/dicom-web/tools/lookup").status_code == 400  # only DICOMweb passes
+
+
+# -- the lesion mode ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    """The worklist in a fresh browser context, its annotator given once; afterwards, every request the page
+    made went to the app's origin and the mode logged no error."""
+    page = ob.watch_requests(ob.new_page(browser))
+    ob.open_worklist(page, server.url)
+    page.locator("form.who input[name=name]").fill(ANNOTATOR)
+    page.locator("form.who button").click()
+    assert page.locator('[data-cy="annotator"]').inner_text() == ANNOTATOR
+    yield page
+    assert ob.foreign_requests(page, server.url) == []
+    assert not [line for line in page.console_lines if "lesion" in line.lower() or "pageerror" in line], (
+        page.console_lines
+    )
+    page.context.close()
+
+
+def truth(name: str) -> np.ndarray:
+    with Image.open(REPO / "sample-data" / "labels" / "final" / f"{name.rsplit('.', 1)[0]}.png") as img:
+        return (np.asarray(img) > 0).astype(np.uint8)
+
+
+def final_label(server: Server, image: str) -> np.ndarray:
+    return mask_of(httpx.get(f"{server.url}/datastore/label", params={"label": image, "tag": "final"}, timeout=60))
+
+
+def test_segment_clicks_undo_and_save_from_the_worklist(server: Server, dicom_studies: dict, page: Any) -> None:
+    name = LABELLED[0]
+    image, want = dicom_studies[name]["series_uid"], truth(name)
+    start = page.url
+    ob.open_lesion_from_worklist(page, image)
+    assert "/ohif/lesion?" in page.url and len(page.context.pages) == 1  # the same tab
+    assert ob.panel_text(page, "lesion-quality").startswith("predicted IoU")
+
+    ob.press(page, "lesion-segment")
+    served = mask_of(
+        httpx.post(f"{server.url}/infer/unet", params={"image": image, "output": "image"}, data={}, timeout=300)
+    )
+    assert iou(ob.lesion_mask(page), served) > 0.99  # the served model's mask
+    assert "longest diameter" in ob.panel_text(page, "lesion-size")
+
+    # the model missed a part (a brush-like edit leaves out the lesion's right third): a positive click there
+    right = int(np.percentile(np.nonzero(want)[1], 70))
+    missed = want.copy()
+    missed[:, right:] = 0
+    ob.show_mask(page, missed)
+    row, column = np.argwhere(ndimage.binary_erosion(want & ~missed, iterations=3)).mean(0)
+    ob.press(page, "lesion-add")
+    ob.click_pixel(page, column, row)
+    added = ob.lesion_mask(page)
+    print(f"positive click: IoU {iou(missed, want):.3f} -> {iou(added, want):.3f}")
+    assert iou(added, want) > 0.9 and iou(added, want) > iou(missed, want) + 0.15
+
+    # a false patch beside the lesion: a negative click on it takes it away
+    distance = ndimage.distance_transform_edt(~want.astype(bool))
+    prow, pcolumn = np.argwhere((distance > 45) & (distance < 50))[0]
+    yy, xx = np.mgrid[: want.shape[0], : want.shape[1]]
+    patch = (yy - prow) ** 2 + (xx - pcolumn) ** 2 <= 20**2
+    ob.show_mask(page, added | patch)
+    ob.press(page, "lesion-remove")
+    ob.click_pixel(page, pcolumn, prow)
+    removed = ob.lesion_mask(page)
+    print(f"negative click: {int((removed & patch).sum())} of {int(patch.sum())} patch pixels left")
+    assert (removed & patch).sum() < 0.05 * patch.sum() and iou(removed, want) > 0.9
+
+    page.keyboard.press("Control+z")  # undo: the patch is back, as before the click
+    assert np.array_equal(ob.lesion_mask(page), (added | patch).astype(np.uint8))
+    page.keyboard.press("Control+z")
+    assert np.array_equal(ob.lesion_mask(page), added)
+
+    with page.expect_response(lambda r: "/lesion/label" in r.url) as saved:
+        page.keyboard.press("Control+s")
+    assert saved.value.status == 200, saved.value.text()
+    page.wait_for_function(ob.JS_LESION_IDLE)
+    seg = saved.value.json()["label"]
+    assert np.array_equal(final_label(server, image), added)  # the label is the mask on screen
+    found = worklist_rows(server)[image]
+    assert (found["state"], found["label"], found["annotator"]) == ("corrected", seg, ANNOTATOR)
+    assert "Saved" in ob.panel_text(page, "lesion-status")
+
+    page.go_back()  # the browser's back button: the worklist, showing the save
+    assert page.url == start
+    page.locator(f'tr[data-image="{image}"] td.state', has_text="corrected").wait_for(timeout=30_000)
+    assert page.locator(f'tr[data-image="{image}"] td.annotator').inner_text() == ANNOTATOR
+
+
+def test_bad_cases_then_no_lesion_then_save_and_next(server: Server, dicom_studies: dict, page: Any) -> None:
+    row = dicom_studies[LABELLED[1]]
+    image, shape = row["series_uid"], (int(row["rows"]), int(row["columns"]))
+    ob.open_lesion_from_worklist(page, image)
+
+    # a click beside the photograph (inside the viewport) sends nothing and changes nothing
+    before = ob.lesion_mask(page)
+    ob.press(page, "lesion-add")
+    sent = len(page.requested)
+    ob.click_pixel(page, shape[1] + 30, shape[0] / 2)
+    assert not [u for u in page.requested[sent:] if "/infer/" in u]
+    assert "outside the photograph" in ob.panel_text(page, "lesion-status")
+    assert np.array_equal(ob.lesion_mask(page), before)
+
+    # the server gone during a save: it says so and the mask stays on screen, to save again
+    edited = before.copy()
+    edited[10:40, 10:40] = 1
+    ob.show_mask(page, edited)
+    page.route("**/lesion/label**", lambda route: route.abort("connectionrefused"))
+    ob.press(page, "lesion-save")
+    assert "does not answer" in ob.panel_text(page, "lesion-status")
+    assert np.array_equal(ob.lesion_mask(page), edited)
+    page.unroute("**/lesion/label**")
+    assert worklist_rows(server)[image]["state"] != "corrected"
+    page.console_lines.clear()  # the refused connection is the browser's own console error, not the mode's
+
+    # no lesion: saved at once as an all-zero label, which training reads as "no lesion"
+    with page.expect_response(lambda r: "/lesion/label" in r.url) as saved:
+        ob.press(page, "lesion-no-lesion")
+    assert saved.value.status == 200, saved.value.text()
+    assert not final_label(server, image).any()
+    assert worklist_rows(server)[image]["state"] == "corrected"
+
+    # save and next: the correction is the label, and the annotator's next pick opens in the same tab
+    ob.show_mask(page, truth(LABELLED[1]))
+    with page.expect_navigation(timeout=60_000):
+        ob.press(page, "lesion-save-next")
+    ob.wait_lesion(page)
+    following = page.evaluate("() => document.body.dataset.lesionReady")
+    assert following != image and worklist_rows(server)[following]["state"] != "corrected"
+    assert np.array_equal(final_label(server, image), truth(LABELLED[1]))
+    # the pick is this annotator's for now: another annotator is handed a different photograph
+    other = httpx.post(f"{server.url}/activelearning/random", json={"annotator": "someone else"}, timeout=120)
+    assert other.json()["id"] != following
+
+
+def test_the_lesion_route_refuses_bad_saves(server: Server, dicom_studies: dict) -> None:
+    image = dicom_studies["lesion_006.jpg"]["series_uid"]
+    shape = (int(dicom_studies["lesion_006.jpg"]["rows"]), int(dicom_studies["lesion_006.jpg"]["columns"]))
+    data = io.BytesIO()
+    Image.fromarray(np.zeros(shape, np.uint8)).save(data, "PNG")
+
+    def save(params: str, target: str = image) -> httpx.Response:
+        files = {"label": ("label.png", data.getvalue(), "image/png")}
+        return httpx.post(f"{server.url}/lesion/label", params={"image": target}, files=files,
+                          data={"params": params}, timeout=120)  # fmt: skip
+
+    assert save("{}").status_code == 400 and "annotator" in save("{}").text
+    assert save('{"annotator": "a\\\\b"}').status_code == 400
+    assert save('{"annotator": "Dr Who"}', "1.2.3.4").status_code == 404
+    assert save("not json").status_code == 400
+    assert worklist_rows(server)[image]["state"] != "corrected"

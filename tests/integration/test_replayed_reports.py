@@ -46,7 +46,7 @@ from apps.make_sample_data import draw_study
 from apps.research.local_server import Server, free_port, server_process
 from lesion_app.core.metrics import iou
 from tests.support.paths import REPO, SAMPLE_DATA
-from tests.support.waiting import start_scoring, train_and_wait, wait_for
+from tests.support.waiting import answers, start_scoring, train_and_wait, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -267,7 +267,7 @@ def lesion_serve(studies: Path, models: Path, log: Path) -> Iterator[tuple[str, 
         process = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **ENV})
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _up(url), 90, f"lesion-serve on {studies}:\n{log.read_text()[-2000:]}")
+        wait_for(lambda: answers(url), 90, f"lesion-serve on {studies}:\n{log.read_text()[-2000:]}")
         yield url, process
     finally:
         if process.poll() is None:
@@ -279,13 +279,6 @@ def test_lesion_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) ->
     with lesion_serve(tmp_path / "derm photos é ü", tmp_path / "my models", tmp_path / "serve.log") as (url, _):
         assert httpx.get(f"{url}/info/", timeout=30).json()["datastore"]["total"] == 10
         assert infer_mask(url, "lesion_000").any()
-
-
-def _up(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/info/", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_make_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> None:
@@ -302,8 +295,10 @@ def test_make_serve_serves_a_folder_with_spaces_and_accents(tmp_path: Path) -> N
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _up(url), 120, f"make serve on a spaced path:\n{log.read_text()[-2000:]}")
+        wait_for(lambda: answers(url), 120, f"make serve on a spaced path:\n{log.read_text()[-2000:]}")
         assert httpx.get(f"{url}/info/", timeout=30).json()["datastore"]["total"] == 10
+        page = httpx.get(f"{url}/worklist", timeout=30)  # a folder: the browser's worklist says what it needs
+        assert page.status_code == 200 and "needs a DICOMweb studies server" in page.text and "make serve" in page.text
     finally:
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as in a terminal
         process.wait(30)

@@ -238,6 +238,7 @@ def make_stop_id(case: tuple[int, bool]) -> str:
 def test_make_serve_stops_the_server(launch: Callable, tmp_path: Path, how: tuple[int, bool]) -> None:
     port = free_port()
     variables = {"WORKSPACE": str(tmp_path / "workspace"), "PORT": str(port), "CONF": " ".join(SERVE_CONF)}
+    variables["STUDIES"] = str(tmp_path / "workspace" / "sample-data")  # a folder: make serve alone starts Orthanc
     proc = launch(make_cmd("serve", **variables), "make-serve")
     wait_until_serving(f"http://127.0.0.1:{port}/info/", proc)
     _, seconds = stop_and_check(proc, how[0], port, group=how[1])

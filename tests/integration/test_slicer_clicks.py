@@ -10,6 +10,9 @@ the stored grid Slicer clicks on is not the upright one the model sees.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import io
 import json
 import threading
 import time
@@ -27,6 +30,10 @@ from scipy import ndimage
 
 from apps.make_sample_data import draw_study
 from apps.research.local_server import running_server
+from lesion_app.core.clicks import ClickConfig, ClickEffect, to_grid
+from lesion_app.core.predictor import Predictor
+from lesion_app.core.transforms import mask_to_grid
+from tests.support.paths import MODEL_DIR
 
 pytestmark = pytest.mark.server
 
@@ -244,3 +251,85 @@ def test_a_photograph_replaced_under_its_id_is_read_again(
     client.upload_image(str(tmp_path / "after.png"), image_id="clicks_swap")
     after = smartedit(client, "clicks_swap", [slicer_point(r, SHAPE[1] - 1 - c, "clicks_png")], [])
     assert iou(after, before[:, ::-1]) > 0.9 > iou(before, before[:, ::-1])
+
+
+def png_base64(mask: np.ndarray, mode: str = "L", data_url: bool = False) -> str:
+    """A (H, W) 0/1 mask as the base64 PNG a browser sends as ``previous_mask``."""
+    buffer = io.BytesIO()
+    Image.fromarray((mask > 0).astype(np.uint8) * 255).convert(mode).save(buffer, "PNG")
+    text = base64.b64encode(buffer.getvalue()).decode()
+    return f"data:image/png;base64,{text}" if data_url else text
+
+
+@pytest.fixture(scope="module")
+def local_predictor() -> Predictor:
+    """The shipped click model in this process, on the one prediction path the server uses."""
+    return Predictor.from_files([Path(MODEL_DIR) / "pretrained_deepedit.pt"])
+
+
+def local_click(predictor: Predictor, photo: Path, positive: tuple[int, int], previous: np.ndarray) -> np.ndarray:
+    """The mask the click model makes for one positive upright click with ``previous`` (upright, photograph size)
+    as its previous mask, computed here."""
+    prepared = predictor.prepare(photo)
+    size = prepared.original_size
+    fg = [to_grid(*positive, size, predictor.spatial_size)]
+    cfg, effect = ClickConfig.of(predictor.metas[0]), ClickEffect(brs_iterations=0)
+    prev = mask_to_grid(previous, predictor.spatial_size)
+    raw = predictor.click_probabilities(prepared.batch, fg, [], cfg, prev, effect)
+    return predictor.click_mask(raw, fg, [], effect, size)[1]
+
+
+def test_a_sent_previous_mask_is_what_the_click_refines(
+    client: MONAILabelClient, study: tuple, local_predictor: Predictor, tmp_path: Path
+) -> None:
+    """A browser sends the mask it shows as ``previous_mask``: the network reads it instead of the server's own
+    state, so the answer is the one the network gives for that previous mask (computed here on the same path, f-BRS
+    off to keep it short), on the stored grid of a sideways photograph too."""
+    img, regions = study
+    point = centre(regions["lobe"])
+    effect = {f"click_{k}": v for k, v in dataclasses.asdict(ClickEffect(brs_iterations=0)).items()}
+    Image.fromarray(img).save(tmp_path / "photo.png")
+    own = smartedit(client, "clicks_png", [slicer_point(*point, "clicks_png")], [], **effect)
+    answers = {}
+    for name, previous in (("empty", np.zeros(SHAPE, bool)), ("patch", regions["patch"] | regions["truth"])):
+        sent = smartedit(
+            client, "clicks_png", [slicer_point(*point, "clicks_png")], [], previous_mask=png_base64(previous), **effect
+        )
+        assert np.array_equal(sent, local_click(local_predictor, tmp_path / "photo.png", point, previous))
+        answers[name] = sent
+    assert not np.array_equal(answers["empty"], answers["patch"]), "the previous mask changed nothing"
+    assert not np.array_equal(answers["patch"], own), "the answer is the server's own state's"
+    sideways = smartedit(
+        client,
+        "clicks_exif",
+        [slicer_point(*point, "clicks_exif")],
+        [],
+        previous_mask=png_base64(to_stored(regions["patch"] | regions["truth"], "clicks_exif"), "1", data_url=True),
+        **effect,
+    )
+    assert iou(sideways, to_stored(answers["patch"], "clicks_exif")) > 0.95
+
+
+def bad_previous_masks() -> dict[str, object]:
+    jpeg = io.BytesIO()
+    Image.new("L", SHAPE[::-1]).save(jpeg, "JPEG")
+    png = base64.b64decode(png_base64(np.zeros(SHAPE, bool)))
+    return {
+        "not text": 5,
+        "not base64": "not base64 at all!",
+        "a JPEG": base64.b64encode(jpeg.getvalue()).decode(),
+        "truncated": base64.b64encode(png[: len(png) // 2]).decode(),
+        "upright, not stored": png_base64(np.zeros(SHAPE, bool)),  # for the sideways photograph (stored 240x360)
+        "too small": png_base64(np.zeros((SHAPE[0] // 2, SHAPE[1] // 2), bool)),
+        "palette": png_base64(np.zeros(SHAPE, bool), "P"),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_previous_masks()))
+def test_a_bad_previous_mask_is_a_400_naming_it(client: MONAILabelClient, case: str) -> None:
+    name = "clicks_exif" if case.startswith("upright") else "clicks_png"
+    params = {"foreground": [[10, 10, 0]], "background": [], "result_extension": ".nrrd"}
+    with pytest.raises(MONAILabelClientException) as error:
+        client.infer("deepedit", name, {**params, "previous_mask": bad_previous_masks()[case]})
+    assert "Status: 400" in error.value.msg and "previous_mask" in error.value.msg, error.value.msg
+    assert smartedit(client, name, [], []).any()  # and the next request is answered

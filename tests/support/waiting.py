@@ -21,6 +21,14 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, poll: floa
     return value
 
 
+def answers(url: str) -> bool:
+    """Whether a server at ``url`` answers ``GET /info/`` with 200 now (False while it starts or is gone)."""
+    try:
+        return httpx.get(f"{url}/info/", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def wait_for_scoring(url: str, timeout: float = 120.0) -> None:
     """Waits until no scoring task runs (MONAI Label answers 429 to a second one); start-up scoring included.
 

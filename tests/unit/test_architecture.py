@@ -1,4 +1,4 @@
-"""The layering rules the layout promises, checked on the source (README, "How the code is laid out").
+"""The layering rules the layout promises, checked on the source (docs/layout.md).
 
 - ``lesion_app/io`` (files and formats) imports nothing else of ours, and nothing of MONAI Label or the web stack;
 - ``lesion_app/core`` (plain torch and MONAI) imports only ``core`` and ``io``, nothing of MONAI Label or the web;

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import errno
+import io
 import os
 from pathlib import Path
 
@@ -237,3 +239,43 @@ def test_infer_options_read_boolean_options_as_booleans() -> None:
 def test_infer_options_out_of_range_are_400(request_: dict, message: str) -> None:
     status, detail = refused(lambda: checks.infer_options({"image": "lesion_001", **request_}))
     assert status == 400 and message in detail
+
+
+# -- masks a client sends (previous_mask) ---------------------------------------------------------------------
+
+
+def _png_base64(img: Image.Image) -> str:
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _canvas_mask(lesion: np.ndarray) -> Image.Image:
+    """What a browser's canvas writes for a mask drawn white on transparent: RGBA, the skin (0, 0, 0, 0)."""
+    pixels = np.zeros((*lesion.shape, 4), np.uint8)
+    pixels[lesion] = 255
+    return Image.fromarray(pixels, "RGBA")
+
+
+def test_a_sent_mask_reads_the_same_from_grey_1_bit_rgb_and_a_canvas_rgba() -> None:
+    lesion = np.zeros((30, 40), bool)
+    lesion[5:20, 8:30] = True
+    grey = Image.fromarray(lesion.astype(np.uint8) * 255)
+    for img in (grey, grey.convert("1"), grey.convert("RGB"), grey.convert("LA"), _canvas_mask(lesion)):
+        assert np.array_equal(checks.png_mask(_png_base64(img), "previous_mask", (30, 40)), lesion), img.mode
+    data_url = checks.PNG_DATA_PREFIX + _png_base64(_canvas_mask(lesion))
+    assert np.array_equal(checks.png_mask(data_url, "previous_mask", (30, 40)), lesion)
+
+
+def test_a_transparent_pixel_is_skin_whatever_its_colour() -> None:
+    pixels = np.full((10, 10, 4), 255, np.uint8)
+    pixels[:, :5, 3] = 0  # left half transparent (white under it)
+    got = checks.png_mask(_png_base64(Image.fromarray(pixels, "RGBA")), "previous_mask", (10, 10))
+    assert not got[:, :5].any() and got[:, 5:].all()
+
+
+@pytest.mark.parametrize("mode", ["P", "I;16"])
+def test_a_sent_mask_of_another_mode_is_a_400_naming_it(mode: str) -> None:
+    with pytest.raises(HTTPException) as e:
+        checks.png_mask(_png_base64(Image.new("L", (40, 30)).convert(mode)), "previous_mask", (30, 40))
+    assert e.value.status_code == 400 and "previous_mask" in e.value.detail

@@ -1,4 +1,4 @@
-"""Photographs as DICOM, their cached NRRD, and lesion masks as DICOM SEG (dcmqi) and back."""
+"""Photographs as DICOM, their cached NRRD, and lesion masks as DICOM SEG (highdicom) and back."""
 
 from __future__ import annotations
 
@@ -154,11 +154,18 @@ def test_mask_to_seg_and_back_is_pixel_exact(photo: Path, tmp_path: Path) -> Non
     assert np.array_equal(seg_to_mask(seg, *SHAPE), mask)
 
 
-def test_mask_to_seg_refuses_an_empty_mask_and_a_missing_source(photo: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="empty"):
-        mask_to_seg(np.zeros(SHAPE, np.uint8), tmp_path, tmp_path / "x.dcm")
+def test_an_empty_mask_is_a_no_lesion_seg_with_its_annotator(photo: Path, tmp_path: Path) -> None:
+    source = tmp_path / "series"
+    source.mkdir()
+    photo_to_dicom(photo, PhotoUids.from_key("e"), "P").save_as(source / "p.dcm", write_like_original=False)
+    mask_to_seg(np.zeros(SHAPE, np.uint8), source, tmp_path / "x.dcm", creator="Dr Ada")
+    seg = pydicom.dcmread(tmp_path / "x.dcm")
+    assert seg.ContentCreatorName == "Dr Ada" and int(seg.NumberOfFrames) == 1
+    assert not seg_to_mask(seg, *SHAPE).any()
     with pytest.raises(ValueError, match="0 DICOM files"):
-        mask_to_seg(corner_mask(SHAPE), tmp_path, tmp_path / "x.dcm")
+        mask_to_seg(corner_mask(SHAPE), tmp_path / "nothing", tmp_path / "x.dcm")
+    with pytest.raises(ValueError, match="the mask is 90x140"):
+        mask_to_seg(corner_mask(SHAPE).T, source, tmp_path / "x.dcm")
 
 
 def test_seg_to_mask_refuses_a_seg_for_another_grid(photo: Path, tmp_path: Path) -> None:

@@ -54,16 +54,16 @@ def test_bad_values_are_refused_with_the_option_named(tmp_path, conf) -> None:
         LesionSettings.from_conf(conf, tmp_path)
 
 
-def test_readme_configuration_table_lists_every_setting() -> None:
-    """The README's table is what users read: every field, and nothing that is not one."""
+def test_configuration_table_lists_every_setting() -> None:
+    """docs/server.md's table is what users read: every field, and nothing that is not one."""
     import re
     from dataclasses import fields
     from pathlib import Path
 
     from lesion_app.lib.settings import FIELDS_DOC, LesionSettings
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Configuration") : readme.index("## Command-line programs")]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text()
+    section = page[page.index("### Configuration") :]
     rows = re.findall(r"^\| `(\w+)` \|", section, re.M)
     names = [f.name for f in fields(LesionSettings)]
     assert sorted(rows) == sorted(names) == sorted(FIELDS_DOC)

@@ -154,7 +154,7 @@ def test_a_failing_or_absent_dicomweb_server_is_502_or_503() -> None:
     assert forwarded(missing, "studies/9")[0].status_code == 404  # passed on as it is
 
 
-def test_the_worklist_page_links_each_photograph_into_ohif() -> None:
+def test_the_worklist_page_links_each_photograph_into_the_lesion_mode_and_ohif() -> None:
     rows = [
         worklist.Row(
             "1.2",
@@ -162,6 +162,7 @@ def test_the_worklist_page_links_each_photograph_into_ohif() -> None:
             "lesion_002.jpg",
             worklist.PROPOSAL_READY,
             0.4,
+            worklist.lesion_link("/ohif", "9.1", "1.2"),
             worklist.ohif_link("/ohif", "9.1", "1.2", "5.5"),
             next=True,
             proposal="5.5",
@@ -174,17 +175,20 @@ def test_the_worklist_page_links_each_photograph_into_ohif() -> None:
             "<b>odd</b>.jpg",
             worklist.NO_LABEL,
             None,
+            worklist.lesion_link("/ohif", "9.2", "1.3"),
             worklist.ohif_link("/ohif", "9.2", "1.3", None),
             notes=["its frames are 10x10"],
         ),
     ]
+    assert rows[0].link == "/ohif/lesion?StudyInstanceUIDs=9.1&SeriesInstanceUIDs=1.2"
     assert (
-        rows[0].link
+        rows[0].segmentation_link
         == "/ohif/segmentation?StudyInstanceUIDs=9.1&SeriesInstanceUIDs=1.2,5.5&hangingProtocolId=@ohif/seg"
     )
-    assert rows[1].link == "/ohif/segmentation?StudyInstanceUIDs=9.2"
+    assert rows[1].segmentation_link == "/ohif/segmentation?StudyInstanceUIDs=9.2"
     page = worklist.render(rows, "random", ["SEG 7.7 referring to no photograph here: ..."])
     assert page.index("lesion_002.jpg") < page.index("odd") and "<b>odd</b>" not in page
+    assert 'class="open" href="/ohif/lesion?StudyInstanceUIDs=9.1&amp;SeriesInstanceUIDs=1.2"' in page
     assert 'href="/ohif/segmentation?StudyInstanceUIDs=9.1&amp;SeriesInstanceUIDs=1.2,5.5' in page
     assert "proposal ready" in page and "0.400" in page and "its frames are 10x10" in page and "SEG 7.7" in page
     assert '0.58 <b class="review">review</b>' in page and page.count('class="review"') == 1  # only the flagged one

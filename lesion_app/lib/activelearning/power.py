@@ -3,7 +3,7 @@
 A server hands out one photograph per request, and the model is retrained only every few labels, so the
 images labelled between two trainings form a batch chosen with the same scores. The ``uncertainty``
 strategy then hands out the top-K of those scores one by one, the redundant, atypical batch that learns
-slower than random on this data (README, Active learning, simulated). Drawing each photograph with
+slower than random on this data (docs/results.md, Active learning, simulated). Drawing each photograph with
 probability proportional to ``uncertainty ** beta`` among the unlabelled ones is power sampling of that
 batch (Kirsch et al., 2023; see ``selection.py``), exactly so when each photograph is labelled before the
 next request: still drawn to where the model is unsure, but spread over the pool. ``beta = 0`` is uniform

@@ -18,7 +18,7 @@ from lesion_app.core.uncertainty import UncertaintyEstimator
 from lesion_app.lib.activelearning.power import PowerUncertainty
 from lesion_app.lib.activelearning.uncertainty import Uncertainty
 from lesion_app.lib.infers.deepedit import DeepEditInfer
-from lesion_app.lib.infers.segmentation import LABELS, SegmentationInfer
+from lesion_app.lib.infers.segmentation import CONF_SPACING, LABELS, SegmentationInfer
 from lesion_app.lib.infers.uncertainty import UncertaintyInfer
 from lesion_app.lib.scoring.uncertainty import UncertaintyScoring
 from lesion_app.lib.settings import ENSEMBLE_MEMBERS, LesionSettings
@@ -27,7 +27,8 @@ from lesion_app.lib.trainers.segmentation import SegmentationTrain
 DESCRIPTIONS = {
     "unet": "Lesion segmentation: U-Net with spatial attention (Thwin & Park), 256x256 input",
     "deeplabv3": "Lesion segmentation: DeepLabV3 (residual encoder + ASPP) with spatial attention, 256x256 input",
-    "ensemble": "Lesion segmentation: average of the U-Net and DeepLabV3 with spatial attention (most accurate)",
+    "ensemble": "Lesion segmentation: average of the U-Net and DeepLabV3 with spatial attention (two passes; "
+    "its IoU on ISIC and PH2 is no higher than DeepLabV3's alone)",
     "deepedit": "Lesion correction with clicks (DeepEdit-style): U-Net with spatial attention reading the photograph "
     "and guidance maps of positive and negative clicks; without clicks it segments automatically",
 }
@@ -59,7 +60,11 @@ class SegmentationConfig(TaskConfig):
 
     def infer_options(self) -> dict[str, Any]:
         """The infer task's defaults from the settings (a request may override them)."""
-        return {"tta": self.settings.infer_tta, "postprocess": self.settings.infer_postprocess}
+        return {
+            "tta": self.settings.infer_tta,
+            "postprocess": self.settings.infer_postprocess,
+            CONF_SPACING: self.settings.pixel_spacing_mm,
+        }
 
     def infer(self) -> dict[str, InferTask]:
         quality = self.settings.quality_path(self.name)

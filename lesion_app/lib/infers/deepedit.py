@@ -19,8 +19,13 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lesion_app.core.checkpoint import model_meta
 from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, to_grid
-from lesion_app.core.transforms import ORIGINAL_SIZE_KEY
-from lesion_app.io.images import SWAPPING_ORIENTATIONS, exif_orientation, stored_point_to_upright
+from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, mask_to_grid
+from lesion_app.io.images import (
+    SWAPPING_ORIENTATIONS,
+    exif_orientation,
+    stored_point_to_upright,
+    stored_to_upright,
+)
 from lesion_app.lib.infers.segmentation import SegmentationInfer
 from lesion_app.server import checks
 
@@ -60,6 +65,8 @@ class DeepEditInfer(SegmentationInfer):
     the network refined to agree with it (f-BRS), a prior on the logits around it and a seed disk taking its label
     (:class:`lesion_app.core.clicks.ClickEffect`), comes from the config (``--conf``) or the request
     (``click_radius``, ``click_prior``, ``click_prior_sigma``, ``click_brs_iterations``).
+    ``previous_mask`` (a base64 PNG on the stored grid) is the mask the next click refines; without it the mask the
+    server made for the clicks before is.
     The clean-up keeps every region a positive click is in and every hole a negative click cut.
     """
 
@@ -142,12 +149,28 @@ class DeepEditInfer(SegmentationInfer):
         bg_grid = [to_grid(r, c, size, self.spatial_size) for r, c in bg]
         image = torch.as_tensor(data["image"])[None].float().to(device)
         effect = self.click_effect(data)
-        prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, effect, data) if cfg.prev_mask else None
+        sent = self.sent_previous_mask(data)
+        if sent is not None or not cfg.prev_mask:
+            prev = sent if cfg.prev_mask else None
+        else:
+            prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, effect, data)
         raw = predictor.click_probabilities(image, fg_grid, bg_grid, cfg, prev, effect)
         data["probabilities"], mask = predictor.click_mask(raw, fg_grid, bg_grid, effect, size)
         self._remember(data, fg_grid, bg_grid, raw)
         data["pred"] = self.within_roi(mask, data)
         return data
+
+    def sent_previous_mask(self, data: dict[str, Any]) -> torch.Tensor | None:
+        """The request's ``previous_mask`` (the mask the client shows, a base64 PNG on the photograph's stored pixel
+        grid, :func:`lesion_app.server.checks.png_mask`) upright on the network's grid, (1, 1, h, w) 0/1; None when the
+        request has none. It is the network's previous-mask input instead of the server's remembered state, so a
+        click refines what the client shows. 400 for data that is no such PNG."""
+        value = data.get("previous_mask")
+        if value in (None, ""):
+            return None
+        orientation, stored = self.stored_grid(data)
+        mask = stored_to_upright(checks.png_mask(value, "previous_mask", stored), orientation)
+        return mask_to_grid(mask, self.spatial_size)
 
     def _state_key(self, data: dict[str, Any], fg: list[Point], bg: list[Point]) -> tuple:
         model = self._serving[0] if self._serving else ""

@@ -25,11 +25,15 @@ from lesion_app.core.quality import QUALITY_FLIPS, QualityModel, quality_feature
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, infer_transforms
 from lesion_app.io.images import write_mask
 from lesion_app.server.checks import flag, unreadable_image
+from lesion_app.server.spacing import SPACING_OPTION, measurements
 
 logger = logging.getLogger(__name__)
 
 #: Label values in every mask this app writes or reads back: 0 background, 1 lesion.
 LABELS = {"lesion": 1}
+#: The config key that carries ``--conf pixel_spacing_mm`` (a request's ``pixel_spacing_mm`` and a DICOM
+#: calibration come first).
+CONF_SPACING = "conf_pixel_spacing_mm"
 
 
 class SegmentationInfer(BasicInferTask):
@@ -133,7 +137,8 @@ class SegmentationInfer(BasicInferTask):
         return path, self.result(data, mask)
 
     def result(self, data: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
-        """The result JSON: which model files served, the options, the photograph's size, the lesion's share."""
+        """The result JSON: which model files served, the options, the photograph's size, the lesion's share and its
+        ``measurements`` (:mod:`lesion_app.server.spacing`: spacing from the request, the DICOM, ``--conf``)."""
         serving = self._serving or [p for p in (self.get_path(),) if p]
         metas = [model_meta(p, os.stat(p).st_mtime) if os.path.exists(p) else {} for p in serving]
         first = metas[0] if metas else {}
@@ -148,4 +153,7 @@ class SegmentationInfer(BasicInferTask):
             "lesion_fraction": float(mask.mean()) if mask.size else 0.0,
             "label_values": LABELS,
             **data.get("quality", {}),
+            "measurements": measurements(
+                mask, data["image_path"], data.get(SPACING_OPTION), self._config.get(CONF_SPACING)
+            ),
         }

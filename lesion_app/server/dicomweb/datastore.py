@@ -9,8 +9,9 @@ and stores whatever label file arrives. Here:
 - listings are cached for ``--conf dicomweb_cache_seconds`` and dropped after every save;
 - a photograph is cached once as an RGB NRRD carrying its DICOM frame's geometry (so 3D Slicer and the DICOM
   SEG place masks exactly), written atomically;
-- a final label is checked like the local datastore's (size, values, axes), turned into a DICOM SEG with the
-  dcmqi wheel's ``itkimage2segimage`` and stored on the server (STOW-RS); the local cache keeps a 0/1 PNG;
+- a final label is checked like the local datastore's (size, values, axes), turned into a DICOM SEG with
+  highdicom (an empty one too: "no lesion"; ``ContentCreatorName`` the label's ``annotator``) and stored on the
+  server (STOW-RS); the local cache keeps a 0/1 PNG;
 - the model's proposal (label tag ``original``) is stored on the server too, as a SEG marked as the app's proposal
   (:mod:`lesion_app.io.seg`), so OHIF can load it for correction; a proposal is never a label;
 - training reads the SEGs on the server: a photograph's label is its newest usable correction
@@ -36,6 +37,7 @@ from monailabel.datastore.dicom import DICOMWebDatastore
 from monailabel.datastore.local import DataModel, ImageLabelModel, LocalDatastore
 from monailabel.interfaces.datastore import DefaultLabelTag
 from pydicom import dcmread
+from pydicom.dataset import Dataset
 
 from lesion_app.io.dicom import (
     FrameGeometry,
@@ -47,7 +49,7 @@ from lesion_app.io.dicom import (
     write_photo_nrrd,
 )
 from lesion_app.io.layout import label_file_name
-from lesion_app.io.seg import read_lesion
+from lesion_app.io.seg import APP_CREATOR, read_lesion
 from lesion_app.server import checks
 from lesion_app.server.datastore_file import SharedDatastoreFile
 from lesion_app.server.dicomweb.arrivals import Arrivals
@@ -59,6 +61,7 @@ from lesion_app.server.dicomweb.listing import (
     answers_503,
     value_of,
 )
+from lesion_app.server.reports import ensure_report, label_measurements, store_report
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -269,12 +272,16 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         return image_id
 
     def _store_seg(self, image_id: str, mask: np.ndarray, info: dict[str, Any]) -> dict[str, Any]:
-        if not mask.any():
-            raise checks.bad_request(
-                "the label is empty; DICOM SEG needs at least one lesion pixel (delete it instead)"
-            )
+        """The final label as a SEG; an empty mask is a SEG too ("no lesion"), its creator the ``annotator``."""
         description = str(info.get("model") or "lesion")
-        return self._send_seg(image_id, lambda dest: mask_to_seg(mask, self._series_dir(image_id), dest, description))
+        creator = str(info.get("annotator") or "") or APP_CREATOR
+        source = self._series_dir(image_id)
+        written: list[Dataset] = []
+        stored = self._send_seg(
+            image_id, lambda dest: written.append(mask_to_seg(mask, source, dest, description, creator=creator))
+        )
+        # its TID 1500 measurement report beside it (issue 28): lesion_app.server.reports
+        return {**stored, **store_report(self._client, self.get_image_uri(image_id), source, mask, written[0])}
 
     def _store_proposal(self, image_id: str, mask: np.ndarray) -> dict[str, Any]:
         """The model's mask as the app's proposal SEG; an empty one (no lesion found) stays local only."""
@@ -284,12 +291,14 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         return self._send_seg(image_id, lambda dest: proposal_to_seg(mask, self._series_dir(image_id), dest))
 
     def _send_seg(self, image_id: str, write: Any) -> dict[str, Any]:
-        """Writes a SEG with ``write(path)`` (dcmqi) and stores it on the server; its arrival is recorded now."""
+        """Writes a SEG with ``write(path)`` (:func:`mask_to_seg`) and stores it on the server; its arrival is
+        recorded now. Every SEG the app stores (labels from any client, proposals) passes here: after the store,
+        ``seg`` is the stored instance (its SOP, series and study UIDs)."""
         with tempfile.TemporaryDirectory(prefix="lesion_seg_") as tmp:
             seg_file = Path(tmp) / "seg.dcm"
             try:
                 write(seg_file)
-            except (FileNotFoundError, RuntimeError) as e:
+            except (FileNotFoundError, RuntimeError, ValueError) as e:
                 raise checks.unavailable(f"cannot write the DICOM SEG: {e}") from None
             seg = dcmread(str(seg_file))
             try:
@@ -319,7 +328,7 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
         """The photograph's cached final label becomes the mask of ``seg`` (its newest correction), unless it is
         already; a SEG whose pixels cannot be read is reported and leaves the label as it was."""
         image_id = seg.image
-        self.get_image_uri(image_id)
+        image_path = self.get_image_uri(image_id)
         current = self._datastore.objects[image_id].labels.get(DefaultLabelTag.FINAL)
         if current and current.info.get("SeriesInstanceUID") == seg.series:
             return
@@ -332,6 +341,9 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
             return
         if reading.problems:
             logger.warning(f"SEG {seg.series} of {image_id}, used as its label: {'; '.join(reading.problems)}")
+        measured = label_measurements(reading.mask, image_path)  # for the worklist (issue 28)
+        if not self.writes_refused:  # another client's SEG: its TID 1500 report, once (issue 28)
+            ensure_report(self._client, image_path, self._series_dir(image_id), reading.mask, instances[0])
         label_dir = Path(self._datastore.label_path(DefaultLabelTag.FINAL))
         label_dir.mkdir(parents=True, exist_ok=True)
         with self._changing():
@@ -342,6 +354,8 @@ class LesionDicomWebDatastore(SharedDatastoreFile, DICOMWebDatastore):
                 "ts": int(time.time()),
                 "name": label_file_name(image_id),
                 "notes": reading.problems,  # e.g. "it is empty: no lesion" (stored as an all-zero label)
+                "measurements": measured,
+                "annotator": str(instances[0].get("ContentCreatorName", "") or ""),  # who saved it (any client)
             }
             self._datastore.objects[image_id].labels[DefaultLabelTag.FINAL] = DataModel(info=info, ext=".png")
 
@@ -391,12 +405,7 @@ def dicomweb_datastore(url: str, settings: Any) -> LesionDicomWebDatastore:
         stow_url_prefix=ml.MONAI_LABEL_STOW_PREFIX,
     )
     cache = (ml.MONAI_LABEL_DICOMWEB_CACHE_PATH or ml.MONAI_LABEL_DATASTORE_CACHE_PATH or "").strip() or None
-    try:
-        from lesion_app.io.dicom import dcmqi_tool
-
-        logger.info(f"DICOMweb {url}: images are {settings.dicomweb_modality} series; SEGs by {dcmqi_tool()}")
-    except FileNotFoundError as e:  # infer still works; saving a final label will answer 503 with this reason
-        logger.error(f"DICOMweb {url}: {e}; final labels cannot be saved as DICOM SEG")
+    logger.info(f"DICOMweb {url}: images are {settings.dicomweb_modality} series; SEGs written by highdicom")
     return LesionDicomWebDatastore(
         client,
         modality=settings.dicomweb_modality,

@@ -93,6 +93,7 @@ class SegSeries:
     arrived: float
     stamp: str
     number: int
+    creator: str = ""  # its ContentCreatorName: who saved it (the app's saves: the annotator)
 
     @property
     def order(self) -> tuple[float, str, int, str]:
@@ -219,6 +220,7 @@ class DicomWebListing:
             arrived,
             seg_stamp(meta),
             number,
+            str(meta.get("ContentCreatorName", "") or ""),
         )
 
     @answers_503

@@ -9,15 +9,26 @@ rules (:mod:`.proxy`). Settings that differ from OHIF's defaults, and why:
 - ``disableConfirmationPrompts``: a SEG named in the URL (the worklist's links) loads without "Do you want to
   open this Segmentation?";
 - ``maxNumberOfWebWorkers: 2``: photographs are small; the server's cores are for inference.
+
+The app's lesion mode (``/ohif/lesion?StudyInstanceUIDs=...``) is plain JavaScript in :data:`LESION_MODE`'s
+files, appended to this script in their order: OHIF 3.13 loads mode and extension objects placed in
+``window.config.modes``/``extensions`` as if they were built in. ``window.config.lesionApp`` tells it the served
+models (``segmentModel``: the worklist's, the first of ``--conf models``; ``clickModel``: ``deepedit``).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+#: The lesion mode's files, in the order they must run (each adds to ``window.lesionApp``).
+LESION_MODE = [Path(__file__).parent / "lesion_mode" / name for name in ("api.js", "session.js", "ui.js", "mode.js")]
 
 
-def app_config(prefix: str = "/ohif", name: str = "lesion_app") -> str:
-    """The JavaScript that sets ``window.config`` for OHIF 3.13 served under ``prefix``."""
+def app_config(
+    prefix: str = "/ohif", name: str = "lesion_app", segment_model: str = "unet", click_model: str = "deepedit"
+) -> str:
+    """The JavaScript that sets ``window.config`` for OHIF 3.13 served under ``prefix``, then the lesion mode's."""
     root = "/" + prefix.strip("/")
     source = {
         "friendlyName": f"{name} (DICOMweb)",
@@ -41,6 +52,7 @@ def app_config(prefix: str = "/ohif", name: str = "lesion_app") -> str:
         "extensions": [],
         "modes": [],
         "customizationService": {},
+        "lesionApp": {"segmentModel": segment_model, "clickModel": click_model},
         "showStudyList": True,
         "maxNumberOfWebWorkers": 2,
         "showWarningMessageForCrossOrigin": False,
@@ -68,5 +80,5 @@ def app_config(prefix: str = "/ohif", name: str = "lesion_app") -> str:
         "  var source = config.dataSources[0].configuration;\n"
         "  source.qidoRoot = source.wadoRoot = source.wadoUriRoot = dicomweb;\n"
         "  window.config = config;\n"
-        "})();\n"
+        "})();\n" + "".join(f"\n/* {path.name} */\n{path.read_text(encoding='utf-8')}" for path in LESION_MODE)
     )

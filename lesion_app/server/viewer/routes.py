@@ -9,7 +9,16 @@ route                          what                                             
 ``POST /ohif/dicom-web/…``     STOW-RS: OHIF saving a SEG                               monailabel-annotator
 ``GET /worklist[.json]``       the worklist (:mod:`.worklist`)                          monailabel-user
 ``POST /proposal/<image>``     store the model's proposal now (:mod:`..proposals`)      monailabel-annotator
+``POST /lesion/label``         the lesion mode's save: the mask becomes the label        monailabel-annotator
+``GET /lesion/photo``          one photograph's worklist row (the lesion mode's panel)   monailabel-user
+``GET /lesion/open``           redirect to the lesion mode on a photograph               monailabel-user
 ============================== ======================================================= =====================
+
+``POST /lesion/label?image=<id>`` takes what MONAI Label's ``PUT /datastore/label`` takes (the mask file as
+``label``, ``params``) and saves through the same function, so a browser's save and 3D Slicer's are one path (the
+datastore writes the SEG). Its annotator is the token's user with auth on, else ``params``' ``annotator``
+(:func:`lesion_app.server.checks.annotator_name`); it is stored as the SEG's ContentCreatorName and in the label's
+info.
 
 Tokens are checked by MONAI Label's own dependency (``RBAC``), exactly as on its endpoints. The viewer's files
 are the public npm package and carry no data, so they load without a token; everything that carries
@@ -18,14 +27,17 @@ photographs or labels needs one.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse
 from monailabel.config import settings
+from monailabel.endpoints import datastore as datastore_endpoint
 from monailabel.endpoints.user.auth import RBAC, User
+from monailabel.interfaces.datastore import DefaultLabelTag
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
@@ -41,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 PREFIX = "/ohif"
 NO_STORE = {"Cache-Control": "no-store"}
+#: The lesion mode's save: the mask as a file, as MONAI Label's ``PUT /datastore/label`` takes it.
+MASK_FILE = File(...)
 #: Marks the routes :func:`install` added, so a second call replaces them.
 MARK = "lesion_app_viewer"
 
@@ -59,7 +73,8 @@ def build_router(app: Any, files: ViewerFiles, proxy: DicomWebProxy | None) -> A
     router = APIRouter()
     reader = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_USER))
     annotator = Depends(RBAC(settings.MONAI_LABEL_AUTH_ROLE_ANNOTATOR))
-    config = app_config(PREFIX).encode()
+    models = list(getattr(app.settings, "models", ()) or ["unet"])
+    config = app_config(PREFIX, segment_model=models[0]).encode()
 
     def need_proxy() -> DicomWebProxy:
         if proxy is None:
@@ -123,10 +138,15 @@ def build_router(app: Any, files: ViewerFiles, proxy: DicomWebProxy | None) -> A
             proposals.offer(app, pick)
         return worklist.rows(datastore, PREFIX, pick), datastore.listing.problems()
 
+    def auth_user(user: User) -> str:
+        return (user.username or "") if settings.MONAI_LABEL_AUTH_ENABLE else ""
+
     @router.get("/worklist", response_class=HTMLResponse, summary="Photographs to label, with links into OHIF")
     def worklist_page(strategy: str = "random", pick: str = Query("", alias="next"), user: User = reader) -> Response:
+        if not isinstance(app.datastore(), LesionDicomWebDatastore):
+            return HTMLResponse(worklist.needs_dicomweb(str(app.studies)), headers=NO_STORE)
         found, problems = worklist_rows(strategy, pick == "new")
-        return HTMLResponse(worklist.render(found, strategy, problems), headers=NO_STORE)
+        return HTMLResponse(worklist.render(found, strategy, problems, auth_user(user)), headers=NO_STORE)
 
     @router.get("/worklist.json", summary="The worklist as JSON")
     def worklist_json(strategy: str = "random", pick: str = Query("", alias="next"), user: User = reader) -> dict:
@@ -137,6 +157,39 @@ def build_router(app: Any, files: ViewerFiles, proxy: DicomWebProxy | None) -> A
     def make_proposal(image_id: str, replace: bool = False, user: User = annotator) -> dict[str, Any]:
         _dicomweb(app)
         return proposals.ensure(app, image_id, replace=replace)
+
+    def photo_row(image: str) -> worklist.Row:
+        datastore = _dicomweb(app)
+        checks.check_reference(image)
+        row = next((r for r in worklist.rows(datastore, PREFIX, None) if r.image == image), None)
+        if row is None:
+            raise checks.not_found(f"no photograph {image!r} on the DICOMweb server")
+        return row
+
+    @router.get("/lesion/photo", summary="One photograph's worklist row: state, annotator, predicted IoU, review")
+    def lesion_photo(image: str, user: User = reader) -> dict[str, Any]:
+        row = photo_row(image)
+        return {**worklist.as_json([row], "", [])["rows"][0], "auth_user": auth_user(user)}
+
+    @router.get("/lesion/open", summary="The lesion mode on a photograph (a redirect)")
+    def lesion_open(image: str, user: User = reader) -> Response:
+        return RedirectResponse(photo_row(image).link, status_code=303, headers=NO_STORE)
+
+    @router.post("/lesion/label", summary="Save a mask as the photograph's label (a SEG naming its annotator)")
+    def lesion_label(
+        background_tasks: BackgroundTasks,
+        image: str,
+        params: str = Form("{}"),
+        label: UploadFile = MASK_FILE,
+        user: User = annotator,
+    ) -> dict[str, Any]:
+        checks.json_object_field(params)
+        name = auth_user(user) or checks.annotator_name(json.loads(params or "{}").get("annotator"), required=True)
+        info = {"annotator": name, "client": "ohif lesion mode"}
+        datastore_endpoint.save_label(background_tasks, image, json.dumps(info), DefaultLabelTag.FINAL, label, name)
+        stored = app.datastore().get_label_info(image, DefaultLabelTag.FINAL)
+        logger.info(f"{name} saved the label of {image} from the lesion mode")
+        return {"image": image, "annotator": name, "label": stored.get("SeriesInstanceUID")}
 
     for route in router.routes:
         setattr(route, MARK, True)

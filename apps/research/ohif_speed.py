@@ -1,0 +1,150 @@
+"""How fast a clinician corrects in the browser: the lesion mode's clicks and saves beside OHIF's brush flow.
+
+Starts a private Orthanc with sample-data's photographs (no labels), the app on it (the U-Net and the click model)
+and headless Chromium, then prints:
+
+- per click: from the mouse-up to the click model's mask drawn in the viewport (the lesion mode measures it in
+  the page), median over ``--clicks`` clicks on one photograph, alternately positive and negative;
+- per photograph: from opening the worklist to a saved correction (the server lists the new final label), with one
+  click in the lesion mode, and with today's brush flow in OHIF's segmentation mode (a brush and an eraser stroke,
+  then Export, DICOM SEG, a new series, a name, Save), alternated over ``--flows`` photographs each.
+
+    python -m apps.research.ohif_speed --clicks 20 --flows 5
+
+Needs Debian's Orthanc and Chromium and ``make viewers``. Timings depend on the machine: run it on a quiet one,
+and compare figures of one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from apps import dicom_import
+from apps import ohif_browser as ob
+from apps.orthanc import running_orthanc
+from apps.research.local_server import free_port, server_process
+
+CONF = {"models": "unet,deepedit", "threads": "2"}
+REPO = Path(__file__).resolve().parents[2]
+
+
+def labelled(url: str, image: str) -> bool:
+    r = httpx.get(f"{url}/datastore/label", params={"label": image, "tag": "final"}, timeout=120)
+    return r.status_code == 200
+
+
+def wait_labelled(url: str, image: str, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not labelled(url, image):
+        if time.monotonic() > end:
+            raise TimeoutError(f"no final label for {image} after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def click_latencies(page: Any, url: str, image: str, clicks: int) -> tuple[list[float], list[float]]:
+    """Milliseconds from mouse-up to the mask drawn, and of those the click task's request, for ``clicks`` clicks
+    around the photograph's mask border."""
+    page.goto(f"{url}/lesion/open?image={image}", wait_until="domcontentloaded")
+    ob.wait_lesion(page, image)
+    ob.press(page, "lesion-segment")
+    mask = ob.lesion_mask(page)
+    rows, columns = np.nonzero(mask) if mask.any() else (np.array([mask.shape[0] // 2]), np.array([mask.shape[1] // 2]))
+    centre = np.array([rows.mean(), columns.mean()])
+    rng = np.random.default_rng(0)
+    page.evaluate("() => { const s = window.lesionApp.session; s.clickLatencies = []; s.requestLatencies = []; }")
+    for k in range(clicks):
+        ob.press(page, "lesion-add" if k % 2 == 0 else "lesion-remove")
+        angle = rng.uniform(0, 2 * np.pi)
+        radius = np.sqrt(mask.sum() / np.pi) * (1.15 if k % 2 == 0 else 0.85)
+        row = float(np.clip(centre[0] + radius * np.sin(angle), 2, mask.shape[0] - 3))
+        column = float(np.clip(centre[1] + radius * np.cos(angle), 2, mask.shape[1] - 3))
+        ob.click_pixel(page, column, row)
+        page.wait_for_function(f"() => window.lesionApp.session.clickLatencies.length >= {k + 1}")
+    return page.evaluate("() => [window.lesionApp.session.clickLatencies, window.lesionApp.session.requestLatencies]")
+
+
+def lesion_flow(page: Any, url: str, image: str) -> float:
+    """Seconds from opening the worklist to a saved correction with one click in the lesion mode."""
+    start = time.monotonic()
+    ob.open_worklist(page, url)
+    ob.open_lesion_from_worklist(page, image)
+    mask = ob.lesion_mask(page)
+    rows, columns = np.nonzero(mask) if mask.any() else ([mask.shape[0] // 2], [mask.shape[1] // 2])
+    ob.press(page, "lesion-add")
+    ob.click_pixel(page, float(np.mean(columns)), float(np.mean(rows)))
+    page.keyboard.press("Control+s")
+    wait_labelled(url, image)
+    return time.monotonic() - start
+
+
+def brush_flow(page: Any, url: str, image: str) -> float:
+    """Seconds from opening the worklist to a saved correction with OHIF's brush, eraser and export dialog."""
+    start = time.monotonic()
+    ob.open_worklist(page, url)
+    ob.open_from_worklist(page, image)
+    ob.wait_photograph(page)
+    ob.wait_segmentation(page)
+    proposal = httpx.get(f"{url}/datastore/label", params={"label": image, "tag": "original"}, timeout=60)
+    brush, eraser = ob.correction_strokes(ob.png_array(proposal.content)[..., 0] > 0)
+    ob.use_tool(page, "Brush", 8)
+    ob.drag(page, brush)
+    ob.use_tool(page, "Eraser", 8)
+    ob.drag(page, eraser)
+    ob.save_correction(page)
+    wait_labelled(url, image)
+    return time.monotonic() - start
+
+
+def report(url: str, images: list[str], clicks: int, flows: int) -> None:
+    """Prints both figures for the server at ``url`` and its photographs (``2 * flows`` of them; the clicks, which
+    save nothing, are on the first)."""
+    with ob.browser() as b:
+        page = ob.new_page(b)
+        ob.open_worklist(page, url)  # the first pick gets its proposal
+        page.evaluate("() => localStorage.setItem('lesion_app.annotator', 'benchmark')")
+        drawn, requests = (found[1:] for found in click_latencies(page, url, images[0], clicks + 1))  # 1st: warm-up
+        print(
+            f"per click, mouse-up to mask drawn: median {statistics.median(drawn):.0f} ms over {len(drawn)} clicks"
+            f" (min {min(drawn):.0f}, max {max(drawn):.0f}); the click task's request: median"
+            f" {statistics.median(requests):.0f} ms"
+        )
+        for image in images[: 2 * flows]:  # both flows start from a proposal, as the worklist's pick does
+            httpx.post(f"{url}/proposal/{image}", timeout=300).raise_for_status()
+        seconds: dict[str, list[float]] = {"lesion mode, one click": [], "brush flow (OHIF)": []}
+        for k in range(flows):  # alternated, so a slowing machine slows both
+            seconds["lesion mode, one click"].append(lesion_flow(page, url, images[2 * k]))
+            seconds["brush flow (OHIF)"].append(brush_flow(page, url, images[2 * k + 1]))
+        print(f"worklist to saved correction, median over {flows} photographs each (alternated):")
+        for name, found in seconds.items():
+            each = ", ".join(f"{s:.1f}" for s in found)
+            print(f"  {name:24s} {statistics.median(found):5.1f} s  ({each})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clicks", type=int, default=20)
+    parser.add_argument("--flows", type=int, default=5, help="photographs per flow (sample-data has 10: at most 5)")
+    args = parser.parse_args(argv)
+    files = dicom_import.photographs([str(REPO / "sample-data")])
+    if len(files) < 2 * args.flows:
+        parser.error(f"--flows {args.flows} needs {2 * args.flows} photographs; sample-data has {len(files)}")
+    with tempfile.TemporaryDirectory(prefix="ohif_speed_") as tmp:
+        work = Path(tmp)
+        with running_orthanc(work / "orthanc", free_port(), work / "orthanc.log") as orthanc:
+            images = [d.series_uid for d in dicom_import.import_photographs(files, orthanc.dicomweb, progress=False)]
+            env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+            with server_process(work / "server", CONF, env=env, studies_url=orthanc.dicomweb) as server:
+                report(server.url, images, args.clicks, args.flows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
