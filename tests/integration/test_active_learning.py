@@ -82,8 +82,11 @@ def test_info_lists_strategy_scoring_and_infer(client: MONAILabelClient) -> None
 
 
 def test_uncertainty_strategy_offers_an_unlabelled_image(client: MONAILabelClient, workdir: Path, url: str) -> None:
+    unscored = client.next_sample("uncertainty", {})  # answered at once from the scores at hand (none yet)
+    assert unscored["id"] not in labelled(workdir) and unscored["scores_pending"] > 0
+    run_scoring(url, "uncertainty")  # the background scoring's work, here inside the request
     sample = client.next_sample("uncertainty", {})
-    assert sample["id"] and sample["id"] not in labelled(workdir)
+    assert sample["id"] and sample["id"] not in labelled(workdir) and sample["scores_pending"] == 0
     assert 0.0 <= sample["uncertainty"] <= 1.0
     info = image_info(url, sample["id"])
     assert info["uncertainty_model"] == "pretrained_unet.pt" and info["uncertainty_model_mtime"] > 0

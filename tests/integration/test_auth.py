@@ -212,6 +212,18 @@ def test_annotator_reads_infers_and_saves_a_label(url: str, realm: Realm, workdi
 
 
 @pytest.mark.server
+def test_a_picks_annotator_is_the_tokens_user_whatever_the_body_says(url: str, realm: Realm) -> None:
+    """Issue 26's picks per annotator with auth on: the token's username is the annotator, so one user cannot take
+    or release another's reservation by naming them."""
+    ana, ben = bearer(realm.token("ana", [USER])), bearer(realm.token("ben", [USER]))
+    first = httpx.post(f"{url}/activelearning/first", json={"annotator": "ben"}, headers=ana, timeout=60).json()
+    assert first["reserved_for"] == "ana"
+    other = httpx.post(f"{url}/activelearning/first", json={"annotator": "ana"}, headers=ben, timeout=60).json()
+    assert other["reserved_for"] == "ben" and other["id"] != first["id"]
+    again = httpx.post(f"{url}/activelearning/first", json={}, headers=ana, timeout=60).json()
+    assert again["id"] == first["id"]
+
+
 def test_annotator_cannot_train_or_delete(url: str, realm: Realm, workdir: Path) -> None:
     headers = bearer(realm.token("anna", ANNOTATOR_ROLES))
     assert httpx.post(f"{url}/train/unet", json={"max_epochs": 1}, headers=headers).status_code == 403
