@@ -39,10 +39,12 @@ from lesion_app.core.clicks import (
     CLICK_PRIOR,
     CLICK_PRIOR_SIGMA,
     CLICK_RADIUS,
+    CLICK_ZOOM,
     ClickConfig,
     ClickEffect,
     Point,
     SessionPredictor,
+    from_grid,
     never_reached,
     noc,
     robot_session,
@@ -68,24 +70,30 @@ class Method:
     session: Callable[[Prepared, tuple[int, int]], SessionPredictor]
 
 
+def model_name(path: str) -> str:
+    """A model file's name in the tables: the shipped ones by their model name, others by their file and folder."""
+    p = Path(path)
+    return p.stem.removeprefix("pretrained_") if p.stem.startswith("pretrained_") else f"{p.parent.name}/{p.stem}"
+
+
 def click_model(path: str, postprocess: bool, effect: ClickEffect) -> Method:
-    """The click model of a model file, through the one predictor; positive clicks' regions survive the clean-up and
-    each click has its ``effect`` (prior and seed disk) on the network's probabilities."""
+    """The click model of a model file, through the one click path (:meth:`Predictor.click`): positive clicks'
+    regions survive the clean-up and each click has its ``effect`` (f-BRS, prior, seed disk, zoom-in)."""
     network, meta = load_model(path)
     cfg = ClickConfig.of(meta)
     predictor = Predictor([network], postprocess=postprocess)
 
     def session(prepared: Prepared, original: tuple[int, int]) -> SessionPredictor:
+        grid = prepared.image.shape[-2:]
+
         def predict(fg: list[Point], bg: list[Point], state: Any) -> tuple[np.ndarray, Any]:
-            prev = state if cfg.prev_mask else None
-            raw = predictor.click_probabilities(prepared.batch, fg, bg, cfg, prev, effect)
-            _, mask = predictor.click_mask(raw, fg, bg, effect, original)
-            return mask.astype(bool), (raw > 0.5).float()
+            fg, bg = ([from_grid(r, c, grid, original) for r, c in points] for points in (fg, bg))
+            result = predictor.click(prepared, fg, bg, cfg, effect, state)
+            return result.mask.astype(bool), result.state
 
         return predict
 
-    name = Path(path).stem.removeprefix("pretrained_")
-    return Method(f"{name} ({effect.describe()})", session)
+    return Method(f"{model_name(path)} ({effect.describe()})", session)
 
 
 def automatic_model(path: str, postprocess: bool) -> Method:
@@ -96,7 +104,7 @@ def automatic_model(path: str, postprocess: bool) -> Method:
         mask = predictor.mask_from(predictor.restore(predictor.batch_probabilities(prepared.batch)[0], original))
         return lambda fg, bg, state: (mask.astype(bool), None)
 
-    return Method(f"{Path(path).stem.removeprefix('pretrained_')} (automatic)", session)
+    return Method(f"{model_name(path)} (automatic)", session)
 
 
 def random_walker_method(beta: float = RW_BETA, radius: int = RW_RADIUS) -> Method:
@@ -135,7 +143,7 @@ def evaluate(methods: list[Method], pairs: list[dict[str, str]], label: str) -> 
     results = {m.name: np.zeros((len(pairs), MAX_CLICKS + 1)) for m in methods}
     t0 = time.monotonic()
     for i, pair in enumerate(pairs):
-        prepared = prepare(pair["image"])
+        prepared = prepare(pair["image"], zoom_source=True)
         truth = read_mask(pair["label"])
         for m in methods:
             predict = m.session(prepared, prepared.original_size)
@@ -215,7 +223,9 @@ def pairs_of(data: str, which: str, limit: int) -> list[dict[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lesion-evaluate-clicks", description=__doc__.splitlines()[0])
     p.add_argument("data", nargs="+", help="data folders; the first is read at its validation split, the rest whole")
-    p.add_argument("--model", required=True, help="the click model's file")
+    p.add_argument(
+        "--model", required=True, nargs="+", help="click models' files (the first is the one compared with the others)"
+    )
     p.add_argument("--auto", help="an automatic model's file, as a baseline")
     p.add_argument("--random-walker", action="store_true", help="scikit-image's random walker, as a baseline")
     p.add_argument("--no-postprocess", action="store_true", help="keep every region the click model gives")
@@ -224,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--click-prior", CLICK_PRIOR, "the click prior's strength, logits, 0: off"),
         ("--click-prior-sigma", CLICK_PRIOR_SIGMA, "the click prior's Gaussian standard deviation, pixels"),
         ("--click-brs-iterations", CLICK_BRS_ITERATIONS, "L-BFGS iterations of the f-BRS refinement per click, 0: off"),
+        ("--click-zoom", CLICK_ZOOM, "RITM's zoom-in from the second click on, 1: on, 0: off"),
     ):
         p.add_argument(
             option,
@@ -246,12 +257,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         effects = [  # without a prior its sigma means nothing: one row
-            ClickEffect(radius, prior, sigma if prior else CLICK_PRIOR_SIGMA, iterations)
-            for radius, prior, sigma, iterations in itertools.product(
-                args.click_radius, args.click_prior, args.click_prior_sigma, args.click_brs_iterations
+            ClickEffect(radius, prior, sigma if prior else CLICK_PRIOR_SIGMA, iterations, zoom)
+            for radius, prior, sigma, iterations, zoom in itertools.product(
+                args.click_radius, args.click_prior, args.click_prior_sigma, args.click_brs_iterations, args.click_zoom
             )
         ]
-        methods = [click_model(args.model, not args.no_postprocess, effect) for effect in dict.fromkeys(effects)]
+        methods = [
+            click_model(model, not args.no_postprocess, effect)
+            for model in args.model
+            for effect in dict.fromkeys(effects)
+        ]
         if args.auto:
             methods.append(automatic_model(args.auto, not args.no_postprocess))
         datasets = {
