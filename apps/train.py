@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -195,7 +195,8 @@ def starting_network(
     that are new (a click model's made from an automatic one).
 
     ``--init`` rebuilds the network its file describes, whatever ``--arch`` says; with ``--clicks`` an automatic
-    model becomes a click model (:func:`lesion_app.core.clicks.click_network`) and a click model stays one.
+    model becomes a click model (:func:`lesion_app.core.clicks.click_network`) and a click model stays one, reading
+    clicks as before (its encoding and previous mask) and trained with the click simulation asked for here.
     """
     cfg = ClickConfig(
         sigma=args.click_sigma,
@@ -215,6 +216,9 @@ def starting_network(
             network, spec, new = click_network(checkpoint, cfg, args.click_fusion)
             return network, spec, {"clicks": cfg.as_dict()}, new
         kept = {k: v for k, v in meta.items() if k == "clicks"}
+        if args.clicks and kept:  # a click model reads clicks as its file says; how they are simulated is asked here
+            simulation = {k: getattr(cfg, k) for k in ("p_auto", "max_iters", "p_first", "max_initial", "p_zero_prev")}
+            kept = {"clicks": replace(ClickConfig.of(meta), **simulation).as_dict()}
         return network_from(checkpoint), checkpoint["network"], kept, []
     kwargs = {"attention": not args.no_attention, **({"in_channels": cfg.in_channels} if args.clicks else {})}
     spec = network_spec(args.arch, kwargs)

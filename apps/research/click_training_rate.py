@@ -44,10 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=48, help="training photographs per timed epoch")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--threads", type=int, nargs="+", default=[0], help="torch CPU threads, each alternated (0: torch's default)"
+    )
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    default_threads = torch.get_num_threads()
     set_determinism(0)
     items = split(find_pairs(args.data), 0.2)[0][: args.images]
     dataset = CacheDataset(items, train_transforms((256, 256)), progress=False)
@@ -68,16 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         optimizer = torch.optim.AdamW(parameter_groups(network, new, cfg), lr=cfg.lr)
         runs[name] = (run, optimizer)
     loss_fn = HybridLoss()
-    rates: dict[str, list[float]] = {name: [] for name in runs}
+    rates: dict[str, list[float]] = {}
     images = len(loader) * args.batch_size
     for _ in range(args.repeats):
         for name, (run, optimizer) in runs.items():
-            t0 = time.perf_counter()
-            _train_epoch(run.network, run, loader, optimizer, loss_fn, torch.device("cpu"), None, 1)
-            rates[name].append(images / (time.perf_counter() - t0))
+            for threads in args.threads:
+                torch.set_num_threads(threads or default_threads)
+                t0 = time.perf_counter()
+                _train_epoch(run.network, run, loader, optimizer, loss_fn, torch.device("cpu"), None, 1)
+                key = f"{name}, {threads or default_threads} threads"
+                rates.setdefault(key, []).append(images / (time.perf_counter() - t0))
     print(
-        f"training rate, photographs/s ({images} per epoch, batch {args.batch_size}, {torch.get_num_threads()} "
-        f"threads, median of {args.repeats} alternated epochs; the machine is shared)"
+        f"training rate, photographs/s ({images} per epoch, batch {args.batch_size}, median of {args.repeats} "
+        "alternated epochs; the machine is shared)"
     )
     for name, values in rates.items():
         print(f"  {name}: {statistics.median(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})")

@@ -188,6 +188,7 @@ def test_the_sideways_photograph_gives_the_same_mask_turned(client: MONAILabelCl
         {"foreground": [[10, 10, 0]], "click_prior": "strong"},
         {"foreground": [[10, 10, 0]], "click_prior_sigma": 0},
         {"foreground": [[10, 10, 0]], "click_brs_iterations": 2.5},
+        {"foreground": [[10, 10, 0]], "click_zoom": 2},
         {"foreground": [[c, 10, 0] for c in range(60)], "background": [[c, 200, 0] for c in range(41)]},  # 101 points
     ],
 )
