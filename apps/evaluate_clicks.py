@@ -39,10 +39,12 @@ from lesion_app.core.clicks import (
     CLICK_PRIOR,
     CLICK_PRIOR_SIGMA,
     CLICK_RADIUS,
+    CLICK_ZOOM,
     ClickConfig,
     ClickEffect,
     Point,
     SessionPredictor,
+    from_grid,
     never_reached,
     noc,
     robot_session,
@@ -68,24 +70,30 @@ class Method:
     session: Callable[[Prepared, tuple[int, int]], SessionPredictor]
 
 
+def model_name(path: str) -> str:
+    """A model file's name in the tables: the shipped ones by their model name, others by their file and folder."""
+    p = Path(path)
+    return p.stem.removeprefix("pretrained_") if p.stem.startswith("pretrained_") else f"{p.parent.name}/{p.stem}"
+
+
 def click_model(path: str, postprocess: bool, effect: ClickEffect) -> Method:
-    """The click model of a model file, through the one predictor; positive clicks' regions survive the clean-up and
-    each click has its ``effect`` (prior and seed disk) on the network's probabilities."""
+    """The click model of a model file, through the one click path (:meth:`Predictor.click`): positive clicks'
+    regions survive the clean-up and each click has its ``effect`` (f-BRS, prior, seed disk, zoom-in)."""
     network, meta = load_model(path)
     cfg = ClickConfig.of(meta)
     predictor = Predictor([network], postprocess=postprocess)
 
     def session(prepared: Prepared, original: tuple[int, int]) -> SessionPredictor:
+        grid = prepared.image.shape[-2:]
+
         def predict(fg: list[Point], bg: list[Point], state: Any) -> tuple[np.ndarray, Any]:
-            prev = state if cfg.prev_mask else None
-            raw = predictor.click_probabilities(prepared.batch, fg, bg, cfg, prev, effect)
-            _, mask = predictor.click_mask(raw, fg, bg, effect, original)
-            return mask.astype(bool), (raw > 0.5).float()
+            fg, bg = ([from_grid(r, c, grid, original) for r, c in points] for points in (fg, bg))
+            result = predictor.click(prepared, fg, bg, cfg, effect, state)
+            return result.mask.astype(bool), result.state
 
         return predict
 
-    name = Path(path).stem.removeprefix("pretrained_")
-    return Method(f"{name} ({effect.describe()})", session)
+    return Method(f"{model_name(path)} ({effect.describe()})", session)
 
 
 def automatic_model(path: str, postprocess: bool) -> Method:
@@ -96,7 +104,7 @@ def automatic_model(path: str, postprocess: bool) -> Method:
         mask = predictor.mask_from(predictor.restore(predictor.batch_probabilities(prepared.batch)[0], original))
         return lambda fg, bg, state: (mask.astype(bool), None)
 
-    return Method(f"{Path(path).stem.removeprefix('pretrained_')} (automatic)", session)
+    return Method(f"{model_name(path)} (automatic)", session)
 
 
 def random_walker_method(beta: float = RW_BETA, radius: int = RW_RADIUS) -> Method:
@@ -130,19 +138,44 @@ def random_walker_method(beta: float = RW_BETA, radius: int = RW_RADIUS) -> Meth
     return Method("random walker", session)
 
 
-def evaluate(methods: list[Method], pairs: list[dict[str, str]], label: str) -> dict[str, np.ndarray]:
-    """(N, MAX_CLICKS + 1) IoU after 0..20 clicks per method, each photograph read once."""
+def evaluate(
+    methods: list[Method],
+    pairs: list[dict[str, str]],
+    label: str,
+    earlier: dict[str, dict[str, np.ndarray]] | None = None,
+) -> dict[str, np.ndarray]:
+    """(N, MAX_CLICKS + 1) IoU after 0..20 clicks per method, each photograph read once; a method whose rows for
+    every photograph are in ``earlier`` (method -> photograph id -> row) takes them instead of running again."""
+    earlier = earlier or {}
     results = {m.name: np.zeros((len(pairs), MAX_CLICKS + 1)) for m in methods}
+    done = {m.name for m in methods if all(p["id"] in earlier.get(m.name, {}) for p in pairs)}
+    for name in done:
+        results[name][:] = [earlier[name][p["id"]] for p in pairs]
     t0 = time.monotonic()
     for i, pair in enumerate(pairs):
-        prepared = prepare(pair["image"])
+        if len(done) == len(methods):
+            break
+        prepared = prepare(pair["image"], zoom_source=True)
         truth = read_mask(pair["label"])
         for m in methods:
+            if m.name in done:
+                continue
             predict = m.session(prepared, prepared.original_size)
             results[m.name][i] = robot_session(predict, truth, prepared.image.shape[-2:], MAX_CLICKS)[0]
         if (i + 1) % 25 == 0 or i + 1 == len(pairs):
             print(f"  {label}: {i + 1}/{len(pairs)} photographs, {time.monotonic() - t0:.0f}s", file=sys.stderr)
     return results
+
+
+def read_earlier(paths: list[str]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Rows of earlier runs' CSVs: data set -> method -> photograph id -> IoU after 0..20 clicks."""
+    rows: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                ious = np.array([float(row[f"iou_{k}"]) for k in range(MAX_CLICKS + 1)])
+                rows.setdefault(row["data"], {}).setdefault(row["method"], {})[row["id"]] = ious
+    return rows
 
 
 def columns(ious: np.ndarray) -> dict[str, np.ndarray]:
@@ -174,8 +207,10 @@ def table(dataset: str, results: dict[str, np.ndarray]) -> str:
             d = paired_difference(results[first][:, k], results[name][:, k])
             diffs.append(f"@{k} {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
         ahead = int((results[first][:, 1:].mean(0) >= results[name][:, 1:].mean(0)).sum())
+        d = paired_difference(noc(results[first], 0.90, MAX_CLICKS), noc(results[name], 0.90, MAX_CLICKS))
         lines.append(
-            f"\nIoU of {first} minus {name}: " + "; ".join(diffs) + f"; as good or better at {ahead}/20 click counts"
+            f"\nIoU of {first} minus {name}: " + "; ".join(diffs) + f"; as good or better at {ahead}/20 click counts; "
+            f"NoC@90 {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
         )
     return "\n".join(lines) + "\n"
 
@@ -215,7 +250,9 @@ def pairs_of(data: str, which: str, limit: int) -> list[dict[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="lesion-evaluate-clicks", description=__doc__.splitlines()[0])
     p.add_argument("data", nargs="+", help="data folders; the first is read at its validation split, the rest whole")
-    p.add_argument("--model", required=True, help="the click model's file")
+    p.add_argument(
+        "--model", required=True, nargs="+", help="click models' files (the first is the one compared with the others)"
+    )
     p.add_argument("--auto", help="an automatic model's file, as a baseline")
     p.add_argument("--random-walker", action="store_true", help="scikit-image's random walker, as a baseline")
     p.add_argument("--no-postprocess", action="store_true", help="keep every region the click model gives")
@@ -224,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--click-prior", CLICK_PRIOR, "the click prior's strength, logits, 0: off"),
         ("--click-prior-sigma", CLICK_PRIOR_SIGMA, "the click prior's Gaussian standard deviation, pixels"),
         ("--click-brs-iterations", CLICK_BRS_ITERATIONS, "L-BFGS iterations of the f-BRS refinement per click, 0: off"),
+        ("--click-zoom", CLICK_ZOOM, "RITM's zoom-in from the second click on, 1: on, 0: off"),
     ):
         p.add_argument(
             option,
@@ -234,9 +272,16 @@ def main(argv: list[str] | None = None) -> int:
         )
     p.add_argument(
         "--split",
-        choices=("val", "selection"),
+        choices=("val", "selection", "all"),
         default="val",
-        help="the first folder's split: val (reported) or selection (for choosing options)",
+        help="the first folder's split: val (reported), selection (for choosing options) or all",
+    )
+    p.add_argument(
+        "--earlier",
+        nargs="+",
+        default=[],
+        help="CSVs of earlier runs (--out's): a method named there with rows for every photograph is not run again "
+        "(the robot and the networks are deterministic; same code, same rows)",
     )
     p.add_argument("--limit", type=int, default=0, help="only the first N photographs of each data set")
     p.add_argument("--threads", type=int, default=0)
@@ -246,12 +291,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         effects = [  # without a prior its sigma means nothing: one row
-            ClickEffect(radius, prior, sigma if prior else CLICK_PRIOR_SIGMA, iterations)
-            for radius, prior, sigma, iterations in itertools.product(
-                args.click_radius, args.click_prior, args.click_prior_sigma, args.click_brs_iterations
+            ClickEffect(radius, prior, sigma if prior else CLICK_PRIOR_SIGMA, iterations, zoom)
+            for radius, prior, sigma, iterations, zoom in itertools.product(
+                args.click_radius, args.click_prior, args.click_prior_sigma, args.click_brs_iterations, args.click_zoom
             )
         ]
-        methods = [click_model(args.model, not args.no_postprocess, effect) for effect in dict.fromkeys(effects)]
+        methods = [
+            click_model(model, not args.no_postprocess, effect)
+            for model in args.model
+            for effect in dict.fromkeys(effects)
+        ]
         if args.auto:
             methods.append(automatic_model(args.auto, not args.no_postprocess))
         datasets = {
@@ -262,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.random_walker:
         methods.append(random_walker_method())
-    everything = {name: evaluate(methods, pairs, name) for name, pairs in datasets.items()}
+    earlier = read_earlier(args.earlier)
+    everything = {name: evaluate(methods, pairs, name, earlier.get(name)) for name, pairs in datasets.items()}
     report = "\n".join(table(name, results) for name, results in everything.items())
     print(report)
     if args.out:

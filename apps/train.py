@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -56,7 +56,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "option parser rejects --log as an abbreviation of its --log-dir)",
     )
     p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--minutes", type=float, default=None, help="time budget; the learning rate decays to fit it")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="time budget; the learning rate decays to fit it, and the epoch running when it ends stops there",
+    )
+    p.add_argument(
+        "--epoch-size",
+        type=int,
+        default=0,
+        help="photographs per epoch, drawn at random from the training part (0: all of it); a slow machine then "
+        "validates and checkpoints every so many",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="images per step per process (under torchrun: per GPU)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--val-fraction", type=float, default=0.2, help="the reported validation split, never trained on")
@@ -80,10 +92,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     clicks.add_argument(
         "--click-p-auto", type=float, default=ClickConfig.p_auto, help="share of batches without clicks"
     )
+    clicks.add_argument(
+        "--click-p-first", type=float, default=ClickConfig.p_first, help="share of images starting with clicks"
+    )
+    clicks.add_argument(
+        "--click-encoding", choices=("gaussian", "disk"), default=ClickConfig.encoding, help="how a click is drawn"
+    )
+    clicks.add_argument("--click-disk-radius", type=float, default=ClickConfig.disk_radius, help="disk, pixels")
+    clicks.add_argument(
+        "--click-max-initial",
+        type=int,
+        default=ClickConfig.max_initial,
+        help="RITM's multi-point start: up to this many positive clicks (and one fewer negative) before the passes",
+    )
+    clicks.add_argument(
+        "--click-p-zero-prev",
+        type=float,
+        default=ClickConfig.p_zero_prev,
+        help="share of images whose previous mask is zeros in the gradient step",
+    )
+    clicks.add_argument(
+        "--click-fusion",
+        choices=("early", "conv1s"),
+        default="early",
+        help="how the click maps join a U-Net made from --init's automatic model: more input channels of the first "
+        "convolution (early) or RITM's click stem (conv1s)",
+    )
+    clicks.add_argument(
+        "--trunk-lr-factor",
+        type=float,
+        default=1.0,
+        help="learning rate of the automatic model's layers relative to the new ones (RITM: 0.1)",
+    )
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the initialisation and augmentation (the split is fixed)"
     )
     p.add_argument("--limit", type=int, default=0, help="use only the first N pairs (smoke tests)")
+    p.add_argument(
+        "--train-limit",
+        type=int,
+        default=0,
+        help="train on only the first N training pairs, after the splits (short ablations; the splits stay as they "
+        "are, unlike --limit)",
+    )
+    p.add_argument("--held-out-limit", type=int, default=0, help="choose the epoch on only the first N held-out pairs")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument(
         "--device",
@@ -136,28 +188,42 @@ class BatchProgress:
         self.stream.flush()
 
 
-def starting_network(args: argparse.Namespace) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any]]:
-    """The network to train, its spec and the meta that says what kind of model it is.
+def starting_network(
+    args: argparse.Namespace,
+) -> tuple[torch.nn.Module, dict[str, Any], dict[str, Any], list[str]]:
+    """The network to train, its spec, the meta that says what kind of model it is and the names of its parameters
+    that are new (a click model's made from an automatic one).
 
     ``--init`` rebuilds the network its file describes, whatever ``--arch`` says; with ``--clicks`` an automatic
-    model becomes a click model (:func:`lesion_app.core.clicks.click_network`) and a click model stays one.
+    model becomes a click model (:func:`lesion_app.core.clicks.click_network`) and a click model stays one, reading
+    clicks as before (its encoding and previous mask) and trained with the click simulation asked for here.
     """
     cfg = ClickConfig(
         sigma=args.click_sigma,
         prev_mask=args.click_prev_mask,
         max_iters=args.click_max_iters,
         p_auto=args.click_p_auto,
+        p_first=args.click_p_first,
+        encoding=args.click_encoding,
+        disk_radius=args.click_disk_radius,
+        max_initial=args.click_max_initial,
+        p_zero_prev=args.click_p_zero_prev,
     )
     if args.init:
         checkpoint = read_checkpoint(args.init)
         meta = checkpoint.get("meta", {})
         if args.clicks and "clicks" not in meta:
-            network, spec = click_network(checkpoint, cfg)
-            return network, spec, {"clicks": cfg.as_dict()}
-        return network_from(checkpoint), checkpoint["network"], {k: v for k, v in meta.items() if k == "clicks"}
+            network, spec, new = click_network(checkpoint, cfg, args.click_fusion)
+            return network, spec, {"clicks": cfg.as_dict()}, new
+        kept = {k: v for k, v in meta.items() if k == "clicks"}
+        if args.clicks and kept:  # a click model reads clicks as its file says; how they are simulated is asked here
+            simulation = {k: getattr(cfg, k) for k in ("p_auto", "max_iters", "p_first", "max_initial", "p_zero_prev")}
+            kept = {"clicks": replace(ClickConfig.of(meta), **simulation).as_dict()}
+        return network_from(checkpoint), checkpoint["network"], kept, []
     kwargs = {"attention": not args.no_attention, **({"in_channels": cfg.in_channels} if args.clicks else {})}
     spec = network_spec(args.arch, kwargs)
-    return build_network(spec["arch"], **spec["kwargs"]), spec, ({"clicks": cfg.as_dict()} if args.clicks else {})
+    meta = {"clicks": cfg.as_dict()} if args.clicks else {}
+    return build_network(spec["arch"], **spec["kwargs"]), spec, meta, []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +252,9 @@ def train(args: argparse.Namespace, device: str | None = None) -> int:
     train_items, val_items = split(pairs, args.val_fraction)
     if args.selection_fraction:
         train_items, val_items = split(train_items, args.selection_fraction, SELECTION_SEED)
-    network, spec, meta = starting_network(args)
+    train_items = train_items[: args.train_limit] if args.train_limit else train_items
+    val_items = val_items[: args.held_out_limit] if args.held_out_limit else val_items
+    network, spec, meta, new_layers = starting_network(args)
     cfg = FitConfig(
         max_epochs=args.epochs,
         batch_size=args.batch_size,
@@ -196,6 +264,8 @@ def train(args: argparse.Namespace, device: str | None = None) -> int:
         num_workers=args.workers,
         device=device or args.device,
         spatial_size=(args.spatial_size, args.spatial_size),
+        trunk_lr_factor=args.trunk_lr_factor,
+        epoch_size=args.epoch_size or None,
     )
     if rank == 0:
         held_out = "selection" if args.selection_fraction else "val"
@@ -222,7 +292,9 @@ def train(args: argparse.Namespace, device: str | None = None) -> int:
         "selected_on": "selection" if args.selection_fraction else "validation",
         "selection_pairs" if args.selection_fraction else "val_pairs": len(val_items),
     }
-    run = TrainingRun(network, spec, train_items, val_items, args.out, args.checkpoint, meta, **options)
+    run = TrainingRun(
+        network, spec, train_items, val_items, args.out, args.checkpoint, meta, **options, new_layers=new_layers
+    )
     history = fit(run, cfg, Hooks(on_epoch=report, on_batch=on_batch))
     best = max(history, key=lambda h: h.val["iou"]) if history else None
     if best and rank == 0:

@@ -9,6 +9,11 @@ Example::
 
     python -m apps.research.benchmark_server --requests 30
     python -m apps.research.benchmark_server --requests 30 --models ensemble --tta
+    python -m apps.research.benchmark_server --requests 10 --models unet,deepedit --rounds 3 \
+        --deepedit ~/.cache/lesion-click-training/best.pt --click-options '{"click_zoom": 1}'
+
+With ``--rounds`` the models take turns that many times (so a busy machine slows them alike) and each line is the
+median of the rounds' medians; ``--deepedit`` serves another click model file in place of the shipped one.
 
 The in-process pipeline uses the same options as the server (clean-up on, flips with ``--tta``). The
 server's background scoring (uncertainty of every unlabelled image at start-up) is switched off here
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -33,7 +39,7 @@ from PIL import Image
 from apps.process_control import stoppable
 from apps.research.local_server import REPO, running_server
 from lesion_app.core.predictor import Predictor
-from lesion_app.lib.settings import CLICK_MODELS, shipped_models
+from lesion_app.lib.settings import CLICK_MODELS, SHIPPED_MODEL_DIR, shipped_models
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -73,6 +79,42 @@ def click_timings(
     return out
 
 
+def model_timings(
+    client: httpx.Client,
+    url: str,
+    model: str,
+    args: argparse.Namespace,
+    image_path: Path,
+    click_options: dict,
+    tmp: str,
+) -> list[tuple[str, tuple[float, float, float | None]]]:
+    """One round of one model: (row name, (HTTP median s, HTTP p95 s, in-process median s or None)) per row; a
+    click model per click, with its options and without f-BRS."""
+    if model in CLICK_MODELS:
+        out = []
+        for label, options in (("", {}), (", without f-BRS", {"click_brs_iterations": 0})):
+            options = {**click_options, **options}
+            clicked = click_timings(client, url, model, args.image, image_path, args.requests, **options)
+            name = f"{model} (one click, as 3D Slicer sends it{label})"
+            out.append((name, (statistics.median(clicked), percentile(clicked, 95), None)))
+        return out
+    predictor = Predictor.from_files(shipped_models(model), tta=args.tta, postprocess=True)
+
+    def in_process() -> None:
+        Image.fromarray(predictor.mask(str(image_path))).save(Path(tmp) / "local.png")
+
+    def over_http() -> None:
+        r = client.post(
+            f"{url}/infer/{model}",
+            params={"image": args.image, "output": "image"},
+            data={"params": json.dumps({"tta": args.tta})},
+        )
+        r.raise_for_status()
+
+    local, remote = timings(in_process, args.requests), timings(over_http, args.requests)
+    return [(model, (statistics.median(remote), percentile(remote, 95), statistics.median(local)))]
+
+
 @stoppable
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m apps.research.benchmark_server", description=__doc__.splitlines()[0])
@@ -80,46 +122,44 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", default="lesion_005", help="image id in sample-data (512x384 JPEG)")
     p.add_argument("--models", default="unet,deeplabv3,ensemble,deepedit", help="deepedit: per click, as Slicer asks")
     p.add_argument("--tta", action="store_true", help="ask for flip test-time augmentation")
+    p.add_argument("--rounds", type=int, default=1, help="times the models take turns; medians of the rounds")
+    p.add_argument("--deepedit", help="a click model file to serve as deepedit instead of the shipped one")
+    p.add_argument("--click-options", default="{}", help="JSON of options sent with every click (click_zoom ...)")
     args = p.parse_args(argv)
+    click_options = json.loads(args.click_options)
     models = args.models.split(",")
     image_path = next((REPO / "sample-data").glob(f"{args.image}.*"))
     os.environ["MONAI_LABEL_AUTO_UPDATE_SCORING"] = "false"
     with tempfile.TemporaryDirectory() as tmp:
+        conf = {}
+        if args.deepedit:
+            models_dir = Path(tmp) / "pretrained"
+            models_dir.mkdir()
+            for path in SHIPPED_MODEL_DIR.glob("pretrained_*.pt"):
+                shutil.copy(path, models_dir / path.name)
+            shutil.copy(args.deepedit, models_dir / "pretrained_deepedit.pt")
+            conf["pretrained_dir"] = str(models_dir)
         t0 = time.perf_counter()
-        with running_server(Path(tmp)) as url:
+        with running_server(Path(tmp) / "server", conf) as url:
             startup = time.perf_counter() - t0
             print(f"server start-up (process start to first /info answer): {startup:.1f}s")
             with Image.open(image_path) as img:
                 print(f"image {image_path.name} {img.width}x{img.height}")
+            rows: dict[str, list[tuple[float, float, float | None]]] = {}
+            with httpx.Client(timeout=600) as client:
+                for _ in range(args.rounds):
+                    for model in models:
+                        for name, timing in model_timings(client, url, model, args, image_path, click_options, tmp):
+                            rows.setdefault(name, []).append(timing)
+            print(f"medians of {args.rounds} rounds, the models taking turns")
             print("| model | HTTP median ms | HTTP p95 ms | in-process median ms | server overhead |")
             print("|---|---|---|---|---|")
-            with httpx.Client(timeout=60) as client:
-                for model in models:
-                    if model in CLICK_MODELS:
-                        for label, options in (("", {}), (", without f-BRS", {"click_brs_iterations": 0})):
-                            clicked = click_timings(
-                                client, url, model, args.image, image_path, args.requests, **options
-                            )
-                            med, p95 = statistics.median(clicked), percentile(clicked, 95)
-                            name = f"{model} (one click, as 3D Slicer sends it{label})"
-                            print(f"| {name} | {med * 1e3:.1f} | {p95 * 1e3:.1f} | | |")
-                        continue
-                    predictor = Predictor.from_files(shipped_models(model), tta=args.tta, postprocess=True)
-
-                    def in_process(predictor: Predictor = predictor) -> None:
-                        Image.fromarray(predictor.mask(str(image_path))).save(Path(tmp) / "local.png")
-
-                    def over_http(model: str = model) -> None:
-                        r = client.post(
-                            f"{url}/infer/{model}",
-                            params={"image": args.image, "output": "image"},
-                            data={"params": json.dumps({"tta": args.tta})},
-                        )
-                        r.raise_for_status()
-
-                    local, remote = timings(in_process, args.requests), timings(over_http, args.requests)
-                    med, p95, loc = statistics.median(remote), percentile(remote, 95), statistics.median(local)
-                    print(f"| {model} | {med * 1e3:.1f} | {p95 * 1e3:.1f} | {loc * 1e3:.1f} | {med / loc:.2f}x |")
+            for name, timings_ in rows.items():
+                med = statistics.median(t[0] for t in timings_)
+                p95 = statistics.median(t[1] for t in timings_)
+                local = [t[2] for t in timings_ if t[2] is not None]
+                loc = f"{statistics.median(local) * 1e3:.1f} | {med / statistics.median(local):.2f}x" if local else " |"
+                print(f"| {name} | {med * 1e3:.1f} | {p95 * 1e3:.1f} | {loc} |")
     return 0
 
 

@@ -48,6 +48,8 @@ CLICK_PRIOR_SIGMA = 35.0
 #: --click-brs-iterations 0 5 10 20 --limit 60``: NoC@90 5.77, 4.93, 4.75, 4.98; docs/clicks_brs_selection.md) as the
 #: most that keeps a click within 100 ms through the server on 2 CPU threads (10 took 110 ms).
 CLICK_BRS_ITERATIONS = 5
+#: RITM's zoom-in after the first click (:class:`lesion_app.core.predictor.ZoomIn`), 1: on, 0: off.
+CLICK_ZOOM = 0
 #: 8-connectivity for error regions and lesion components.
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -57,11 +59,21 @@ class ClickConfig:
     """How a click model reads clicks, and how training simulates them (stored in the model file's meta).
 
     Args:
-        sigma: guidance Gaussian standard deviation, in pixels at the network's input size.
+        sigma: guidance Gaussian standard deviation, in pixels at the network's input size (``encoding``
+            ``"gaussian"``).
         prev_mask: the network also sees the previous 0/1 mask (6 input channels) or not (5).
         p_auto: per training batch, the probability of no clicks at all (the automatic mode).
         max_iters: K: each batch runs k ~ U{0..K} no-grad passes, each adding a click in the model's own errors.
-        p_first: per image, the probability that the first click is a positive one inside the lesion.
+        p_first: per image, the probability that the batch starts with clicks inside the lesion (and, with
+            ``max_initial`` above 1, around it) before the no-grad passes.
+        encoding: how a click becomes its map: ``"gaussian"`` (MONAI DeepGrow's smoothed impulses, ``sigma``) or
+            ``"disk"`` (RITM's binary disks of ``disk_radius``).
+        disk_radius: the disk's radius, pixels at the network's input size.
+        max_initial: RITM's multi-point start: up to this many positive clicks inside the lesion (k with
+            probability proportional to 0.7^k) and up to one fewer negative ones in the skin around it; 1: one
+            positive click.
+        p_zero_prev: per image, the probability that the previous mask the gradient step sees is zeros (RITM's
+            ``prev_mask_drop_prob``).
     """
 
     sigma: float = 6.0
@@ -69,6 +81,10 @@ class ClickConfig:
     p_auto: float = 0.25
     max_iters: int = 4
     p_first: float = 0.5
+    encoding: str = "gaussian"
+    disk_radius: float = 5.0
+    max_initial: int = 1
+    p_zero_prev: float = 0.0
 
     @property
     def in_channels(self) -> int:
@@ -102,6 +118,19 @@ def guidance_maps(fg: Sequence[Point], bg: Sequence[Point], size: Sequence[int],
     return np.asarray(add({"image": empty, "guidance": guidance})["image"], dtype=np.float32)
 
 
+def disk_maps(fg: Sequence[Point], bg: Sequence[Point], size: Sequence[int], radius: float) -> torch.Tensor:
+    """(2, h, w) float32 foreground and background maps of clicks on an (h, w) grid as RITM encodes them: 1 within
+    ``radius`` pixels of a click, 0 elsewhere."""
+    return torch.stack([(nearest_squared_distance(p, size) <= radius**2).float() for p in (fg, bg)])
+
+
+def click_maps(fg: Sequence[Point], bg: Sequence[Point], size: Sequence[int], cfg: ClickConfig) -> torch.Tensor:
+    """(2, h, w) float32 foreground and background maps of clicks in the model's ``cfg.encoding``."""
+    if cfg.encoding == "disk":
+        return disk_maps(fg, bg, size, cfg.disk_radius)
+    return torch.from_numpy(guidance_maps(fg, bg, size, cfg.sigma))
+
+
 def click_input(
     images: torch.Tensor,
     fgs: Sequence[Sequence[Point]],
@@ -109,11 +138,11 @@ def click_input(
     cfg: ClickConfig,
     prev: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(N, cfg.in_channels, h, w): ``images`` (N, 3, h, w), the guidance maps of each image's clicks and, when the
+    """(N, cfg.in_channels, h, w): ``images`` (N, 3, h, w), the click maps of each image's clicks and, when the
     model reads it, ``prev`` (N, 1, h, w) 0/1 (None: no previous mask, zeros)."""
     size = tuple(images.shape[-2:])
-    maps = np.stack([guidance_maps(f, b, size, cfg.sigma) for f, b in zip(fgs, bgs)])
-    parts = [images, torch.from_numpy(maps).to(images.device, images.dtype)]
+    maps = torch.stack([click_maps(f, b, size, cfg) for f, b in zip(fgs, bgs)])
+    parts = [images, maps.to(images.device, images.dtype)]
     if cfg.prev_mask:
         parts.append(prev.to(images.device, images.dtype) if prev is not None else torch.zeros_like(images[:, :1]))
     return torch.cat(parts, dim=1)
@@ -177,33 +206,43 @@ class ClickEffect:
         prior: the prior's strength, logits (0: off).
         prior_sigma: the prior's Gaussian standard deviation, pixels at the network's size.
         brs_iterations: L-BFGS iterations of the refinement per click, a whole number (0: off).
+        zoom: 1: from the second click on the network sees the box around the lesion (RITM's zoom-in,
+            :class:`lesion_app.core.predictor.ZoomIn`), and the pixels above are pixels of that box's grid; 0: off.
 
     Raises:
-        ValueError: a value outside :attr:`LIMITS`, or a fractional ``brs_iterations``.
+        ValueError: a value outside :attr:`LIMITS`, or a fractional ``brs_iterations`` or ``zoom``.
     """
 
     radius: float = CLICK_RADIUS
     prior: float = CLICK_PRIOR
     prior_sigma: float = CLICK_PRIOR_SIGMA
     brs_iterations: int = CLICK_BRS_ITERATIONS
+    zoom: int = CLICK_ZOOM
 
     #: accepted range of each field, inclusive
-    LIMITS = {"radius": (0.0, 64.0), "prior": (0.0, 20.0), "prior_sigma": (1.0, 128.0), "brs_iterations": (0, 50)}
+    LIMITS = {
+        "radius": (0.0, 64.0),
+        "prior": (0.0, 20.0),
+        "prior_sigma": (1.0, 128.0),
+        "brs_iterations": (0, 50),
+        "zoom": (0, 1),
+    }
 
     def __post_init__(self) -> None:
         for name, (low, high) in self.LIMITS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
                 raise ValueError(f"click_{name} must be a number from {low:g} to {high:g}, got {value!r}")
-        if self.brs_iterations != int(self.brs_iterations):
-            raise ValueError(f"click_brs_iterations must be a whole number, got {self.brs_iterations!r}")
-        object.__setattr__(self, "brs_iterations", int(self.brs_iterations))
+        for name in ("brs_iterations", "zoom"):
+            if getattr(self, name) != int(getattr(self, name)):
+                raise ValueError(f"click_{name} must be a whole number, got {getattr(self, name)!r}")
+            object.__setattr__(self, name, int(getattr(self, name)))
 
     @classmethod
     def of(cls, values: Mapping[str, Any]) -> ClickEffect:
         """The effect that ``values`` names (``click_radius``, ``click_prior``, ``click_prior_sigma``,
-        ``click_brs_iterations``, as numbers or numeric strings; the defaults where absent), as a request or
-        ``--conf`` gives it.
+        ``click_brs_iterations``, ``click_zoom``, as numbers or numeric strings; the defaults where absent), as a
+        request or ``--conf`` gives it.
 
         Raises:
             ValueError: naming the option, for a value that is not a number within :attr:`LIMITS`.
@@ -224,6 +263,7 @@ class ClickEffect:
         parts = [f"f-BRS {self.brs_iterations} it."] if self.brs_iterations else []
         parts += [f"seed disks of {self.radius:g} px"] if self.radius else []
         parts += [f"prior {self.prior:g} logits over {self.prior_sigma:g} px"] if self.prior else []
+        parts += ["zoom-in"] if self.zoom else []
         return ", ".join(parts) or "network alone"
 
 
@@ -241,24 +281,32 @@ def from_grid(row: int, col: int, size: Sequence[int], shape: Sequence[int]) -> 
     return int((row + 0.5) * shape[0] / size[0]), int((col + 0.5) * shape[1] / size[1])
 
 
-def click_network(automatic: dict[str, Any], cfg: ClickConfig) -> tuple[nn.Module, dict[str, Any]]:
-    """A click model made from an automatic model's file (its checkpoint dict): (network, network spec).
+def click_network(
+    automatic: dict[str, Any], cfg: ClickConfig, fusion: str = "early"
+) -> tuple[nn.Module, dict[str, Any], list[str]]:
+    """A click model made from an automatic model's file (its checkpoint dict): (network, network spec, the names of
+    its new parameters, which the automatic model did not have).
 
-    Every weight is copied; the first convolution gets zero weights for the extra input channels, so with no
-    clicks (and no previous mask) the new network computes exactly the automatic one, and training teaches it
-    to read the guidance.
+    Every weight is copied. With ``fusion`` ``"early"`` the first convolution gets zero weights for the extra input
+    channels; with ``"conv1s"`` the click maps enter through RITM's click stem
+    (:class:`lesion_app.core.networks.unet.ClickStem`, a U-Net's only), whose output is scaled by 0.05 at first.
+    Either way the new network starts close to the automatic one and training teaches it to read the clicks.
     """
-    spec = {
-        "arch": automatic["network"]["arch"],
-        "kwargs": {**automatic["network"]["kwargs"], "in_channels": cfg.in_channels},
-    }
+    kwargs = {**automatic["network"]["kwargs"], "in_channels": cfg.in_channels}
+    if fusion != "early":
+        kwargs["click_fusion"] = fusion
+    spec = {"arch": automatic["network"]["arch"], "kwargs": kwargs}
     network = build_network(spec["arch"], **spec["kwargs"])
     state = {k: v.float() if v.is_floating_point() else v for k, v in automatic["model"].items()}
-    first = next(k for k, v in state.items() if v.ndim == 4 and v.shape[1] == 3)
-    weight = state[first]
-    state[first] = torch.cat([weight, weight.new_zeros(weight.shape[0], cfg.in_channels - 3, *weight.shape[2:])], 1)
-    network.load_state_dict(state)
-    return network, spec
+    if fusion == "early":
+        first = next(k for k, v in state.items() if v.ndim == 4 and v.shape[1] == 3)
+        weight = state[first]
+        extra = weight.new_zeros(weight.shape[0], cfg.in_channels - 3, *weight.shape[2:])
+        state[first] = torch.cat([weight, extra], 1)
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    if unexpected:
+        raise ValueError(f"the automatic model has weights the click network lacks: {unexpected[:3]}")
+    return network, spec, list(missing)
 
 
 # -- regions and the robot user -----------------------------------------------------------------------------------
@@ -325,15 +373,38 @@ class ClickSimulation:
     """The click model's batch input during training, as DeepEdit and RITM simulate clicks (an
     :data:`lesion_app.core.training.loop.InputFn`).
 
-    With probability ``p_auto`` a batch gets no clicks. Otherwise each image starts with a positive click inside
-    the lesion (probability ``p_first``) or none; then k ~ U{0..K} passes of the network without gradients each
-    add one click in the largest error region of its own prediction (the previous-mask channel is that
-    prediction). The loop makes its one gradient step on the returned input.
+    With probability ``p_auto`` a batch gets no clicks. Otherwise each image starts (probability ``p_first``) with
+    clicks inside the lesion and, for ``max_initial`` above 1, in the skin around it (RITM's multi-point sampler,
+    :meth:`initial_clicks`), or none; then k ~ U{0..K} passes of the network in eval mode without gradients each add
+    one click in the largest error region of its own prediction, which becomes the previous mask (RITM's iterative
+    training); with probability ``p_zero_prev`` an image's previous mask is then zeros. The loop makes its one
+    gradient step on the returned input.
     """
+
+    #: the skin band around the lesion where initial negative clicks fall, pixels at the network's size
+    NEGATIVE_BAND = 40
 
     def __init__(self, cfg: ClickConfig, seed: int = 0) -> None:
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
+
+    def initial_clicks(self, truth: np.ndarray) -> tuple[list[Point], list[Point]]:
+        """The clicks an image starts with, (positive, negative), on its (h, w) boolean ``truth``."""
+        cfg, rng = self.cfg, self.rng
+        region, _ = largest_component(truth)
+        if region is None or rng.random() >= cfg.p_first:
+            return [], []
+        counts = np.arange(1, max(1, cfg.max_initial) + 1)
+        odds = 0.7 ** (counts - 1.0)
+        n_pos = int(rng.choice(counts, p=odds / odds.sum()))
+        fg = [sample_in_region(region, rng) for _ in range(n_pos)]
+        bg: list[Point] = []
+        n_neg = int(rng.choice(counts - 1, p=odds / odds.sum())) if cfg.max_initial > 1 else 0
+        if n_neg:
+            band = ndimage.binary_dilation(truth, iterations=self.NEGATIVE_BAND) & ~truth
+            if band.any():
+                bg = [sample_in_region(band, rng, power=1.0) for _ in range(n_neg)]
+        return fg, bg
 
     def __call__(self, network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cfg, rng = self.cfg, self.rng
@@ -345,9 +416,7 @@ class ClickSimulation:
         if rng.random() < cfg.p_auto:
             return click_input(images, fgs, bgs, cfg)
         for i in range(n):
-            region, _ = largest_component(truth[i])
-            if region is not None and rng.random() < cfg.p_first:
-                fgs[i].append(sample_in_region(region, rng))
+            fgs[i], bgs[i] = self.initial_clicks(truth[i])
         steps = int(rng.integers(0, cfg.max_iters + 1))
         if steps:
             was_training = network.training
@@ -363,6 +432,9 @@ class ClickSimulation:
                                 (fgs[i] if positive else bgs[i]).append(sample_in_region(region, rng))
             finally:
                 network.train(was_training)
+        if prev is not None and cfg.p_zero_prev > 0:
+            keep = torch.from_numpy(rng.random(n) >= cfg.p_zero_prev).to(prev.device, prev.dtype)
+            prev = prev * keep.view(-1, 1, 1, 1)
         return click_input(images, fgs, bgs, cfg, prev)
 
 

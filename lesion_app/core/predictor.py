@@ -25,14 +25,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.transforms import Compose
 from torch import nn
 
 from lesion_app.core.brs import refinable, refined_logits
 from lesion_app.core.checkpoint import load_model
-from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, click_input, from_grid
+from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, click_input, from_grid, to_grid
 from lesion_app.core.postprocess import clean_mask
-from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, infer_transforms, restore_size
+from lesion_app.core.transforms import (
+    ORIGINAL_SIZE_KEY,
+    ZOOM_SOURCE_KEY,
+    infer_transforms,
+    mask_to_grid,
+    restore_size,
+)
 
 #: Flips averaged by test-time augmentation: none, left-right, up-down, both (dims of an (N, C, H, W) batch).
 FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
@@ -63,29 +70,94 @@ def network_probabilities(network: nn.Module, x: torch.Tensor, tta: bool = False
 
 @dataclass(frozen=True)
 class Prepared:
-    """A photograph ready for the networks: ``image`` (3, h, w) float32 in [0, 1] at the spatial size, and
-    its ``original_size`` (H, W) upright."""
+    """A photograph ready for the networks: ``image`` (3, h, w) float32 in [0, 1] at the spatial size, its
+    ``original_size`` (H, W) upright and, for the click model's zoom-in, ``source``: the photograph (3, H', W')
+    uint8 (:data:`lesion_app.core.transforms.ZOOM_SOURCE_KEY`; None: no zoom-in possible)."""
 
     image: torch.Tensor
     original_size: tuple[int, int]
+    source: torch.Tensor | None = None
 
     @property
     def batch(self) -> torch.Tensor:
         """(1, 3, h, w)."""
         return self.image[None].float()
 
+    def crop(self, box: tuple[int, int, int, int], size: Sequence[int]) -> torch.Tensor:
+        """(1, 3, h, w) float32 in [0, 1]: the part ``box`` = (row0, row1, col0, col1), half-open rows and columns
+        of the upright photograph, resized to ``size`` (bilinear, antialiased)."""
+        if self.source is None:
+            raise ValueError("this photograph was prepared without its zoom-in source")
+        h, w = self.original_size
+        sh, sw = self.source.shape[-2:]
+        r0, r1, c0, c1 = box
+        rows = slice(int(r0 * sh / h), max(int(r0 * sh / h) + 1, round(r1 * sh / h)))
+        cols = slice(int(c0 * sw / w), max(int(c0 * sw / w) + 1, round(c1 * sw / w)))
+        part = self.source[None, :, rows, cols].float() / 255.0
+        return F.interpolate(part, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+
+
+@dataclass(frozen=True)
+class ZoomIn:
+    """RITM's zoom-in at inference (Sofiiuk et al., "Reviving Iterative Training with Mask Guidance for Interactive
+    Segmentation", 2022): after the first ``skip_clicks`` clicks the click network sees only the box around the
+    previous mask and the clicks, widened ``expansion`` times around its centre and at least ``min_side`` pixels of
+    the photograph on each side, resized to its input; outside the box the previous mask stays. A small lesion then
+    fills the input instead of a few of its pixels.
+    """
+
+    expansion: float = 1.4
+    min_side: int = 200
+    skip_clicks: int = 1
+
+    def box(self, previous: np.ndarray, points: Sequence[Point], shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """(row0, row1, col0, col1), half-open, on the (H, W) photograph: the box to predict in, from the previous
+        (H, W) mask and the clicks (row, col) at the photograph's size."""
+        h, w = int(shape[0]), int(shape[1])
+        rows, cols = np.nonzero(previous)
+        rows = np.concatenate([rows, [p[0] for p in points]])
+        cols = np.concatenate([cols, [p[1] for p in points]])
+        if rows.size == 0:
+            return 0, h, 0, w
+
+        def side(low: float, high: float, limit: int) -> tuple[int, int]:
+            centre, half = (low + high + 1) / 2.0, max((high - low + 1) * self.expansion, self.min_side) / 2.0
+            return max(0, int(np.floor(centre - half))), min(limit, int(np.ceil(centre + half)))
+
+        return (*side(rows.min(), rows.max(), h), *side(cols.min(), cols.max(), w))
+
+
+@dataclass(frozen=True)
+class ClickResult:
+    """One click's answer at the photograph's (H, W): ``probabilities`` float32 after the clicks' effect,
+    ``mask`` uint8 0/1 after the clean-up (both None for a replayed click), and ``state``, bool: the network's own
+    mask, the next click's previous mask."""
+
+    probabilities: np.ndarray | None
+    mask: np.ndarray | None
+    state: np.ndarray
+
 
 @functools.lru_cache(maxsize=4)
-def _photo_transforms(spatial_size: tuple[int, int]) -> Compose:
-    return infer_transforms(spatial_size)
+def _photo_transforms(spatial_size: tuple[int, int], zoom_source: bool = False) -> Compose:
+    return infer_transforms(spatial_size, zoom_source=zoom_source)
 
 
-def prepare(image_path: str | Path, spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE) -> Prepared:
+def prepare(
+    image_path: str | Path, spatial_size: Sequence[int] = DEFAULT_SPATIAL_SIZE, zoom_source: bool = False
+) -> Prepared:
     """Reads one photograph (EXIF applied, any encoding as 8-bit RGB), scales it to [0, 1] and resizes it to
-    ``spatial_size``; raises what the reader raises for a file it cannot decode."""
-    data = _photo_transforms((int(spatial_size[0]), int(spatial_size[1])))({"image": str(image_path)})
+    ``spatial_size``, keeping it for the zoom-in with ``zoom_source``; raises what the reader raises for a file it
+    cannot decode."""
+    data = _photo_transforms((int(spatial_size[0]), int(spatial_size[1])), zoom_source)({"image": str(image_path)})
+    return prepared_from(data)
+
+
+def prepared_from(data: dict[str, Any]) -> Prepared:
+    """The :class:`Prepared` photograph of :func:`lesion_app.core.transforms.infer_transforms`' output."""
     size = tuple(int(s) for s in data[ORIGINAL_SIZE_KEY])
-    return Prepared(torch.as_tensor(data["image"]).float(), (size[0], size[1]))
+    source = data.get(ZOOM_SOURCE_KEY)
+    return Prepared(torch.as_tensor(data["image"]).float(), (size[0], size[1]), source)
 
 
 class Predictor:
@@ -135,9 +207,9 @@ class Predictor:
 
     metas: list[dict[str, Any]] = []
 
-    def prepare(self, image_path: str | Path) -> Prepared:
+    def prepare(self, image_path: str | Path, zoom_source: bool = False) -> Prepared:
         """:func:`prepare` at this predictor's spatial size."""
-        return prepare(image_path, self.spatial_size)
+        return prepare(image_path, self.spatial_size, zoom_source)
 
     def member_probabilities(self, x: torch.Tensor, tta: bool | None = None) -> list[torch.Tensor]:
         """Each member's (N, 1, h, w) probabilities for a batch (N, C, h, w), flips averaged when ``tta``."""
@@ -208,6 +280,55 @@ class Predictor:
         grid = raw.shape[-2:]
         keep, holes = ([from_grid(r, c, grid, original_size) for r, c in points] for points in (fg, bg))
         return probabilities, self.mask_from(probabilities, keep=keep, holes=holes)
+
+    def click(
+        self,
+        prepared: Prepared,
+        fg: Sequence[Point],
+        bg: Sequence[Point],
+        cfg: ClickConfig,
+        effect: ClickEffect,
+        previous: np.ndarray | None = None,
+        answer: bool = True,
+    ) -> ClickResult:
+        """The click model's answer to the clicks ``fg`` and ``bg`` ((row, col) on the upright photograph) given the
+        ``previous`` (H, W) mask (None: none yet): the one click path of the server and ``lesion-evaluate-clicks``.
+
+        Without ``effect.zoom`` (or before its ``skip_clicks``, or for a photograph prepared without its source) the
+        network sees the whole photograph at its input size; with it, the :meth:`ZoomIn.box` around the previous mask
+        and the clicks. Either way the clicks, the previous mask, the f-BRS windows, the click prior and the seed disks
+        are on the grid the network sees (``spatial_size`` over the whole photograph or over the box), so their
+        pixel sizes (:class:`ClickEffect`) are pixels of that grid; the answer is pasted into the previous mask at
+        the photograph's size. ``answer`` False: only the ``state`` (a replayed click), ``mask`` and
+        ``probabilities`` None.
+        """
+        h, w = prepared.original_size
+        box = (0, h, 0, w)
+        zoom = ZoomIn()
+        zooming = effect.zoom and previous is not None and prepared.source is not None
+        if zooming and len(fg) + len(bg) > zoom.skip_clicks:
+            box = zoom.box(previous, [*fg, *bg], (h, w))
+        r0, r1, c0, c1 = box
+        whole, shape = box == (0, h, 0, w), (r1 - r0, c1 - c0)
+        x = prepared.batch if whole else prepared.crop(box, self.spatial_size)
+        fg_grid, bg_grid = ([to_grid(r - r0, c - c0, shape, self.spatial_size) for r, c in p] for p in (fg, bg))
+        prev = None if previous is None else mask_to_grid(previous[r0:r1, c0:c1], self.spatial_size)
+        raw = self.click_probabilities(x.to(self._device), fg_grid, bg_grid, cfg, prev, effect)[0].cpu()
+        own = self.restore(raw, shape) > 0.5
+        state = own if whole else np.asarray(previous, bool).copy()
+        if not whole:
+            state[r0:r1, c0:c1] = own
+        if not answer:
+            return ClickResult(None, None, state)
+        part = self.restore(effect.apply(raw, fg_grid, bg_grid), shape)
+        probabilities = part if whole else np.asarray(previous, np.float32).copy()
+        if not whole:
+            probabilities[r0:r1, c0:c1] = part
+        return ClickResult(probabilities, self.mask_from(probabilities, keep=fg, holes=bg), state)
+
+    @property
+    def _device(self) -> torch.device:
+        return next(self.networks[0].parameters()).device
 
     def probabilities(self, image_path: str | Path, tta: bool | None = None) -> np.ndarray:
         """Lesion probability per pixel of the photograph, (H, W) float32 at its original (upright) size."""

@@ -36,6 +36,11 @@ from lesion_app.io.images import binarize, is_itk_file, open_image, read_itk_sli
 
 #: Where the loader records each image's original (H, W) so predictions can be restored to it.
 ORIGINAL_SIZE_KEY = "original_size"
+#: Where the click model's loader keeps the photograph for the zoom-in: (3, H', W') uint8, the photograph at its
+#: size or, past :data:`ZOOM_SOURCE_SIDE` on its longer side, area-resized to it.
+ZOOM_SOURCE_KEY = "zoom_source"
+#: The longest side kept for the zoom-in (a crop of at least 200 px of it fills the 256 px network input).
+ZOOM_SOURCE_SIDE = 1024
 
 
 class PhotoReader(PILReader):
@@ -77,6 +82,23 @@ class RecordOriginalSized(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[ORIGINAL_SIZE_KEY] = tuple(int(s) for s in d[key].shape[1:])
+        return d
+
+
+class KeepZoomSourced(MapTransform):
+    """Keeps a channel-first [0, 255] image under :data:`ZOOM_SOURCE_KEY` as uint8, its longer side at most
+    :data:`ZOOM_SOURCE_SIDE` (area resize), before it is resized for the network."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key]).as_subclass(torch.Tensor).float()
+            h, w = image.shape[1:]
+            scale = ZOOM_SOURCE_SIDE / max(h, w)
+            if scale < 1:
+                size = (max(1, round(h * scale)), max(1, round(w * scale)))
+                image = F.interpolate(image[None], size=size, mode="area")[0]
+            d[ZOOM_SOURCE_KEY] = image.round().clamp(0, 255).to(torch.uint8)
         return d
 
 
@@ -208,9 +230,11 @@ def val_transforms(spatial_size: Sequence[int]) -> Compose:
     return Compose(load_transforms() + preprocess_transforms(spatial_size))
 
 
-def infer_transforms(spatial_size: Sequence[int], image_key: str = "image") -> Compose:
-    """Load and preprocess a photograph alone: (3, h, w) in [0, 1] plus its original size."""
-    return Compose(load_transforms(image_key, None) + preprocess_transforms(spatial_size, image_key, None))
+def infer_transforms(spatial_size: Sequence[int], image_key: str = "image", zoom_source: bool = False) -> Compose:
+    """Load and preprocess a photograph alone: (3, h, w) in [0, 1] plus its original size and, with ``zoom_source``,
+    the photograph the click model's zoom-in crops (:class:`KeepZoomSourced`)."""
+    keep = [KeepZoomSourced(image_key)] if zoom_source else []
+    return Compose(load_transforms(image_key, None) + keep + preprocess_transforms(spatial_size, image_key, None))
 
 
 def restore_size(probs: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -13,7 +13,14 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
-from lesion_app.core.clicks import CLICK_BRS_ITERATIONS, CLICK_PRIOR, CLICK_PRIOR_SIGMA, CLICK_RADIUS, ClickEffect
+from lesion_app.core.clicks import (
+    CLICK_BRS_ITERATIONS,
+    CLICK_PRIOR,
+    CLICK_PRIOR_SIGMA,
+    CLICK_RADIUS,
+    CLICK_ZOOM,
+    ClickEffect,
+)
 
 #: The models that segment a photograph alone; the first served one is also the one whose uncertainty is measured.
 AUTOMATIC_MODELS = ("unet", "deeplabv3", "ensemble")
@@ -55,6 +62,8 @@ FIELDS_DOC = {
     "pixels at the network's size (request: `click_prior_sigma`)",
     "click_brs_iterations": "`deepedit`: L-BFGS iterations per click of the backpropagating refinement (f-BRS) "
     "that makes the network agree with the clicks (0: off; request: `click_brs_iterations`)",
+    "click_zoom": "`deepedit`: 1: from the second click on the network sees the box around the lesion (RITM's "
+    "zoom-in), 0: the whole photograph (request: `click_zoom`)",
     "train_epochs": "epochs of one training run",
     "train_minutes": "time budget of one training run in minutes (0: none); the learning rate decays to fit it",
     "train_batch_size": "training batch size",
@@ -107,6 +116,7 @@ class LesionSettings:
     click_prior: float = CLICK_PRIOR
     click_prior_sigma: float = CLICK_PRIOR_SIGMA
     click_brs_iterations: int = CLICK_BRS_ITERATIONS
+    click_zoom: int = CLICK_ZOOM
     train_epochs: int = 10
     train_minutes: float = 0.0
     train_batch_size: int = 8

@@ -30,9 +30,8 @@ from scipy import ndimage
 
 from apps.make_sample_data import draw_study
 from apps.research.local_server import running_server
-from lesion_app.core.clicks import ClickConfig, ClickEffect, to_grid
+from lesion_app.core.clicks import ClickConfig, ClickEffect
 from lesion_app.core.predictor import Predictor
-from lesion_app.core.transforms import mask_to_grid
 from tests.support.paths import MODEL_DIR
 
 pytestmark = pytest.mark.server
@@ -189,6 +188,7 @@ def test_the_sideways_photograph_gives_the_same_mask_turned(client: MONAILabelCl
         {"foreground": [[10, 10, 0]], "click_prior": "strong"},
         {"foreground": [[10, 10, 0]], "click_prior_sigma": 0},
         {"foreground": [[10, 10, 0]], "click_brs_iterations": 2.5},
+        {"foreground": [[10, 10, 0]], "click_zoom": 2},
         {"foreground": [[c, 10, 0] for c in range(60)], "background": [[c, 200, 0] for c in range(41)]},  # 101 points
     ],
 )
@@ -269,14 +269,10 @@ def local_predictor() -> Predictor:
 
 def local_click(predictor: Predictor, photo: Path, positive: tuple[int, int], previous: np.ndarray) -> np.ndarray:
     """The mask the click model makes for one positive upright click with ``previous`` (upright, photograph size)
-    as its previous mask, computed here."""
-    prepared = predictor.prepare(photo)
-    size = prepared.original_size
-    fg = [to_grid(*positive, size, predictor.spatial_size)]
+    as its previous mask, computed here on the one click path."""
+    prepared = predictor.prepare(photo, zoom_source=True)
     cfg, effect = ClickConfig.of(predictor.metas[0]), ClickEffect(brs_iterations=0)
-    prev = mask_to_grid(previous, predictor.spatial_size)
-    raw = predictor.click_probabilities(prepared.batch, fg, [], cfg, prev, effect)
-    return predictor.click_mask(raw, fg, [], effect, size)[1]
+    return predictor.click(prepared, [positive], [], cfg, effect, previous).mask
 
 
 def test_a_sent_previous_mask_is_what_the_click_refines(

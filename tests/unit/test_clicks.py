@@ -15,6 +15,7 @@ from lesion_app.core.clicks import (
     ClickValidation,
     click_constraints,
     click_input,
+    click_maps,
     click_network,
     click_prior,
     from_grid,
@@ -137,8 +138,8 @@ def test_a_session_counts_clicks_until_the_target_and_20_when_never() -> None:
 def test_a_click_network_from_the_automatic_one_computes_the_same_without_clicks() -> None:
     automatic = read_checkpoint(shipped_model("unet"))
     cfg = ClickConfig(sigma=4.0)
-    network, spec = click_network(automatic, cfg)
-    assert spec["kwargs"]["in_channels"] == 5 and spec["arch"] == "unet"
+    network, spec, new = click_network(automatic, cfg)
+    assert spec["kwargs"]["in_channels"] == 5 and spec["arch"] == "unet" and new == []
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
         same = network.eval()(click_input(x, [[]], [[]], cfg))
@@ -149,9 +150,46 @@ def test_a_click_network_from_the_automatic_one_computes_the_same_without_clicks
     assert first.grad[:, 3:].abs().sum() > 0
 
 
+def test_a_conv1s_click_network_keeps_the_automatic_weights_and_learns_its_click_stem() -> None:
+    automatic = read_checkpoint(shipped_model("unet"))
+    cfg = ClickConfig(prev_mask=True, encoding="disk")
+    network, spec, new = click_network(automatic, cfg, "conv1s")
+    assert spec["kwargs"]["click_fusion"] == "conv1s" and new and all(n.startswith("click_stem.") for n in new)
+    state = network.state_dict()
+    assert all(torch.equal(state[k], v.float()) for k, v in automatic["model"].items())
+    assert network.click_stem.scale.item() == pytest.approx(0.05)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():  # clicks change the output, through the stem alone
+        plain = network.eval()(click_input(x, [[]], [[]], cfg))
+        clicked = network(click_input(x, [[(30, 30)]], [[]], cfg))
+        assert (clicked - plain).abs().max() > 1e-4
+    network.train()(click_input(x, [[(30, 30)]], [[(5, 5)]], cfg)).mean().backward()
+    assert network.click_stem.maps[0].weight.grad.abs().sum() > 0
+
+
+def test_disk_maps_mark_the_pixels_within_the_radius_of_each_kind_of_click() -> None:
+    maps = click_maps([(10, 10)], [(30, 40), (50, 5)], (64, 64), ClickConfig(encoding="disk", disk_radius=5))
+    assert maps.shape == (2, 64, 64) and set(maps.unique().tolist()) == {0.0, 1.0}
+    rows, cols = np.mgrid[:64, :64]
+    assert np.array_equal(maps[0].numpy() == 1, (rows - 10) ** 2 + (cols - 10) ** 2 <= 25)
+    assert maps[1, 30, 45] == 1 and maps[1, 30, 46] == 0 and maps[1, 50, 5] == 1
+
+
+def test_the_multi_point_start_puts_positive_clicks_in_the_lesion_and_negative_ones_around_it() -> None:
+    truth = np.zeros((64, 64), bool)
+    truth[20:44, 20:44] = True
+    simulation = ClickSimulation(ClickConfig(p_first=1.0, max_initial=4), seed=1)
+    starts = [simulation.initial_clicks(truth) for _ in range(60)]
+    assert all(1 <= len(fg) <= 4 and len(bg) <= 3 for fg, bg in starts)
+    assert {len(fg) for fg, _ in starts} >= {1, 2, 3} and any(bg for _, bg in starts)
+    assert all(truth[r, c] for fg, _ in starts for r, c in fg)
+    assert all(not truth[r, c] for _, bg in starts for r, c in bg)
+    assert ClickSimulation(ClickConfig(p_first=0.0, max_initial=4)).initial_clicks(truth) == ([], [])
+
+
 def test_click_simulation_places_clicks_in_the_models_errors() -> None:
     cfg = ClickConfig(sigma=2.0, p_auto=0.0, p_first=1.0, max_iters=2)
-    network, _ = click_network(read_checkpoint(shipped_model("unet")), cfg)
+    network, _, _ = click_network(read_checkpoint(shipped_model("unet")), cfg)
     images = torch.rand(4, 3, 64, 64)
     labels = torch.zeros(4, 1, 64, 64)
     labels[:, :, 20:44, 20:44] = 1
@@ -168,7 +206,7 @@ def test_click_simulation_places_clicks_in_the_models_errors() -> None:
 
 def test_click_validation_scores_after_each_robot_click() -> None:
     cfg = ClickConfig(sigma=2.0)
-    network, _ = click_network(read_checkpoint(shipped_model("unet")), cfg)
+    network, _, _ = click_network(read_checkpoint(shipped_model("unet")), cfg)
     labels = torch.zeros(2, 1, 64, 64)
     labels[:, :, 16:48, 16:48] = 1
     scores = ClickValidation(cfg, clicks=2)(network, [{"image": torch.rand(2, 3, 64, 64), "label": labels}], "cpu")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from apps import evaluate as evaluate_app
@@ -14,6 +15,7 @@ from apps import train as train_app
 from apps.make_sample_data import make_sample_data
 from lesion_app.core.checkpoint import load_model, network_spec, read_checkpoint
 from lesion_app.core.networks import build_network
+from lesion_app.core.training import loop
 from lesion_app.core.training.gate import KEPT_ASIDE, decide
 from lesion_app.core.training.loop import FitConfig, Hooks, TrainingRun, fit, lr_factor, progress_of
 
@@ -39,6 +41,31 @@ def test_fit_publishes_the_best_epoch_and_resumes(studies: Path, tmp_path: Path)
     cfg3 = FitConfig(max_epochs=3, batch_size=2, spatial_size=(64, 64))
     more = fit(TrainingRun(build_network("unet"), network_spec("unet"), data[:4], data[4:], out, ck), cfg3)
     assert [h.epoch for h in more] == [1, 2, 3]
+
+
+def test_an_epoch_of_a_given_size_and_the_new_layers_at_their_own_rate(studies: Path, tmp_path: Path) -> None:
+    """``epoch_size`` draws that many photographs per epoch; ``new_layers`` train at the full rate, the rest at
+    ``trunk_lr_factor`` of it; a time budget that has run out ends the epoch after its first step."""
+    data = items(studies)
+    cfg = FitConfig(max_epochs=1, batch_size=2, spatial_size=(64, 64), epoch_size=2, trunk_lr_factor=0.1)
+    network = build_network("unet")
+    new = [name for name, _ in network.named_parameters() if name.startswith("head.")]
+    steps: list[tuple[int, int]] = []
+    run = TrainingRun(network, network_spec("unet"), data[:4], data[4:], tmp_path / "m.pt", new_layers=new)
+    fit(run, cfg, Hooks(on_batch=lambda done, total, n: steps.append((done, total))))
+    assert steps == [(0, 1), (1, 1)]  # one batch of two out of four photographs
+    state = torch.load(tmp_path / "m.pt", weights_only=False)  # written; the rates are in the optimiser's groups
+    assert state["meta"]["fit"]["trunk_lr_factor"] == 0.1
+    groups = loop.parameter_groups(network, new, cfg)
+    assert [g["lr_factor"] for g in groups] == [0.1, 1.0] and len(groups[1]["params"]) == len(new)
+    late = FitConfig(max_epochs=1, batch_size=2, spatial_size=(64, 64), max_minutes=1e-6)
+    steps.clear()
+    fit(
+        TrainingRun(build_network("unet"), network_spec("unet"), data[:4], data[4:], tmp_path / "n.pt"),
+        late,
+        Hooks(on_batch=lambda done, total, n: steps.append((done, total))),
+    )
+    assert steps == [(0, 2), (1, 2)]  # the budget was spent before the first step ended: the epoch stopped
 
 
 def test_the_gate_never_publishes_below_the_served_model(studies: Path, tmp_path: Path) -> None:

@@ -101,6 +101,9 @@ class TestEvaluateClicks(FileProgramContract):
         table = (folder / "click results.md").read_text()
         assert "NoC@90" in table and "random walker" in table
         assert Image.open(folder / "click results.png").size[0] > 300
+        # the rows of an earlier run are taken instead of running every method again: the same table
+        assert self.run([*argv, "--earlier", str(folder / "click results.csv"), "--out", str(folder / "again")]) == 0
+        assert (folder / "again.md").read_text() == table
 
 
 class TestPredict(FileProgramContract):

@@ -32,6 +32,25 @@ class _Block(nn.Sequential):
             self.add_module("attention", SpatialAttention(spatial_dims, kernel))
 
 
+class ClickStem(nn.Module):
+    """RITM's Conv1S (Sofiiuk et al., "Reviving Iterative Training with Mask Guidance for Interactive Segmentation",
+    2022): the click maps (and previous mask) through their own 1x1 convolution, LeakyReLU and a strided 3x3
+    convolution, times a learnable scale starting at 0.05, added to the RGB stem's first features; (N, C, h, w) ->
+    (N, out_channels, h / 2, w / 2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.maps = nn.Sequential(
+            nn.Conv2d(in_channels, hidden, kernel_size=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(hidden, out_channels, kernel_size=3, stride=2, padding=1),
+        )
+        self.scale = nn.Parameter(torch.tensor(0.05))
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.maps(maps)
+
+
 class LesionUNet(nn.Module):
     """Encoder-decoder U-Net (Ronneberger et al., 2015) with the paper's spatial attention.
 
@@ -51,6 +70,9 @@ class LesionUNet(nn.Module):
         attention_kernel: kernel size of the attention convolution.
         dropout: dropout before the output convolution (enables Monte Carlo dropout uncertainty).
         norm: MONAI normalisation name for the convolution blocks.
+        click_fusion: how the channels after the first three (a click model's click maps and previous mask) enter:
+            ``"early"`` as more input channels of the first convolution, ``"conv1s"`` through a :class:`ClickStem`
+            added after the first strided convolution (RGB alone goes through the first convolution).
     """
 
     def __init__(
@@ -63,10 +85,16 @@ class LesionUNet(nn.Module):
         attention_kernel: int = 7,
         dropout: float = 0.1,
         norm: str | tuple = "batch",
+        click_fusion: str = "early",
     ) -> None:
         super().__init__()
         if len(channels) < 2:
             raise ValueError("channels needs at least two levels.")
+        if click_fusion not in ("early", "conv1s"):
+            raise ValueError(f"click_fusion must be 'early' or 'conv1s', got {click_fusion!r}")
+        #: the stem of the click channels (Conv1S), None when they enter the first convolution
+        self.click_stem = ClickStem(in_channels - 3, channels[0]) if click_fusion == "conv1s" else None
+        in_channels = 3 if self.click_stem is not None else in_channels
         self.depth = len(channels) - 1
         args = {"spatial_dims": spatial_dims, "norm": norm, "attention": attention, "kernel": attention_kernel}
         self.encoders = nn.ModuleList()
@@ -89,8 +117,13 @@ class LesionUNet(nn.Module):
         """Everything before the last decoder block: its input, (N, 2 * channels[0], h / 2, w / 2) (the upsampled
         coarser level beside the finest skip)."""
         skips = []
-        for encoder in self.encoders:
-            x = encoder(x)
+        for level, encoder in enumerate(self.encoders):
+            if level == 0 and self.click_stem is not None:
+                maps, x = x[:, 3:], x[:, :3]
+                for index, layer in enumerate(encoder):  # the click maps join after the first strided convolution
+                    x = layer(x) + self.click_stem(maps) if index == 0 else layer(x)
+            else:
+                x = encoder(x)
             skips.append(x)
         x = features = skips.pop()
         for level, (up, decoder) in enumerate(zip(self.ups, self.decoders)):  # loops, not [-1]: TorchScript

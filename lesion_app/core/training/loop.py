@@ -27,6 +27,7 @@ from monai.data import CacheDataset, DataLoader
 from monai.utils import set_determinism
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import RandomSampler, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from lesion_app.core.checkpoint import save_model
@@ -56,9 +57,13 @@ class FitConfig:
     """How to train: schedule, batch, optimiser, resolution, seed, time budget and device.
 
     ``lr`` is the peak learning rate (linear warm-up over ``warmup_epochs``, cosine decay to 5%; see
-    :func:`lr_factor`); ``max_minutes`` (None: no budget) ends training early and makes the decay fit it;
+    :func:`lr_factor`); ``max_minutes`` (None: no budget) ends training early and makes the decay fit it (in one
+    process also within an epoch: the epoch stops at the budget, is validated and written); ``epoch_size`` (None:
+    the training set) makes an epoch that many photographs drawn at random from the training set, so a slow
+    machine validates and checkpoints often;
     ``loss_weights`` are the hybrid loss's Jaccard, SSIM and focal weights; ``device`` is ``cpu``, ``cuda``,
-    ``cuda:N`` or ``auto``.
+    ``cuda:N`` or ``auto``; ``trunk_lr_factor`` scales the learning rate of the pretrained layers when a run names
+    new ones (:attr:`TrainingRun.new_layers`; RITM trains its pretrained backbone at a tenth).
     """
 
     max_epochs: int = 50
@@ -72,6 +77,8 @@ class FitConfig:
     max_minutes: float | None = None
     loss_weights: Sequence[float] = (1.0, 1.0, 1.0)
     device: str = "cpu"
+    trunk_lr_factor: float = 1.0
+    epoch_size: int | None = None
 
 
 @dataclass
@@ -82,7 +89,9 @@ class TrainingRun:
     file rebuilds it; the best epoch goes to ``out_path`` with ``meta``; ``checkpoint_path`` (optional) holds
     the full state every epoch and is resumed from if it exists. ``inputs`` turns each training batch into the
     network's input (:data:`InputFn`) and ``validate`` scores an epoch (:data:`ValidateFn`): the automatic
-    models' defaults, or the click model's simulated clicks (:mod:`lesion_app.core.clicks`).
+    models' defaults, or the click model's simulated clicks (:mod:`lesion_app.core.clicks`). ``new_layers`` names
+    the parameters new to a pretrained network (a click model's click stem), trained at the full learning rate
+    while the others get ``FitConfig.trunk_lr_factor`` of it; empty: every parameter at the full rate.
     """
 
     network: nn.Module
@@ -94,6 +103,7 @@ class TrainingRun:
     meta: dict[str, Any] = field(default_factory=dict)
     inputs: InputFn = images_only
     validate: ValidateFn | None = None
+    new_layers: Sequence[str] = ()
 
 
 @dataclass
@@ -163,6 +173,19 @@ def validate(network: nn.Module, loader: DataLoader, device: torch.device | str 
     return mean_scores(scores)
 
 
+def parameter_groups(network: nn.Module, new_layers: Sequence[str], cfg: FitConfig) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups, each with its ``lr_factor``: the ``new_layers`` at 1, the rest at
+    ``cfg.trunk_lr_factor``; one group at 1 without new layers."""
+    if not new_layers:
+        return [{"params": list(network.parameters()), "lr_factor": 1.0}]
+    new = set(new_layers)
+    named = list(network.named_parameters())
+    return [
+        {"params": [p for name, p in named if name not in new], "lr_factor": cfg.trunk_lr_factor},
+        {"params": [p for name, p in named if name in new], "lr_factor": 1.0},
+    ]
+
+
 @dataclass
 class _State:
     """What a checkpoint restores: the epoch to start at, the best so far and the history."""
@@ -205,7 +228,7 @@ def _checkpoint(run: TrainingRun, optimizer: torch.optim.Optimizer, state: _Stat
 
 def _loaders(
     run: TrainingRun, cfg: FitConfig, device: torch.device, rank: int, size: int
-) -> tuple[DataLoader, DistributedSampler | None, DataLoader | None]:
+) -> tuple[DataLoader, Sampler | None, DataLoader | None]:
     """The training loader (sharded under torchrun) and, on rank 0, the validation loader."""
     common = {"num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
     if cfg.num_workers:
@@ -213,7 +236,11 @@ def _loaders(
     train_ds = CacheDataset(
         run.train_items, train_transforms(cfg.spatial_size), num_workers=cfg.num_workers, progress=False
     )
-    sampler = DistributedSampler(train_ds, size, rank, shuffle=True, seed=cfg.seed) if size > 1 else None
+    sampler: Sampler | None = None
+    if size > 1:
+        sampler = DistributedSampler(train_ds, size, rank, shuffle=True, seed=cfg.seed)
+    elif cfg.epoch_size:
+        sampler = RandomSampler(train_ds, replacement=False, num_samples=min(cfg.epoch_size, len(train_ds)))
     # every rank gets the same number of samples (the sampler pads), hence the same number of steps
     drop_last = (len(sampler) if sampler else len(train_ds)) > cfg.batch_size
     train = DataLoader(
@@ -234,8 +261,10 @@ def _train_epoch(
     device: torch.device,
     on_batch: Callable[[int, int, int], None] | None,
     size: int,
+    deadline: float | None = None,
 ) -> float:
-    """One pass over the training loader; the mean loss over this process's steps."""
+    """One pass over the training loader, or as much of it as ends before ``deadline`` (``time.monotonic()``; at
+    least one step); the mean loss over this process's steps."""
     model.train()
     losses = []
     total = len(loader)
@@ -252,6 +281,8 @@ def _train_epoch(
         losses.append(loss.item())
         if on_batch is not None:
             on_batch(step, total, len(image) * size)
+        if deadline is not None and time.monotonic() > deadline:
+            break
     return float(np.mean(losses))
 
 
@@ -272,7 +303,9 @@ def fit(run: TrainingRun, cfg: FitConfig, hooks: Hooks | None = None) -> list[Ep
         device = torch.device("cuda", torch.cuda.current_device())
     network = run.network.to(device)
     loss_fn = HybridLoss(*cfg.loss_weights)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(network, run.new_layers, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     state = _resume(run, optimizer, rank, distributed)
     # DDP also copies rank 0's weights to the other ranks here
     model = (
@@ -292,10 +325,12 @@ def fit(run: TrainingRun, cfg: FitConfig, hooks: Hooks | None = None) -> list[Ep
             break
         lr = cfg.lr * lr_factor(epoch, cfg.warmup_epochs, progress)
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        if sampler is not None:
+            group["lr"] = lr * group["lr_factor"]
+        if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
-        train_loss = _train_epoch(model, run, train_loader, optimizer, loss_fn, device, on_batch, size)
+        # one process may stop within the epoch at the budget; ranks of a process group must take the same steps
+        deadline = began + 60.0 * cfg.max_minutes if cfg.max_minutes and not distributed else None
+        train_loss = _train_epoch(model, run, train_loader, optimizer, loss_fn, device, on_batch, size, deadline)
         if distributed:
             mean = torch.tensor([train_loss], dtype=torch.float64, device=device)
             dist.all_reduce(mean)

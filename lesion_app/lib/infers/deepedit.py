@@ -18,8 +18,9 @@ import torch
 from monailabel.interfaces.tasks.infer_v2 import InferType
 
 from lesion_app.core.checkpoint import model_meta
-from lesion_app.core.clicks import ClickConfig, ClickEffect, Point, to_grid
-from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, mask_to_grid
+from lesion_app.core.clicks import ClickConfig, ClickEffect, Point
+from lesion_app.core.predictor import Prepared, prepared_from
+from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, ZOOM_SOURCE_KEY, infer_transforms
 from lesion_app.io.images import (
     SWAPPING_ORIENTATIONS,
     exif_orientation,
@@ -29,9 +30,10 @@ from lesion_app.io.images import (
 from lesion_app.lib.infers.segmentation import SegmentationInfer
 from lesion_app.server import checks
 
-#: The masks kept for the previous-mask input: 64 kB each (256x256 booleans).
+#: The masks kept for the previous-mask input, at the photograph's size, packed 8 pixels a byte (32 kB for 512x512).
 STATES_KEPT = 128
-#: Photographs kept prepared (read, upright, resized: (3, 256, 256) float32, 768 kB each) for the next click on them.
+#: Photographs kept prepared (read, upright, resized: (3, 256, 256) float32, 768 kB, and the zoom-in's copy, at most
+#: 3 MB) for the next click on them.
 PREPARED_KEPT = 8
 #: Points one request may hold, positive and negative together: after a restart each costs a replayed network pass
 #: (about 60-90 ms on 2 CPU threads), and the robot user of the evaluation stops at 20.
@@ -60,11 +62,12 @@ class DeepEditInfer(SegmentationInfer):
     """The click model's infer task (MONAI Label type ``deepedit``, 2D, one label ``lesion``).
 
     Clicks are checked (400 for malformed lists, points outside the photograph or on another slice), moved from
-    the stored grid to the upright photograph (its EXIF orientation) and onto the network's grid; a box (``roi``,
+    the stored grid to the upright photograph (its EXIF orientation) and answered by
+    :meth:`lesion_app.core.predictor.Predictor.click`; a box (``roi``,
     ``[i0, i1, j0, j1, k0, k1]``) limits the mask to it. What a click does besides the network's guidance input,
     the network refined to agree with it (f-BRS), a prior on the logits around it and a seed disk taking its label
     (:class:`lesion_app.core.clicks.ClickEffect`), comes from the config (``--conf``) or the request
-    (``click_radius``, ``click_prior``, ``click_prior_sigma``, ``click_brs_iterations``).
+    (``click_radius``, ``click_prior``, ``click_prior_sigma``, ``click_brs_iterations``, ``click_zoom``).
     ``previous_mask`` (a base64 PNG on the stored grid) is the mask the next click refines; without it the mask the
     server made for the clicks before is.
     The clean-up keeps every region a positive click is in and every hole a negative click cut.
@@ -73,9 +76,9 @@ class DeepEditInfer(SegmentationInfer):
     def __init__(self, members: list[list[str]], spatial_size: Any, description: str, config: dict | None = None):
         super().__init__(members, spatial_size, description, config, infer_type=InferType.DEEPEDIT)
         #: the masks made for earlier requests, by photograph, model version and clicks (least recent first)
-        self._states: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._states: OrderedDict[tuple, np.ndarray] = OrderedDict()
         #: the prepared input of recent photographs, by file version (least recent first)
-        self._prepared: OrderedDict[tuple, tuple[torch.Tensor, Any]] = OrderedDict()
+        self._prepared: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
         self._prepared_lock = threading.Lock()
 
     def run_pre_transforms(self, data: dict[str, Any], transforms: Any) -> dict[str, Any]:
@@ -90,13 +93,18 @@ class DeepEditInfer(SegmentationInfer):
             if kept is not None:
                 self._prepared.move_to_end(key)
         if kept is not None:
-            return {**data, "image": kept[0].clone(), ORIGINAL_SIZE_KEY: kept[1]}
+            return {**data, **{k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kept.items()}}
         data = super().run_pre_transforms(data, transforms)
         if key:
             with self._prepared_lock:
-                prepared = (torch.as_tensor(data["image"]).clone(), data[ORIGINAL_SIZE_KEY])
+                prepared = {k: data[k] for k in ("image", ORIGINAL_SIZE_KEY, ZOOM_SOURCE_KEY)}
+                prepared["image"] = torch.as_tensor(prepared["image"]).clone()
                 keep_recent(self._prepared, key, prepared, PREPARED_KEPT)
         return data
+
+    def pre_transforms(self, data: dict | None = None) -> list:
+        """The automatic models' loading, keeping the photograph for the zoom-in."""
+        return list(infer_transforms(self.spatial_size, zoom_source=True).transforms)
 
     def click_config(self) -> ClickConfig:
         """How the model being served reads clicks (from its file's meta)."""
@@ -139,75 +147,74 @@ class DeepEditInfer(SegmentationInfer):
         return fg, bg
 
     def run_inferer(self, data: dict[str, Any], convert_to_batch: bool = True, device: str = "cpu") -> dict[str, Any]:
-        device = str(device)
-        predictor = self.predictor(data, device)
+        predictor = self.predictor(data, str(device))
         cfg = self.click_config()
         fg, bg = self.upright_clicks(data)
         data["positive_clicks"], data["negative_clicks"] = fg, bg
-        size = data[ORIGINAL_SIZE_KEY]
-        fg_grid = [to_grid(r, c, size, self.spatial_size) for r, c in fg]
-        bg_grid = [to_grid(r, c, size, self.spatial_size) for r, c in bg]
-        image = torch.as_tensor(data["image"])[None].float().to(device)
+        prepared = prepared_from(data)
         effect = self.click_effect(data)
-        sent = self.sent_previous_mask(data)
-        if sent is not None or not cfg.prev_mask:
-            prev = sent if cfg.prev_mask else None
-        else:
-            prev = self.previous_mask(predictor, image, fg_grid, bg_grid, cfg, effect, data)
-        raw = predictor.click_probabilities(image, fg_grid, bg_grid, cfg, prev, effect)
-        data["probabilities"], mask = predictor.click_mask(raw, fg_grid, bg_grid, effect, size)
-        self._remember(data, fg_grid, bg_grid, raw)
-        data["pred"] = self.within_roi(mask, data)
+        previous = self.sent_previous_mask(data)
+        if previous is None and (cfg.prev_mask or effect.zoom):  # what the network reads or the zoom-in frames
+            previous = self.previous_mask(predictor, prepared, fg, bg, cfg, effect, data)
+        result = predictor.click(prepared, fg, bg, cfg, effect, previous)
+        self._remember(data, fg, bg, result.state)
+        data["probabilities"] = result.probabilities
+        data["pred"] = self.within_roi(result.mask, data)
         return data
 
-    def sent_previous_mask(self, data: dict[str, Any]) -> torch.Tensor | None:
+    def sent_previous_mask(self, data: dict[str, Any]) -> np.ndarray | None:
         """The request's ``previous_mask`` (the mask the client shows, a base64 PNG on the photograph's stored pixel
-        grid, :func:`lesion_app.server.checks.png_mask`) upright on the network's grid, (1, 1, h, w) 0/1; None when the
-        request has none. It is the network's previous-mask input instead of the server's remembered state, so a
-        click refines what the client shows. 400 for data that is no such PNG."""
+        grid, :func:`lesion_app.server.checks.png_mask`) upright, (H, W) bool; None when the request has none. It
+        is the previous mask of this click instead of the server's remembered state, so a click refines what the
+        client shows. 400 for data that is no such PNG."""
         value = data.get("previous_mask")
         if value in (None, ""):
             return None
         orientation, stored = self.stored_grid(data)
-        mask = stored_to_upright(checks.png_mask(value, "previous_mask", stored), orientation)
-        return mask_to_grid(mask, self.spatial_size)
+        return stored_to_upright(checks.png_mask(value, "previous_mask", stored), orientation)
 
     def _state_key(self, data: dict[str, Any], fg: list[Point], bg: list[Point]) -> tuple:
         model = self._serving[0] if self._serving else ""
         photo = str(data.get("image_path"))
         return photo, file_version(photo), model, file_version(model) if model else None, tuple(fg), tuple(bg)
 
-    def _remember(self, data: dict[str, Any], fg: list[Point], bg: list[Point], probs: torch.Tensor) -> None:
-        keep_recent(self._states, self._state_key(data, fg, bg), (probs > 0.5).cpu(), STATES_KEPT)
+    def _remember(self, data: dict[str, Any], fg: list[Point], bg: list[Point], state: np.ndarray) -> None:
+        keep_recent(self._states, self._state_key(data, fg, bg), (np.packbits(state), state.shape), STATES_KEPT)
+
+    def _recall(self, data: dict[str, Any], fg: list[Point], bg: list[Point]) -> np.ndarray | None:
+        kept = self._states.get(self._state_key(data, fg, bg))
+        if kept is None:
+            return None
+        packed, shape = kept
+        return np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).astype(bool)
 
     def previous_mask(
         self,
         predictor: Any,
-        image: torch.Tensor,
+        prepared: Prepared,
         fg: list[Point],
         bg: list[Point],
         cfg: ClickConfig,
         effect: ClickEffect,
         data: dict[str, Any],
-    ) -> torch.Tensor | None:
-        """The mask before the newest click, which a model trained with its previous mask reads (RITM's iterative
-        scheme). 3D Slicer sends every click each time, the newest last in its list: the mask made for the clicks
-        without it is kept from the request before; after a restart (or out of order) the clicks are replayed
-        one by one, foreground first."""
+    ) -> np.ndarray | None:
+        """The network's own mask before the newest click, (H, W) bool: what a model trained with its previous mask
+        reads (RITM's iterative scheme) and what the zoom-in frames. 3D Slicer sends every click each time, the
+        newest last in its list: the mask made for the clicks without it is kept from the request before; after a
+        restart (or out of order) the clicks are replayed one by one, foreground first."""
         if not fg and not bg:
             return None
         for parent in ((fg[:-1], bg), (fg, bg[:-1])):
-            if (fg, bg) != parent and (state := self._states.get(self._state_key(data, *parent))) is not None:
-                return state.float().to(image.device)
+            if (fg, bg) != parent and (state := self._recall(data, *parent)) is not None:
+                return state
         clicks = [(p, True) for p in fg] + [(p, False) for p in bg]
-        prev = None
+        previous = None
         for n in range(len(clicks)):
             sofar_fg = [p for p, positive in clicks[:n] if positive]
             sofar_bg = [p for p, positive in clicks[:n] if not positive]
-            probs = predictor.click_probabilities(image, sofar_fg, sofar_bg, cfg, prev, effect)
-            self._remember(data, sofar_fg, sofar_bg, probs)
-            prev = (probs > 0.5).float()
-        return prev
+            previous = predictor.click(prepared, sofar_fg, sofar_bg, cfg, effect, previous, answer=False).state
+            self._remember(data, sofar_fg, sofar_bg, previous)
+        return previous
 
     def within_roi(self, mask: np.ndarray, data: dict[str, Any]) -> np.ndarray:
         """The mask cleared outside 3D Slicer's box (``roi`` as [i0, i1, j0, j1, k0, k1] on the stored grid)."""
