@@ -13,14 +13,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
-from lesion_app.core.clicks import (
-    CLICK_BRS_ITERATIONS,
-    CLICK_PRIOR,
-    CLICK_PRIOR_SIGMA,
-    CLICK_RADIUS,
-    CLICK_ZOOM,
-    ClickEffect,
-)
+from lesion_app.core.clicks import CLICK_BRS_ITERATIONS, CLICK_PRIOR, CLICK_PRIOR_SIGMA, CLICK_RADIUS, ClickEffect
 
 #: The models that segment a photograph alone; the first served one is also the one whose uncertainty is measured.
 AUTOMATIC_MODELS = ("unet", "deeplabv3", "ensemble")
@@ -62,8 +55,6 @@ FIELDS_DOC = {
     "pixels at the network's size (request: `click_prior_sigma`)",
     "click_brs_iterations": "`deepedit`: L-BFGS iterations per click of the backpropagating refinement (f-BRS) "
     "that makes the network agree with the clicks (0: off; request: `click_brs_iterations`)",
-    "click_zoom": "`deepedit`: 1: from the second click on the network sees the box around the lesion (RITM's "
-    "zoom-in), 0: the whole photograph (request: `click_zoom`)",
     "train_epochs": "epochs of one training run",
     "train_minutes": "time budget of one training run in minutes (0: none); the learning rate decays to fit it",
     "train_batch_size": "training batch size",
@@ -116,7 +107,6 @@ class LesionSettings:
     click_prior: float = CLICK_PRIOR
     click_prior_sigma: float = CLICK_PRIOR_SIGMA
     click_brs_iterations: int = CLICK_BRS_ITERATIONS
-    click_zoom: int = CLICK_ZOOM
     train_epochs: int = 10
     train_minutes: float = 0.0
     train_batch_size: int = 8
@@ -224,8 +214,10 @@ class LesionSettings:
 
     @property
     def click_options(self) -> dict[str, float]:
-        """What a click does (:class:`lesion_app.core.clicks.ClickEffect`), under the option names a request uses."""
-        return {f"click_{f.name}": getattr(self, f"click_{f.name}") for f in fields(ClickEffect)}
+        """What a click does (:class:`lesion_app.core.clicks.ClickEffect`), under the option names a request uses: the
+        ones the config sets (``click_zoom`` is a request's alone)."""
+        names = (f"click_{f.name}" for f in fields(ClickEffect))
+        return {name: getattr(self, name) for name in names if hasattr(self, name)}
 
     def pretrained_path(self, name: str) -> str:
         """The shipped weights of a model: ``<pretrained_dir>/pretrained_<name>.pt``."""
