@@ -22,7 +22,6 @@ def test_conf_values_are_parsed(tmp_path) -> None:
         "click_prior": "2.5",
         "click_prior_sigma": "20",
         "click_brs_iterations": "4",
-        "click_zoom": "1",
         "other": "kept for monai",
     }
     s = LesionSettings.from_conf(conf, tmp_path)
@@ -32,7 +31,6 @@ def test_conf_values_are_parsed(tmp_path) -> None:
         "click_prior": 2.5,
         "click_prior_sigma": 20.0,
         "click_brs_iterations": 4,
-        "click_zoom": 1,
     }
     assert LesionSettings.from_conf({"models": "all"}, tmp_path).models == ALL_MODELS
 
