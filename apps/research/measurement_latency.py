@@ -1,8 +1,9 @@
 """What the measurements add to an infer request: the served model's infer task on ISIC photographs, with and without.
 
 The infer task (the one the server runs, in this process, no HTTP) segments each photograph twice, once as served
-(its result carries ``measurements``) and once with the measurements left out, alternating which goes first; the
-medians of both and of their difference per photograph are printed. Example::
+(its result carries ``measurements``; its loader keeps the decoded photograph for their colour values) and once with
+the measurements and the kept photograph left out, alternating which goes first; the medians of both and of their
+difference per photograph are printed. Example::
 
     python -m apps.research.measurement_latency ../shared/data/isic/images --count 30 --threads 2
 """
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 import lesion_app
+from lesion_app.core.transforms import infer_transforms
 from lesion_app.io.layout import image_files
 from lesion_app.lib import configs
 from lesion_app.lib.infers import segmentation
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     task = infer_task(args.model)
     photos = image_files(args.images)[: args.count]
-    measured = segmentation.measurements
+    measured = segmentation.mask_measurements
+    served = task.pre_transforms
+    plain = lambda data=None: list(infer_transforms(task.spatial_size).transforms)  # noqa: E731
     own: list[float] = []
 
     def measuring(*args: Any) -> Any:  # the measurements as served, their own time noted
@@ -64,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     with_m, without_m = [], []
     for i, photo in enumerate(photos):
         for first in (True, False) if i % 2 else (False, True):
-            segmentation.measurements = measuring if first else (lambda *a: {})  # type: ignore[assignment]
+            segmentation.mask_measurements = measuring if first else (lambda *a: {})  # type: ignore[assignment]
+            task.pre_transforms = served if first else plain
             (with_m if first else without_m).append(timed(task, photo))
-    segmentation.measurements = measured  # type: ignore[assignment]
+    segmentation.mask_measurements = measured  # type: ignore[assignment]
+    task.pre_transforms = served
     added = [a - b for a, b in zip(with_m, without_m)]
     ms = lambda xs: 1000 * statistics.median(xs)  # noqa: E731
     print(f"{args.model} infer task, {len(photos)} photographs of {args.images}, {args.threads} threads")

@@ -8,11 +8,14 @@ together as one lesion; ``regions`` says how many separate (8-connected) regions
 
 Where each value comes from:
 
-- area, equivalent-circle diameter, solidity, centroid and principal axes: scikit-image's
-  :func:`skimage.measure.regionprops`. The maximum Feret (caliper) diameter is scikit-image's
-  ``feret_diameter_max`` (between the points of the convex image's 0.5-level contour, so for a digital disc about
-  one pixel longer than the analytic diameter: 2% at 50 px), computed from those points' hull vertices only, which
-  gives the same value in a fraction of the time (the tests check it equals scikit-image's).
+- area, equivalent-circle diameter, centroid and principal axes: scikit-image's
+  :func:`skimage.measure.regionprops`. Solidity and the maximum Feret (caliper) diameter are scikit-image's
+  definitions (``solidity``: area over the pixels of ``convex_hull_image``; ``feret_diameter_max``: between the
+  points of the convex image's 0.5-level contour, so for a digital disc about one pixel longer than the analytic
+  diameter: 2% at 50 px), computed here in a fraction of their time (the tests check both equal scikit-image's):
+  the convex image is rasterised row by row from the same hull (:func:`convex_image`: scikit-image tests every
+  pixel of the box against the polygon, 13 ms of a 500 x 400 photograph's measurements), and the Feret diameters
+  are read from the hull of the contour's extreme points only (:func:`contour_extremes`).
 - perimeter: scikit-image's ``perimeter_crofton`` (Crofton's formula over 4 directions; Lehmann and Legland,
   "Efficient N-dimensional surface estimation using Crofton formula and run-length encoding", Insight Journal
   2012): within 1% of 2 pi r for discs of radius 50 px, where the 4-neighbour ``perimeter`` is 4% long.
@@ -22,7 +25,9 @@ Where each value comes from:
 - shape asymmetry (by hand): the share of the lesion's area that does not overlap its mirror image about each of
   its two principal axes through its centroid, 0 for a symmetric lesion (Stoecker et al., "Automatic detection of
   asymmetry in skin tumors", Comput Med Imaging Graph 16(3), 1992; the "A" of the ABCD rule, Stolz et al. 1994).
-  The mirror image is sampled bilinearly (:func:`scipy.ndimage.map_coordinates`).
+  The mirror image is sampled bilinearly (:func:`scipy.ndimage.map_coordinates`) at the lesion's pixels, or at
+  most about :data:`ASYMMETRY_SAMPLES` of them on a regular grid (an estimate of the same share, off by far less
+  than 0.01 for a lesion of that many pixels).
 - compactness: perimeter^2 / (4 pi area), 1 for a disc and larger for a ragged border (the compactness index of
   Golston et al., "Automatic detection of irregular borders in melanoma and other skin tumors", Comput Med Imaging
   Graph 16(3), 1992).
@@ -46,7 +51,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.distance import pdist
 from skimage.color import rgb2lab
-from skimage.measure import find_contours, regionprops
+from skimage.measure import regionprops
 
 #: Width of the ring of skin the colour contrast is measured against, as a share of the equivalent diameter.
 RING_FRACTION = 0.1
@@ -54,6 +59,10 @@ RING_FRACTION = 0.1
 RING_MIN_PX = 3
 #: Pixels (lesion and ring together, about) the colour values are computed on, on a regular grid.
 COLOUR_SAMPLES = 16384
+#: How near (pixels) to the hull a pixel centre counts as on it, as scikit-image's own tolerance.
+_TOLERANCE = 1e-9
+#: Lesion pixels (about) the mirror asymmetry is estimated on, on a regular grid.
+ASYMMETRY_SAMPLES = 16384
 #: What ``spacing`` says when no calibration is known (mm values are then absent).
 SPACING_UNKNOWN = "unknown"
 
@@ -107,11 +116,71 @@ def check_spacing(spacing_mm: object) -> float | None:
     return value
 
 
-def hull_points(convex_image: np.ndarray) -> np.ndarray:
-    """(n, 2) points of the 0.5-level contour of a convex image (padded by 2), as scikit-image's
-    ``feret_diameter_max`` takes them."""
-    padded = np.pad(convex_image, 2, mode="constant", constant_values=0)
-    return np.vstack(find_contours(padded.astype(np.float64), 0.5, fully_connected="high"))
+def convex_image(image: np.ndarray) -> np.ndarray:
+    """(H, W) bool: the pixels of a (H, W) mask's convex hull, as scikit-image's ``convex_hull_image`` gives them
+    (each lesion pixel counted by the midpoints of its four edges, pixels on the hull's border included); all False
+    for an empty mask.
+
+    The hull is taken of the first and last lesion pixel of every row and column (no other pixel can be one of its
+    vertices), and, being convex, it covers one run of pixels per row: each row's run is read from the hull's edges
+    instead of testing every pixel of the box against the polygon.
+    """
+    image = np.asarray(image, dtype=bool)
+    h, w = image.shape
+    rows, cols = np.flatnonzero(image.any(1)), np.flatnonzero(image.any(0))
+    out = np.zeros((h, w), dtype=bool)
+    if rows.size == 0:
+        return out
+    first_c, last_c = image[rows].argmax(1), w - 1 - image[rows, ::-1].argmax(1)
+    first_r, last_r = image[:, cols].argmax(0), h - 1 - image[::-1, cols].argmax(0)
+    centres = np.concatenate(
+        [rows * w + first_c, rows * w + last_c, first_r * w + cols, last_r * w + cols]
+    )  # as flat indices, so that repeats go cheaply
+    centres = np.unique(centres)
+    # the midpoints of each pixel's edges, in half pixels: (2r -+ 1, 2c) and (2r, 2c -+ 1)
+    r2, c2 = 2 * (centres // w), 2 * (centres % w)
+    halves = np.concatenate([np.stack([r2 + dr, c2 + dc], 1) for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))])
+    codes = np.unique((halves[:, 0] + 1) * (2 * w + 2) + halves[:, 1] + 1)
+    points = np.stack([codes // (2 * w + 2) - 1, codes % (2 * w + 2) - 1], 1) / 2.0
+    vertices = points[ConvexHull(points).vertices]
+    start, end = vertices, np.roll(vertices, -1, axis=0)
+    grid = np.arange(math.ceil(vertices[:, 0].min()), math.floor(vertices[:, 0].max()) + 1, dtype=np.float64)
+    r0, r1 = start[None, :, 0], end[None, :, 0]
+    y = grid[:, None]
+    crosses = (np.minimum(r0, r1) <= y + _TOLERANCE) & (y - _TOLERANCE <= np.maximum(r0, r1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        along = np.where(r1 != r0, (y - r0) / (r1 - r0), 0.0)
+    at = start[None, :, 1] + np.clip(along, 0.0, 1.0) * (end[None, :, 1] - start[None, :, 1])
+    flat = (r1 == r0) & crosses  # an edge along the row: both of its ends bound the run
+    low = np.where(crosses, at, np.inf).min(1)
+    low = np.minimum(low, np.where(flat, np.minimum(start[None, :, 1], end[None, :, 1]), np.inf).min(1))
+    high = np.where(crosses, at, -np.inf).max(1)
+    high = np.maximum(high, np.where(flat, np.maximum(start[None, :, 1], end[None, :, 1]), -np.inf).max(1))
+    columns = np.arange(w, dtype=np.float64)[None, :]
+    runs = (columns >= low[:, None] - _TOLERANCE) & (columns <= high[:, None] + _TOLERANCE)
+    inside = (grid >= 0) & (grid < h)
+    out[grid[inside].astype(int)] = runs[inside]
+    return out
+
+
+def contour_extremes(convex: np.ndarray) -> np.ndarray:
+    """(n, 2) points of a convex (H, W) pixel set's 0.5-level contour that can lie on its hull: the ends of each row's
+    and each column's run, half a pixel out. The 0.5-level contour (what scikit-image's ``feret_diameter_max``
+    measures between) passes through the midpoints between lesion and skin pixels next to each other along a row or
+    column, so its hull is the hull of these points."""
+    convex = np.asarray(convex, dtype=bool)
+    h, w = convex.shape
+    rows, cols = np.flatnonzero(convex.any(1)), np.flatnonzero(convex.any(0))
+    first_c, last_c = convex[rows].argmax(1) - 0.5, w - 0.5 - convex[rows, ::-1].argmax(1)
+    first_r, last_r = convex[:, cols].argmax(0) - 0.5, h - 0.5 - convex[::-1, cols].argmax(0)
+    return np.concatenate(
+        [
+            np.stack([rows, first_c], 1),
+            np.stack([rows, last_c], 1),
+            np.stack([first_r, cols], 1),
+            np.stack([last_r, cols], 1),
+        ]
+    ).astype(np.float64)
 
 
 def feret_diameters(points: np.ndarray) -> tuple[float, float]:
@@ -142,11 +211,16 @@ def mirror_asymmetry(mask: np.ndarray, centroid: tuple[float, float], orientatio
 
     ``orientation`` is scikit-image's: the angle in radians between the rows axis and the major axis. Each lesion
     pixel is mirrored about the axis through ``centroid`` and the mask is sampled there bilinearly (outside the grid
-    counts as skin); the overlap is the sum of those samples.
+    counts as skin); the overlap is the sum of those samples, taken at most at about :data:`ASYMMETRY_SAMPLES` of
+    the lesion's pixels on a regular grid.
     """
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return 0.0, 0.0
+    step = math.ceil(math.sqrt(rows.size / ASYMMETRY_SAMPLES))
+    if step > 1:  # a regular grid of the lesion's pixels
+        keep = (rows % step == 0) & (cols % step == 0)
+        rows, cols = rows[keep], cols[keep]
     plane = mask.astype(np.float32)
     dr, dc = rows - centroid[0], cols - centroid[1]
     shares = []
@@ -236,7 +310,8 @@ def measure(mask: np.ndarray, spacing_mm: float | None = None, rgb: np.ndarray |
     props = regionprops(binary.astype(np.uint8))[0]
     area = float(props.area)
     perimeter = float(props.perimeter_crofton)
-    feret_max, feret_min = feret_diameters(hull_points(props.image_convex))
+    convex = convex_image(props.image)
+    feret_max, feret_min = feret_diameters(contour_extremes(convex))
     out.update(
         {
             "area_px": int(area),
@@ -249,7 +324,7 @@ def measure(mask: np.ndarray, spacing_mm: float | None = None, rgb: np.ndarray |
     major, minor = mirror_asymmetry(binary, props.centroid, float(props.orientation))
     out["asymmetry_major"], out["asymmetry_minor"] = major, minor
     out["compactness"] = perimeter**2 / (4 * math.pi * area)
-    out["solidity"] = float(props.solidity)
+    out["solidity"] = area / float(convex.sum())
     if spacing:
         out["area_mm2"] = area * spacing**2
         for name in LENGTHS:

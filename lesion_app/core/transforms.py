@@ -39,6 +39,9 @@ ORIGINAL_SIZE_KEY = "original_size"
 #: Where the click model's loader keeps the photograph for the zoom-in: (3, H', W') uint8, the photograph at its
 #: size or, past :data:`ZOOM_SOURCE_SIDE` on its longer side, area-resized to it.
 ZOOM_SOURCE_KEY = "zoom_source"
+#: Where the automatic and click models' loaders keep the photograph itself for the measurements' colour values:
+#: (H, W, 3) uint8, upright, as :func:`lesion_app.core.measurements.photograph_rgb` reads it (no second decode).
+PHOTOGRAPH_KEY = "photograph"
 #: The longest side kept for the zoom-in (a crop of at least 200 px of it fills the 256 px network input).
 ZOOM_SOURCE_SIDE = 1024
 
@@ -99,6 +102,22 @@ class KeepZoomSourced(MapTransform):
                 size = (max(1, round(h * scale)), max(1, round(w * scale)))
                 image = F.interpolate(image[None], size=size, mode="area")[0]
             d[ZOOM_SOURCE_KEY] = image.round().clamp(0, 255).to(torch.uint8)
+        return d
+
+
+class KeepPhotographd(MapTransform):
+    """Keeps a channel-first [0, 255] image under :data:`PHOTOGRAPH_KEY` as (H, W, 3) uint8, before it is resized
+    for the network."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key]).as_subclass(torch.Tensor)
+            if image.dtype != torch.uint8:
+                image = image.float().round().clamp(0, 255).to(torch.uint8)
+            photograph = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+            photograph.flags.writeable = False  # shared with a click session's kept input
+            d[PHOTOGRAPH_KEY] = photograph
         return d
 
 
@@ -230,10 +249,14 @@ def val_transforms(spatial_size: Sequence[int]) -> Compose:
     return Compose(load_transforms() + preprocess_transforms(spatial_size))
 
 
-def infer_transforms(spatial_size: Sequence[int], image_key: str = "image", zoom_source: bool = False) -> Compose:
+def infer_transforms(
+    spatial_size: Sequence[int], image_key: str = "image", zoom_source: bool = False, keep_photograph: bool = False
+) -> Compose:
     """Load and preprocess a photograph alone: (3, h, w) in [0, 1] plus its original size and, with ``zoom_source``,
-    the photograph the click model's zoom-in crops (:class:`KeepZoomSourced`)."""
+    the photograph the click model's zoom-in crops (:class:`KeepZoomSourced`), with ``keep_photograph`` the
+    photograph itself for the measurements (:class:`KeepPhotographd`)."""
     keep = [KeepZoomSourced(image_key)] if zoom_source else []
+    keep += [KeepPhotographd(image_key)] if keep_photograph else []
     return Compose(load_transforms(image_key, None) + keep + preprocess_transforms(spatial_size, image_key, None))
 
 

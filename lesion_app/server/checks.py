@@ -28,6 +28,7 @@ import numpy as np
 from fastapi import HTTPException
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lesion_app.core.measurements import check_spacing
 from lesion_app.io import files, layout
 from lesion_app.io.images import (
     RESULT_EXTENSIONS,
@@ -557,11 +558,16 @@ NO_IMAGE = "no image: name an image id (?image=<id>), a session (?session_id=) o
 INFER_FLAGS = ("tta", "postprocess", "save_label")
 
 
+#: The request option (infer params, the measurements route's query) that gives the pixel spacing, mm per pixel.
+SPACING_OPTION = "pixel_spacing_mm"
+
+
 def infer_options(request: dict[str, Any]) -> None:
     """400 for an infer request without an image, a ``threshold`` that is not a number between 0 and 1 (exclusive),
-    a ``result_extension`` the app does not write (:data:`lesion_app.io.images.RESULT_EXTENSIONS`) or a boolean
-    option (:data:`INFER_FLAGS`) that :func:`flag` does not read as one; the boolean options become ``bool`` in
-    ``request`` (MONAI Label tests ``save_label`` for truth, and the string "false" is true)."""
+    a ``result_extension`` the app does not write (:data:`lesion_app.io.images.RESULT_EXTENSIONS`), a boolean
+    option (:data:`INFER_FLAGS`) that :func:`flag` does not read as one or a ``pixel_spacing_mm`` that is not a
+    positive number (before any network runs); the boolean options become ``bool`` in ``request`` (MONAI Label tests
+    ``save_label`` for truth, and the string "false" is true)."""
     if not request.get("image"):
         raise bad_request(NO_IMAGE)
     for name in INFER_FLAGS:
@@ -573,6 +579,12 @@ def infer_options(request: dict[str, Any]) -> None:
     extension = request.get("result_extension") or ".png"
     if extension not in RESULT_EXTENSIONS:
         raise bad_request(f"result_extension must be one of {', '.join(RESULT_EXTENSIONS)}, got {extension!r}")
+    spacing = request.get(SPACING_OPTION)
+    if spacing not in (None, ""):
+        try:
+            check_spacing(spacing)
+        except ValueError as e:
+            raise bad_request(f"{SPACING_OPTION}: {e}") from None
 
 
 def is_upload(path: str) -> bool:

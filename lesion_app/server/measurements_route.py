@@ -23,7 +23,7 @@ from monailabel.interfaces.datastore import DefaultLabelTag
 
 from lesion_app.io.images import read_mask
 from lesion_app.server import checks
-from lesion_app.server.spacing import measurements
+from lesion_app.server.measuring import mask_measurements
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def label_measurements(app: Any, image: str, tag: str, pixel_spacing_mm: str | N
         detail = f"the {tag!r} label of image {image!r} cannot be read ({type(e).__name__})"
         raise checks.unprocessable(detail) from None
     configured = getattr(getattr(app, "settings", None), "pixel_spacing_mm", None)
-    values = measurements(mask.astype("uint8"), image_path, pixel_spacing_mm, configured)
+    values = mask_measurements(mask.astype("uint8"), image_path, pixel_spacing_mm, configured)
     return {"image": image, "tag": tag, "label": Path(label_path).name, "measurements": values}
 
 

@@ -1,14 +1,14 @@
 """The measurement report stored beside every final label's SEG on a DICOMweb server.
 
 When the DICOMweb datastore has stored a label's SEG, :func:`store_report` measures the label
-(:func:`lesion_app.server.spacing.measurements`: the photograph's colour, its DICOM calibration or no millimetres) and
-stores a TID 1500 Measurement Report (:func:`lesion_app.io.sr.measurement_report`) in the photograph's study,
-referencing the photograph and that SEG's lesion segment. A label saved twice has two SEGs and two reports, each
-report referencing its own SEG. A SEG another client stored on the server itself (OHIF saves through the DICOMweb
-proxy) gets its report when the app first reads it as the photograph's label (:func:`ensure_report`: the worklist,
-training, ``GET /measurements``), unless a report in the study already references it. The report is the SEG's
-companion, not the label: when it cannot be written or stored the label stays saved and the failure is logged and
-returned as ``report_error``.
+(:func:`lesion_app.server.measuring.mask_measurements`: the photograph's colour, its DICOM calibration or no
+millimetres) and stores a TID 1500 Measurement Report (:func:`lesion_app.io.sr.measurement_report`) in the photograph's
+study, referencing the photograph and that SEG's lesion segment. A label saved twice has two SEGs and two reports, each
+report referencing its own SEG. A SEG another client stored on the server itself (OHIF saves through the DICOMweb proxy)
+gets its report when the app first reads it as the photograph's label (:func:`ensure_report`: the worklist, training,
+``GET /measurements``), unless a report in the study already references it. The report is the SEG's companion, not the
+label: when it cannot be written or stored the label stays saved and the failure is logged and returned as
+``report_error``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from lesion_app.io.sr import measurement_report, reported_instances
-from lesion_app.server.spacing import measurements
+from lesion_app.server.measuring import mask_measurements
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def label_measurements(mask: np.ndarray, image_path: str | os.PathLike) -> dict[
     the photograph's colour and DICOM calibration, no request or ``--conf`` spacing. Empty (logged) when the
     photograph cannot be measured: the label stands without them."""
     try:
-        return measurements(np.asarray(mask, dtype=np.uint8), image_path, None, None)
+        return mask_measurements(np.asarray(mask, dtype=np.uint8), image_path, None, None)
     except Exception as e:  # an unreadable cached photograph, a mask of another size
         logger.error(f"cannot measure the label on {Path(image_path).name}: {type(e).__name__}: {e}")
         return {}
@@ -48,7 +48,7 @@ def store_report(
     try:
         files = sorted(Path(photo_dir).glob("*.dcm"))
         photo = dcmread(str(files[0]), stop_before_pixels=True)
-        values = measurements(np.asarray(mask, dtype=np.uint8), image_path, None, None)
+        values = mask_measurements(np.asarray(mask, dtype=np.uint8), image_path, None, None)
         report = measurement_report(photo, seg, values)
         client.store_instances([report])
     except Exception as e:  # the SEG is stored: the label stands, the missing report is said

@@ -1,4 +1,4 @@
-"""Where a photograph's pixel spacing comes from, and its mask's measurements as the server gives them.
+"""Where a photograph's pixel spacing comes from.
 
 The spacing (mm per pixel) is, first to last: the request's ``pixel_spacing_mm``; the calibration of the DICOM
 instance a DICOMweb photograph came from (PixelSpacing, else ImagerPixelSpacing, never the import's 1 mm placeholder:
@@ -14,18 +14,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydicom import dcmread
 
-from lesion_app.core.measurements import check_spacing, measure, photograph_rgb
+from lesion_app.core.measurements import check_spacing
 from lesion_app.io.dicom import calibrated_spacing_mm
 from lesion_app.io.images import is_itk_file
 from lesion_app.server import checks
 
 logger = logging.getLogger(__name__)
 
-#: The request option (infer params, the measurements route's query) that gives the spacing.
-SPACING_OPTION = "pixel_spacing_mm"
+SPACING_OPTION = checks.SPACING_OPTION
 
 
 def source_instance(image_path: str | os.PathLike) -> Path | None:
@@ -68,25 +66,3 @@ def resolve_spacing(requested: Any, image_path: str | os.PathLike, configured: A
     if configured:
         return float(configured), "conf"
     return None, "unknown"
-
-
-def measurements(mask: np.ndarray, image_path: str | os.PathLike, requested: Any, configured: Any) -> dict[str, Any]:
-    """A (H, W) 0/1 mask's measurements (:func:`lesion_app.core.measurements.measure`) with the photograph's colour
-    and spacing, and ``spacing_source``.
-
-    Raises:
-        HTTPException: 400 for a bad requested spacing; 422 when the photograph cannot be read or is not the mask's
-        size.
-    """
-    spacing, source = resolve_spacing(requested, image_path, configured)
-    try:
-        rgb = photograph_rgb(image_path)
-    except Exception as e:
-        raise checks.unreadable_image(image_path, e) from None
-    if rgb.shape[:2] != mask.shape:
-        name = Path(image_path).name
-        raise checks.unprocessable(
-            f"the mask is {mask.shape[1]}x{mask.shape[0]} but image {name} is "
-            f"{rgb.shape[1]}x{rgb.shape[0]} (width x height)"
-        )
-    return {**measure(mask, spacing, rgb), "spacing_source": source}

@@ -208,7 +208,15 @@ def test_params_that_are_no_json_object_are_400(params: str, message: str) -> No
 
 
 @pytest.mark.parametrize(
-    "request_", [{}, {"threshold": 0.3}, {"threshold": "0.7", "result_extension": ".nrrd"}, {"result_extension": ""}]
+    "request_",
+    [
+        {},
+        {"threshold": 0.3},
+        {"threshold": "0.7", "result_extension": ".nrrd"},
+        {"result_extension": ""},
+        {"pixel_spacing_mm": "0.02"},
+        {"pixel_spacing_mm": ""},
+    ],
 )
 def test_infer_options_in_range_pass(request_: dict) -> None:
     checks.infer_options({"image": "lesion_001", **request_})
@@ -234,6 +242,9 @@ def test_infer_options_read_boolean_options_as_booleans() -> None:
         ({"postprocess": 5}, "postprocess must be true or false, got 5"),
         ({"save_label": None}, "save_label must be true or false"),
         ({"image": ""}, "no image"),
+        ({"pixel_spacing_mm": 0}, "pixel_spacing_mm: pixel spacing must be a positive number"),
+        ({"pixel_spacing_mm": "-0.1"}, "pixel_spacing_mm: pixel spacing must be a positive number"),
+        ({"pixel_spacing_mm": "wide"}, "got 'wide'"),
     ],
 )
 def test_infer_options_out_of_range_are_400(request_: dict, message: str) -> None:

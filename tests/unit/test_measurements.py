@@ -18,16 +18,25 @@ import pytest
 from PIL import Image
 from skimage.color import rgb2lab
 from skimage.measure import regionprops
+from skimage.morphology import convex_hull_image
 
 from apps import dicom_import
 from apps import measure as measure_program
-from lesion_app.core.measurements import COLUMNS, measure, photograph_rgb
+from lesion_app.core.measurements import (
+    ASYMMETRY_SAMPLES,
+    COLUMNS,
+    convex_image,
+    measure,
+    mirror_asymmetry,
+    photograph_rgb,
+)
 from lesion_app.io.dicom import SPACING_PLACEHOLDER, PhotoUids, calibrated_spacing_mm, mask_to_seg, photo_to_dicom
 from lesion_app.io.images import read_mask
 from lesion_app.io.sr import measurement_report, report_values
 from lesion_app.lib.settings import LesionSettings
 from tests.contracts.programs import FileProgramContract
 from tests.support.images import draw_studies
+from tests.support.paths import SHARED_DATA
 from tests.support.viewers import need
 
 H, W = 800, 1000
@@ -293,6 +302,50 @@ def test_the_conf_spacing_is_checked(value: str, tmp_path: Path) -> None:
 def test_the_maximum_feret_diameter_is_scikit_images(name: str) -> None:
     mask = SHAPES[name][0]
     assert measure(mask)["feret_max_px"] == pytest.approx(regionprops(mask.astype(np.uint8))[0].feret_diameter_max)
+
+
+def real_and_random_masks(count: int = 40) -> list[np.ndarray]:
+    """Expert masks of ISIC photographs and random sparse masks (many separate pixels, ragged hulls)."""
+    rng = np.random.default_rng(0)
+    masks = [read_mask(p) > 0 for p in sorted((SHARED_DATA / "isic" / "masks").glob("*.png"))[:count]]
+    while len(masks) < 2 * count:
+        mask = rng.random((int(rng.integers(1, 40)), int(rng.integers(1, 40)))) < rng.random() * 0.3
+        if mask.any():
+            masks.append(mask)
+    return masks
+
+
+def test_the_convex_image_is_scikit_images() -> None:
+    """The row-by-row convex image equals scikit-image's convex_hull_image pixel for pixel, so the solidity and the
+    Feret diameters are scikit-image's definitions."""
+    shapes = [SHAPES[name][0] for name in ("disc r50", "ellipse 17 deg", "rectangle 45 deg", "two discs", "ring")]
+    for mask in shapes + real_and_random_masks():
+        props = regionprops(mask.astype(np.uint8))[0]
+        np.testing.assert_array_equal(convex_image(props.image), convex_hull_image(props.image))
+        m = measure(mask)
+        assert m["solidity"] == pytest.approx(props.solidity)
+        assert m["feret_max_px"] == pytest.approx(props.feret_diameter_max)
+    assert not convex_image(np.zeros((5, 7), bool)).any()
+
+
+def test_the_sampled_asymmetry_is_within_a_hundredth_of_every_pixels() -> None:
+    """Past :data:`ASYMMETRY_SAMPLES` lesion pixels the mirror asymmetry is estimated on a grid of them: on large
+    expert masks it stays within 0.01 of the value over every pixel."""
+    import lesion_app.core.measurements as measurements
+
+    compared = 0
+    for path in sorted((SHARED_DATA / "isic" / "masks").glob("*.png"))[:20]:
+        mask = read_mask(path) > 0
+        if mask.sum() < 2 * ASYMMETRY_SAMPLES:  # sampled every second row and column at least
+            continue
+        props = regionprops(mask.astype(np.uint8))[0]
+        sampled = mirror_asymmetry(mask, props.centroid, props.orientation)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(measurements, "ASYMMETRY_SAMPLES", mask.size)
+            every = mirror_asymmetry(mask, props.centroid, props.orientation)
+        assert sampled == pytest.approx(every, abs=0.01)
+        compared += 1
+    assert compared >= 3
 
 
 @pytest.fixture(scope="module")

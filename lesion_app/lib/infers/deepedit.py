@@ -20,7 +20,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferType
 from lesion_app.core.checkpoint import model_meta
 from lesion_app.core.clicks import ClickConfig, ClickEffect, Point
 from lesion_app.core.predictor import Prepared, prepared_from
-from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, ZOOM_SOURCE_KEY, infer_transforms
+from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, PHOTOGRAPH_KEY, ZOOM_SOURCE_KEY, infer_transforms
 from lesion_app.io.images import (
     SWAPPING_ORIENTATIONS,
     exif_orientation,
@@ -97,14 +97,14 @@ class DeepEditInfer(SegmentationInfer):
         data = super().run_pre_transforms(data, transforms)
         if key:
             with self._prepared_lock:
-                prepared = {k: data[k] for k in ("image", ORIGINAL_SIZE_KEY, ZOOM_SOURCE_KEY)}
+                prepared = {k: data[k] for k in ("image", ORIGINAL_SIZE_KEY, ZOOM_SOURCE_KEY, PHOTOGRAPH_KEY)}
                 prepared["image"] = torch.as_tensor(prepared["image"]).clone()
                 keep_recent(self._prepared, key, prepared, PREPARED_KEPT)
         return data
 
     def pre_transforms(self, data: dict | None = None) -> list:
-        """The automatic models' loading, keeping the photograph for the zoom-in."""
-        return list(infer_transforms(self.spatial_size, zoom_source=True).transforms)
+        """The automatic models' loading, keeping the photograph for the zoom-in and the measurements."""
+        return list(infer_transforms(self.spatial_size, zoom_source=True, keep_photograph=True).transforms)
 
     def click_config(self) -> ClickConfig:
         """How the model being served reads clicks (from its file's meta)."""

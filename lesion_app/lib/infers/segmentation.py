@@ -22,10 +22,11 @@ from monailabel.tasks.infer.basic_infer import BasicInferTask
 from lesion_app.core.checkpoint import ModelFiles, model_meta
 from lesion_app.core.predictor import Predictor
 from lesion_app.core.quality import QUALITY_FLIPS, QualityModel, quality_features
-from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, infer_transforms
+from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, PHOTOGRAPH_KEY, infer_transforms
 from lesion_app.io.images import write_mask
 from lesion_app.server.checks import flag, unreadable_image
-from lesion_app.server.spacing import SPACING_OPTION, measurements
+from lesion_app.server.measuring import mask_measurements
+from lesion_app.server.spacing import SPACING_OPTION
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class SegmentationInfer(BasicInferTask):
         self._serving: list[str] = []
 
     def pre_transforms(self, data: dict | None = None) -> Sequence[Callable]:
-        return list(infer_transforms(self.spatial_size).transforms)
+        return list(infer_transforms(self.spatial_size, keep_photograph=True).transforms)
 
     def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
         """A photograph that cannot be decoded is the request's fault (422), not the server's (500)."""
@@ -138,7 +139,8 @@ class SegmentationInfer(BasicInferTask):
 
     def result(self, data: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
         """The result JSON: which model files served, the options, the photograph's size, the lesion's share and its
-        ``measurements`` (:mod:`lesion_app.server.spacing`: spacing from the request, the DICOM, ``--conf``)."""
+        ``measurements`` (:mod:`lesion_app.server.measuring`, on the photograph the loader kept: spacing from the
+        request, the DICOM, ``--conf``)."""
         serving = self._serving or [p for p in (self.get_path(),) if p]
         metas = [model_meta(p, os.stat(p).st_mtime) if os.path.exists(p) else {} for p in serving]
         first = metas[0] if metas else {}
@@ -153,7 +155,11 @@ class SegmentationInfer(BasicInferTask):
             "lesion_fraction": float(mask.mean()) if mask.size else 0.0,
             "label_values": LABELS,
             **data.get("quality", {}),
-            "measurements": measurements(
-                mask, data["image_path"], data.get(SPACING_OPTION), self._config.get(CONF_SPACING)
+            "measurements": mask_measurements(
+                mask,
+                data["image_path"],
+                data.get(SPACING_OPTION),
+                self._config.get(CONF_SPACING),
+                data.get(PHOTOGRAPH_KEY),
             ),
         }
