@@ -9,7 +9,8 @@ proposal is never a label.
 In the app's lesion mode (``/ohif/lesion``) a clinician opens a photograph from the worklist in the same tab, asks
 for the model's mask, corrects it with clicks (the click model gets every click and the mask on screen), undoes,
 saves (a SEG with the annotator, the photograph's label), saves "no lesion" and goes on to the next pick; what goes
-wrong (a click beside the photograph, the server gone during a save) says so and loses nothing. Every request of
+wrong (a click beside the photograph, the server gone during a save, a save refused for want of annotator rights)
+says so and loses nothing; Skip opens the next pick without saving. Every request of
 those pages goes to the app's own origin.
 """
 
@@ -336,6 +337,16 @@ def test_bad_cases_then_no_lesion_then_save_and_next(server: Server, dicom_studi
     assert worklist_rows(server)[image]["state"] != "corrected"
     page.console_lines.clear()  # the refused connection is the browser's own console error, not the mode's
 
+    # a token without annotator rights: the server's 403 (tests/integration/test_auth.py has the real server refuse
+    # a reader's token) is shown with its reason, and the mask stays on screen
+    refusal = {"detail": "the token has no monailabel-annotator role"}
+    page.route("**/lesion/label**", lambda route: route.fulfill(status=403, json=refusal))
+    ob.press(page, "lesion-save")
+    assert "(403): the token has no monailabel-annotator role" in ob.panel_text(page, "lesion-status")
+    assert np.array_equal(ob.lesion_mask(page), edited)
+    page.unroute("**/lesion/label**")
+    page.console_lines.clear()  # the browser logs the 403 response itself
+
     # no lesion: saved at once as an all-zero label, which training reads as "no lesion"
     with page.expect_response(lambda r: "/lesion/label" in r.url) as saved:
         ob.press(page, "lesion-no-lesion")
@@ -354,6 +365,15 @@ def test_bad_cases_then_no_lesion_then_save_and_next(server: Server, dicom_studi
     # the pick is this annotator's for now: another annotator is handed a different photograph
     other = httpx.post(f"{server.url}/activelearning/random", json={"annotator": "someone else"}, timeout=120)
     assert other.json()["id"] != following
+
+    # skip: the next pick opens in the same tab and the skipped photograph is left as it was
+    state = worklist_rows(server)[following]["state"]
+    with page.expect_navigation(timeout=60_000):
+        ob.press(page, "lesion-skip")
+    ob.wait_lesion(page)
+    after_skip = page.evaluate("() => document.body.dataset.lesionReady")
+    assert after_skip not in (following, image) and len(page.context.pages) == 1
+    assert worklist_rows(server)[following]["state"] == state
 
 
 def test_the_lesion_route_refuses_bad_saves(server: Server, dicom_studies: dict) -> None:

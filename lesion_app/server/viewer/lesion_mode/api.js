@@ -1,7 +1,7 @@
 /*
  * lesion_app's lesion mode for OHIF 3.13 (1 of 4): the app's HTTP API as the mode uses it, on the page's own
- * origin only, and lesion masks as PNG (8-bit grey, 0 or 255) both ways. Masks are Uint8Array(rows * columns)
- * of 0/1, row after row, on the photograph's stored pixel grid (the DICOM frame's).
+ * origin only, and lesion masks as PNG both ways (the browser's canvas encodes and decodes them). Masks are
+ * Uint8Array(rows * columns) of 0/1, row after row, on the photograph's stored pixel grid (the DICOM frame's).
  */
 (() => {
   const lesionApp = window.lesionApp || {};
@@ -36,47 +36,20 @@
     throw new RequestFailed(response.status, `${what} failed (${response.status}): ${detail}`);
   }
 
-  // -- PNG, 8-bit grey ------------------------------------------------------------------------------------
+  // -- masks as PNG ------------------------------------------------------------------------------------
 
-  const CRC_TABLE = new Uint32Array(256).map((_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
+  const LESION = 0xffffffff; // opaque white, one RGBA pixel as a little-endian Uint32
+  const SKIN = 0xff000000; // opaque black
 
-  function crc32(bytes) {
-    let c = 0xffffffff;
-    for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  }
-
-  function chunk(type, data) {
-    const out = new Uint8Array(12 + data.length);
-    const view = new DataView(out.buffer);
-    view.setUint32(0, data.length);
-    out.set(new TextEncoder().encode(type), 4);
-    out.set(data, 8);
-    view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
-    return out;
-  }
-
-  /** The mask as a PNG Blob: 8-bit grey, 255 where the lesion is (zlib by the browser's CompressionStream). */
+  /** The mask as a PNG Blob, encoded by the browser's canvas: opaque RGBA, white where the lesion is (the app reads
+   * any nonzero colour of an opaque pixel as lesion). */
   async function maskToPng(mask, columns, rows) {
-    const raw = new Uint8Array(rows * (columns + 1)); // each row: filter type 0, then its pixels
-    for (let r = 0; r < rows; r++) {
-      for (let c = 0; c < columns; c++) raw[r * (columns + 1) + 1 + c] = mask[r * columns + c] ? 255 : 0;
-    }
-    const zipped = new Uint8Array(
-      await new Response(new Blob([raw]).stream().pipeThrough(new CompressionStream("deflate"))).arrayBuffer(),
-    );
-    const header = new Uint8Array(13);
-    const view = new DataView(header.buffer);
-    view.setUint32(0, columns);
-    view.setUint32(4, rows);
-    header.set([8, 0, 0, 0, 0], 8); // 8 bits, grey, deflate, no filter method, no interlace
-    const signature = new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]);
-    const parts = [signature, chunk("IHDR", header), chunk("IDAT", zipped), chunk("IEND", new Uint8Array())];
-    return new Blob(parts, { type: "image/png" });
+    const pixels = new Uint32Array(columns * rows);
+    for (let k = 0; k < pixels.length; k++) pixels[k] = mask[k] ? LESION : SKIN;
+    const canvas = new OffscreenCanvas(columns, rows);
+    const image = new ImageData(new Uint8ClampedArray(pixels.buffer), columns, rows);
+    canvas.getContext("2d").putImageData(image, 0, 0);
+    return canvas.convertToBlob({ type: "image/png" });
   }
 
   /** The mask as `data:image/png;base64,...` (the click task's `previous_mask`). */
