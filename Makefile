@@ -15,6 +15,9 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 CONF ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist), each taking whole test files, so a file's module fixtures (a server, an Orthanc,
+# a browser) start once and its tests run in order; 1 runs them in this process.
+TEST_WORKERS ?= 2
 # The long-running programs replace the recipe's shell (exec), so the SIGTERM make forwards reaches them, and they
 # stop when make ends (make forwards no SIGHUP, and a killed make nothing): see "Stopping" in docs/operating.md.
 RUN_UNDER_MAKE = LESION_STOP_WITH_PARENT=$$PPID exec
@@ -59,7 +62,7 @@ test: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(call lint_js,check)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 # Debian packages for the OHIF/Orthanc round trip (tests skip them where missing; CI installs them), Node's npm
 # where it is missing, then OHIF 3.13.2 as pinned by viewer/package-lock.json into viewer/node_modules (git-ignored;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -12,7 +13,9 @@ from apps.process_control import stop_signals
 from tests.support.images import draw_studies
 from tests.support.paths import DATA_ENV, MODEL_DIR, REPO, SAMPLE_DATA, SHARED_DATA
 
-torch.set_num_threads(2)
+# Under pytest-xdist (`make test` runs TEST_WORKERS processes) each worker takes one torch thread: two workers with
+# two threads each would oversubscribe a 2-core machine, which slows torch several times over.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 __all__ = ["MODEL_DIR", "REPO", "SHARED_DATA"]
 

@@ -153,7 +153,7 @@ def test_from_a_served_model_rounds_keep_a_model_only_when_validation_did_not_dr
     save_model(init, build_network("deeplabv3"), network_spec("deeplabv3", {}), {})
     out = tmp_path / "sim"
     args = [str(studies), "--out", str(out), "--pool", "5", "--val", "2", "--val-fraction", "0.3", "--init", str(init)]
-    args += ["--seed-labels", "2", "--step", "1", "--rounds", "2", "--epochs", "2", "--epoch-size", "4"]
+    args += ["--seed-labels", "2", "--step", "1", "--rounds", "2", "--epochs", "1", "--epoch-size", "4"]
     assert (
         simulate.main([*args, "--full-epochs", "1", "--spatial-size", "64", "--batch-size", "2", "--samples", "3"]) == 0
     )
