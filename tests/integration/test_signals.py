@@ -309,11 +309,15 @@ def test_holds_an_orthanc(tmp_path):
 """
 
 
-def test_a_stopped_test_run_stops_its_orthanc(orthanc_installed: None, launch: Callable, tmp_path: Path) -> None:
-    """pytest (with tests/conftest.py) stopped by SIGTERM tears its fixtures down as after Ctrl-C."""
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one process", "two workers, as make test"])
+def test_a_stopped_test_run_stops_its_orthanc(
+    orthanc_installed: None, launch: Callable, tmp_path: Path, workers: list[str]
+) -> None:
+    """pytest (with tests/conftest.py) stopped by SIGTERM tears its fixtures down as after Ctrl-C, with pytest-xdist's
+    workers too (`make test` runs two)."""
     port, test = free_port(), tmp_path / "test_harness.py"
     test.write_text(HARNESS_TEST)
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider", str(test)]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider", *workers, str(test)]
     cmd += ["--rootdir", str(tmp_path), "-c", os.devnull]
     proc = launch(cmd, "pytest", {"HARNESS_PORT": str(port)})
     wait_until_serving(f"http://127.0.0.1:{port}/system", proc)
