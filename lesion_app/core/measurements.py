@@ -218,8 +218,8 @@ def mirror_asymmetry(mask: np.ndarray, centroid: tuple[float, float], orientatio
     if rows.size == 0:
         return 0.0, 0.0
     step = math.ceil(math.sqrt(rows.size / ASYMMETRY_SAMPLES))
-    if step > 1:  # a regular grid of the lesion's pixels
-        keep = (rows % step == 0) & (cols % step == 0)
+    keep = (rows % step == 0) & (cols % step == 0)
+    if step > 1 and keep.any():  # a regular grid of the lesion's pixels (a lesion thinner than it: every pixel)
         rows, cols = rows[keep], cols[keep]
     plane = mask.astype(np.float32)
     dr, dc = rows - centroid[0], cols - centroid[1]
