@@ -579,12 +579,21 @@ def infer_options(request: dict[str, Any]) -> None:
     extension = request.get("result_extension") or ".png"
     if extension not in RESULT_EXTENSIONS:
         raise bad_request(f"result_extension must be one of {', '.join(RESULT_EXTENSIONS)}, got {extension!r}")
-    spacing = request.get(SPACING_OPTION)
-    if spacing not in (None, ""):
-        try:
-            check_spacing(spacing)
-        except ValueError as e:
-            raise bad_request(f"{SPACING_OPTION}: {e}") from None
+    requested_spacing(request.get(SPACING_OPTION))
+
+
+def requested_spacing(value: Any) -> float | None:
+    """A request's ``pixel_spacing_mm`` as mm per pixel, None when absent or empty.
+
+    Raises:
+        HTTPException: 400 for zero, a negative, a non-finite or a non-number.
+    """
+    if value in (None, ""):
+        return None
+    try:
+        return check_spacing(value)
+    except ValueError as e:
+        raise bad_request(f"{SPACING_OPTION}: {e}") from None
 
 
 def is_upload(path: str) -> bool:

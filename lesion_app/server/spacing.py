@@ -16,14 +16,11 @@ from typing import Any
 
 from pydicom import dcmread
 
-from lesion_app.core.measurements import check_spacing
 from lesion_app.io.dicom import calibrated_spacing_mm
 from lesion_app.io.images import is_itk_file
 from lesion_app.server import checks
 
 logger = logging.getLogger(__name__)
-
-SPACING_OPTION = checks.SPACING_OPTION
 
 
 def source_instance(image_path: str | os.PathLike) -> Path | None:
@@ -55,11 +52,9 @@ def resolve_spacing(requested: Any, image_path: str | os.PathLike, configured: A
     Raises:
         HTTPException: 400 when the request gives a spacing that is not a positive number (zero, negative, text).
     """
-    if requested not in (None, ""):
-        try:
-            return check_spacing(requested), "request"
-        except ValueError as e:
-            raise checks.bad_request(f"{SPACING_OPTION}: {e}") from None
+    spacing = checks.requested_spacing(requested)
+    if spacing is not None:
+        return spacing, "request"
     found = dicom_spacing(image_path)
     if found:
         return found, "dicom"

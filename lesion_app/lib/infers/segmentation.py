@@ -24,9 +24,8 @@ from lesion_app.core.predictor import Predictor
 from lesion_app.core.quality import QUALITY_FLIPS, QualityModel, quality_features
 from lesion_app.core.transforms import ORIGINAL_SIZE_KEY, PHOTOGRAPH_KEY, infer_transforms
 from lesion_app.io.images import write_mask
-from lesion_app.server.checks import flag, unreadable_image
+from lesion_app.server.checks import SPACING_OPTION, flag, unreadable_image
 from lesion_app.server.measuring import mask_measurements
-from lesion_app.server.spacing import SPACING_OPTION
 
 logger = logging.getLogger(__name__)
 
