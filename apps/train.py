@@ -25,6 +25,7 @@ import torch
 from lesion_app.core.checkpoint import network_from, network_spec, read_checkpoint
 from lesion_app.core.clicks import ClickConfig, click_network, training_options
 from lesion_app.core.data import SELECTION_FRACTION, SELECTION_SEED, split
+from lesion_app.core.losses import LOSSES
 from lesion_app.core.networks import ARCHITECTURES, build_network
 from lesion_app.core.training.distributed import destroy_distributed, init_distributed, torchrun_env
 from lesion_app.core.training.loop import EpochStats, FitConfig, Hooks, TrainingRun, fit
@@ -110,6 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=ClickConfig.p_zero_prev,
         help="share of images whose previous mask is zeros in the gradient step",
+    )
+    clicks.add_argument(
+        "--click-loss",
+        choices=tuple(LOSSES),
+        default=ClickConfig.loss,
+        help="training loss: the paper's Jaccard + SSIM + focal (hybrid) or RITM's normalised focal loss (nfl)",
     )
     clicks.add_argument(
         "--click-fusion",
@@ -208,6 +215,7 @@ def starting_network(
         disk_radius=args.click_disk_radius,
         max_initial=args.click_max_initial,
         p_zero_prev=args.click_p_zero_prev,
+        loss=args.click_loss,
     )
     if args.init:
         checkpoint = read_checkpoint(args.init)
@@ -217,7 +225,8 @@ def starting_network(
             return network, spec, {"clicks": cfg.as_dict()}, new
         kept = {k: v for k, v in meta.items() if k == "clicks"}
         if args.clicks and kept:  # a click model reads clicks as its file says; how they are simulated is asked here
-            simulation = {k: getattr(cfg, k) for k in ("p_auto", "max_iters", "p_first", "max_initial", "p_zero_prev")}
+            asked = ("p_auto", "max_iters", "p_first", "max_initial", "p_zero_prev", "loss")
+            simulation = {k: getattr(cfg, k) for k in asked}
             kept = {"clicks": replace(ClickConfig.of(meta), **simulation).as_dict()}
         return network_from(checkpoint), checkpoint["network"], kept, []
     kwargs = {"attention": not args.no_attention, **({"in_channels": cfg.in_channels} if args.clicks else {})}

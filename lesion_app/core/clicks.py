@@ -28,6 +28,7 @@ from monai.apps.deepgrow.transforms import AddGuidanceSignald
 from scipy import ndimage
 from torch import nn
 
+from lesion_app.core.losses import LOSSES
 from lesion_app.core.metrics import Scores, iou, mean_scores, score
 from lesion_app.core.networks import build_network
 
@@ -74,6 +75,8 @@ class ClickConfig:
             positive click.
         p_zero_prev: per image, the probability that the previous mask the gradient step sees is zeros (RITM's
             ``prev_mask_drop_prob``).
+        loss: the training loss, a name of :data:`lesion_app.core.losses.LOSSES`: the paper's ``"hybrid"``
+            Jaccard + SSIM + focal, or RITM's normalised focal loss ``"nfl"``.
     """
 
     sigma: float = 6.0
@@ -85,6 +88,11 @@ class ClickConfig:
     disk_radius: float = 5.0
     max_initial: int = 1
     p_zero_prev: float = 0.0
+    loss: str = "hybrid"
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown click training loss {self.loss!r}; one of {sorted(LOSSES)}")
 
     @property
     def in_channels(self) -> int:
@@ -521,9 +529,14 @@ class ClickValidation:
 
 def training_options(meta: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """What a training run of this model needs besides the loop's defaults, from its model file's meta: for a
-    click model the click simulation, the click validation and the ``clicks`` entry its new file keeps; for an
-    automatic model nothing."""
+    click model the click simulation, the click validation, its loss and the ``clicks`` entry its new file keeps;
+    for an automatic model nothing."""
     if "clicks" not in meta:
         return {}
     cfg = ClickConfig.of(meta)
-    return {"inputs": ClickSimulation(cfg, seed), "validate": ClickValidation(cfg), "meta": {"clicks": cfg.as_dict()}}
+    return {
+        "inputs": ClickSimulation(cfg, seed),
+        "validate": ClickValidation(cfg),
+        "loss": LOSSES[cfg.loss](),
+        "meta": {"clicks": cfg.as_dict()},
+    }

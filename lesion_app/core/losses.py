@@ -6,6 +6,7 @@ import torch
 from monai.losses import DiceLoss, FocalLoss
 from monai.utils import LossReduction
 from pytorch_msssim import ssim
+from torch.nn import functional as F
 from torch.nn.modules.loss import _Loss
 
 
@@ -60,3 +61,48 @@ class HybridLoss(_Loss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         terms = self.terms(logits, target)
         return sum(w * t for w, t in zip(self.weights, terms.values()))
+
+
+class NormalizedFocalLoss(_Loss):
+    """RITM's normalised focal loss on single-channel lesion logits (Sofiiuk et al., "Reviving Iterative Training
+    with Mask Guidance for Interactive Segmentation", 2022, eq. 2).
+
+    Each pixel's cross-entropy ``-log p_t`` is weighted by ``alpha_t (1 - p_t)^gamma`` rescaled per image so that
+    the focal weights sum to the number of pixels (the rescaling is not differentiated through): unlike the plain
+    focal loss, the total does not fade as most pixels become easy, so the few pixels a click corrects keep their
+    weight late in training. ``alpha`` weighs lesion pixels, ``1 - alpha`` skin.
+
+    Args:
+        alpha: weight of the lesion pixels (0.5: both classes alike, as RITM trains).
+        gamma: focusing parameter.
+        eps: floor of the weights' sum.
+    """
+
+    def __init__(self, alpha: float = 0.5, gamma: float = 2.0, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.alpha, self.gamma, self.eps = alpha, gamma, eps
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The mean over the batch of each image's loss; ``logits`` and ``target`` (B, 1, H, W).
+
+        Raises:
+            ValueError: the shapes differ or there is more than one channel.
+        """
+        if logits.shape != target.shape or logits.shape[1] != 1:
+            raise ValueError(
+                f"expected logits and target of the same (B, 1, ...) shape, got {logits.shape}, {target.shape}"
+            )
+        positive = target.float() > 0.5
+        log_p_t = F.logsigmoid(torch.where(positive, logits.float(), -logits.float()))
+        p_t = log_p_t.exp()
+        alpha_t = torch.where(positive, self.alpha, 1.0 - self.alpha)
+        beta = (1.0 - p_t) ** self.gamma
+        pixels = beta[0].numel()
+        scale = pixels / (beta.flatten(1).sum(dim=1) + self.eps)
+        beta = beta * scale.detach().view(-1, *([1] * (beta.dim() - 1)))
+        per_pixel = -alpha_t * beta * log_p_t
+        return per_pixel.flatten(1).sum(dim=1).div(pixels).mean()
+
+
+#: the training losses a model file may name (its meta's ``clicks.loss``), each built with its defaults
+LOSSES: dict[str, type[_Loss]] = {"hybrid": HybridLoss, "nfl": NormalizedFocalLoss}

@@ -28,6 +28,7 @@ from lesion_app.core.clicks import (
     to_grid,
     training_options,
 )
+from lesion_app.core.losses import HybridLoss, NormalizedFocalLoss
 from lesion_app.io.images import stored_point_to_upright, stored_to_upright
 from lesion_app.lib.settings import shipped_model
 from lesion_app.server import checks
@@ -219,8 +220,13 @@ def test_training_options_follow_the_model_file() -> None:
     options = training_options({"clicks": ClickConfig(sigma=5.0).as_dict()})
     assert isinstance(options["inputs"], ClickSimulation) and isinstance(options["validate"], ClickValidation)
     assert options["meta"]["clicks"]["sigma"] == 5.0
+    assert isinstance(options["loss"], HybridLoss)  # a file of before the loss was named trains as it did
+    nfl = training_options({"clicks": ClickConfig(loss="nfl").as_dict()})
+    assert isinstance(nfl["loss"], NormalizedFocalLoss) and nfl["meta"]["clicks"]["loss"] == "nfl"
     with pytest.raises(ValueError, match="not a click model"):
         ClickConfig.of({})
+    with pytest.raises(ValueError, match="unknown click training loss"):
+        ClickConfig(loss="dice")
 
 
 # -- 3D Slicer's points ----------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lesion_app.core.losses import HybridLoss
+from lesion_app.core.losses import HybridLoss, NormalizedFocalLoss
 
 
 def _square(size: int = 32) -> torch.Tensor:
@@ -61,3 +61,31 @@ def test_shape_mismatch_and_no_reduction_are_refused() -> None:
         HybridLoss()(torch.zeros(1, 2, 16, 16), torch.zeros(1, 2, 16, 16))
     with pytest.raises(ValueError):
         HybridLoss(reduction="none")
+
+
+def test_normalized_focal_loss_is_zero_for_a_perfect_prediction_and_rejects_bad_shapes() -> None:
+    target = _square()
+    assert float(NormalizedFocalLoss()((target * 2 - 1) * 30.0, target)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="same"):
+        NormalizedFocalLoss()(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 9))
+
+
+def _missed_patch(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Confident logits right everywhere but a 4x4 patch of missed lesion, and the target."""
+    target = _square(size)
+    logits = (target * 2 - 1) * 8.0
+    logits[:, :, 12:16, 14:18] = -8.0
+    return logits, target
+
+
+def test_normalized_focal_loss_keeps_a_few_wrong_pixels_weighty_where_focal_loss_fades() -> None:
+    """RITM's point: once most pixels are easy, the focal loss of the few wrong ones (a click's region) shrinks with
+    their share of the image; the normalised loss rescales the weights so the same mistake weighs the same."""
+    nfl, focal = NormalizedFocalLoss(), HybridLoss(jaccard_weight=0.0, ssim_weight=0.0)
+    (small, small_target), (large, large_target) = _missed_patch(32), _missed_patch(64)
+    assert float(nfl(large, large_target)) == pytest.approx(float(nfl(small, small_target)), rel=0.01)
+    assert float(focal(large, large_target)) < 0.3 * float(focal(small, small_target))
+    logits = large.clone().requires_grad_(True)
+    nfl(logits, large_target).backward()
+    grad = logits.grad.abs()
+    assert float(grad[:, :, 12:16, 14:18].mean()) > 100 * float(grad[:, :, 40:60, 40:60].mean())

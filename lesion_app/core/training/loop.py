@@ -89,9 +89,11 @@ class TrainingRun:
     file rebuilds it; the best epoch goes to ``out_path`` with ``meta``; ``checkpoint_path`` (optional) holds
     the full state every epoch and is resumed from if it exists. ``inputs`` turns each training batch into the
     network's input (:data:`InputFn`) and ``validate`` scores an epoch (:data:`ValidateFn`): the automatic
-    models' defaults, or the click model's simulated clicks (:mod:`lesion_app.core.clicks`). ``new_layers`` names
-    the parameters new to a pretrained network (a click model's click stem), trained at the full learning rate
-    while the others get ``FitConfig.trunk_lr_factor`` of it; empty: every parameter at the full rate.
+    models' defaults, or the click model's simulated clicks (:mod:`lesion_app.core.clicks`); ``loss`` (None: the
+    paper's :class:`HybridLoss` with ``FitConfig.loss_weights``) is what the gradient step minimises.
+    ``new_layers`` names the parameters new to a pretrained network (a click model's click stem), trained at the
+    full learning rate while the others get ``FitConfig.trunk_lr_factor`` of it; empty: every parameter at the full
+    rate.
     """
 
     network: nn.Module
@@ -103,6 +105,7 @@ class TrainingRun:
     meta: dict[str, Any] = field(default_factory=dict)
     inputs: InputFn = images_only
     validate: ValidateFn | None = None
+    loss: nn.Module | None = None
     new_layers: Sequence[str] = ()
 
 
@@ -302,7 +305,7 @@ def fit(run: TrainingRun, cfg: FitConfig, hooks: Hooks | None = None) -> list[Ep
     if distributed and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     network = run.network.to(device)
-    loss_fn = HybridLoss(*cfg.loss_weights)
+    loss_fn = run.loss if run.loss is not None else HybridLoss(*cfg.loss_weights)
     optimizer = torch.optim.AdamW(
         parameter_groups(network, run.new_layers, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
