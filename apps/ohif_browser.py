@@ -335,8 +335,7 @@ def press(page: Any, button: str, timeout_ms: int = 120_000) -> None:
 
 def click_pixel(page: Any, column: float, row: float, timeout_ms: int = 120_000) -> None:
     """A left click on image pixel (column, row) with the current tool; waits until the mode is idle."""
-    (x, y), *_ = page.evaluate(JS_TO_PAGE, [[float(column), float(row)]])
-    page.mouse.click(x, y)
+    page.mouse.click(*page_point(page, column, row))
     page.wait_for_timeout(50)
     page.wait_for_function(JS_LESION_IDLE, timeout=timeout_ms)
 
@@ -353,6 +352,21 @@ def show_mask(page: Any, mask: np.ndarray) -> None:
         "(m) => window.lesionApp.session.edit(Uint8Array.from(m))",
         [int(v) for v in np.asarray(mask, dtype=np.uint8).ravel()],
     )
+
+
+def click_markers(page: Any) -> list[tuple[bool, float, float]]:
+    """The lesion mode's click markers as (positive, x, y): each ring's centre in page pixels."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('[data-cy="lesion-clicks"] circle')].map((c) => {
+             const r = c.getBoundingClientRect();
+             return [c.dataset.cy === "lesion-click-positive", r.left + r.width / 2, r.top + r.height / 2]; })"""
+    )
+
+
+def page_point(page: Any, column: float, row: float) -> tuple[float, float]:
+    """Where image pixel (column, row) of the shown photograph lies on the page, in page pixels."""
+    (x, y), *_ = page.evaluate(JS_TO_PAGE, [[float(column), float(row)]])
+    return x, y
 
 
 def panel_text(page: Any, line: str) -> str:

@@ -7,9 +7,12 @@ and headless Chromium, then prints:
   the page), median over ``--clicks`` clicks on one photograph, alternately positive and negative;
 - per photograph: from opening the worklist to a saved correction (the server lists the new final label), with one
   click in the lesion mode, and with today's brush flow in OHIF's segmentation mode (a brush and an eraser stroke,
-  then Export, DICOM SEG, a new series, a name, Save), alternated over ``--flows`` photographs each.
+  then Export, DICOM SEG, a new series, a name, Save), alternated over ``--flows`` photographs each;
+- per photograph of a labelling session (the photograph shown, one click, Save and next, the next pick shown, on a
+  second copy of sample-data): with the lesion mode's Save and next, which opens the pick in the page, beside the
+  same steps with the pick opened by loading the page (as Save and next did before), alternated over ``--steps``.
 
-    python -m apps.research.ohif_speed --clicks 20 --flows 5
+    python -m apps.research.ohif_speed --clicks 20 --flows 5 --steps 6
 
 Needs Debian's Orthanc and Chromium and ``make viewers``. Timings depend on the machine: run it on a quiet one,
 and compare figures of one run only.
@@ -71,15 +74,39 @@ def click_latencies(page: Any, url: str, image: str, clicks: int) -> tuple[list[
     return page.evaluate("() => [window.lesionApp.session.clickLatencies, window.lesionApp.session.requestLatencies]")
 
 
+def one_click(page: Any) -> None:
+    """A positive click at the centre of the mask on screen (of the photograph when it is empty), its mask drawn."""
+    mask = ob.lesion_mask(page)
+    rows, columns = np.nonzero(mask) if mask.any() else ([mask.shape[0] // 2], [mask.shape[1] // 2])
+    ob.press(page, "lesion-add")
+    ob.click_pixel(page, float(np.mean(columns)), float(np.mean(rows)))
+
+
+def session_step(page: Any, url: str, in_page: bool) -> float:
+    """Seconds from the photograph shown to the annotator's next pick shown, with one click and a save between:
+    Save and next in the page (``in_page``), or Ctrl+S and the pick's link loaded as a new page."""
+    start = time.monotonic()
+    image = page.evaluate("() => document.body.dataset.lesionReady")
+    one_click(page)
+    if in_page:
+        ob.press(page, "lesion-save-next")
+        page.wait_for_function("(was) => (document.body.dataset.lesionReady || was) !== was", arg=image)
+    else:
+        page.keyboard.press("Control+s")
+        wait_labelled(url, image)
+        pick = httpx.post(f"{url}/activelearning/random", json={"annotator": "benchmark"}, timeout=120)
+        link = httpx.get(f"{url}/lesion/photo", params={"image": pick.json()["id"]}, timeout=120).json()["link"]
+        page.goto(f"{url}{link}", wait_until="domcontentloaded")
+    ob.wait_lesion(page)
+    return time.monotonic() - start
+
+
 def lesion_flow(page: Any, url: str, image: str) -> float:
     """Seconds from opening the worklist to a saved correction with one click in the lesion mode."""
     start = time.monotonic()
     ob.open_worklist(page, url)
     ob.open_lesion_from_worklist(page, image)
-    mask = ob.lesion_mask(page)
-    rows, columns = np.nonzero(mask) if mask.any() else ([mask.shape[0] // 2], [mask.shape[1] // 2])
-    ob.press(page, "lesion-add")
-    ob.click_pixel(page, float(np.mean(columns)), float(np.mean(rows)))
+    one_click(page)
     page.keyboard.press("Control+s")
     wait_labelled(url, image)
     return time.monotonic() - start
@@ -103,9 +130,9 @@ def brush_flow(page: Any, url: str, image: str) -> float:
     return time.monotonic() - start
 
 
-def report(url: str, images: list[str], clicks: int, flows: int) -> None:
-    """Prints both figures for the server at ``url`` and its photographs (``2 * flows`` of them; the clicks, which
-    save nothing, are on the first)."""
+def report(url: str, images: list[str], clicks: int, flows: int, steps: int) -> None:
+    """Prints the three figures for the server at ``url``: the clicks (which save nothing) on ``images[0]``, the
+    worklist flows on ``images[:2 * flows]``, the session on the annotator's picks among the unlabelled rest."""
     with ob.browser() as b:
         page = ob.new_page(b)
         ob.open_worklist(page, url)  # the first pick gets its proposal
@@ -126,23 +153,44 @@ def report(url: str, images: list[str], clicks: int, flows: int) -> None:
         for name, found in seconds.items():
             each = ", ".join(f"{s:.1f}" for s in found)
             print(f"  {name:24s} {statistics.median(found):5.1f} s  ({each})")
+        if steps:
+            session_steps(page, url, steps)
+
+
+def session_steps(page: Any, url: str, steps: int) -> None:
+    """Prints the labelling session's seconds per photograph, Save and next in the page beside a page load."""
+    pick = httpx.post(f"{url}/activelearning/random", json={"annotator": "benchmark"}, timeout=120).json()["id"]
+    page.goto(f"{url}/lesion/open?image={pick}", wait_until="domcontentloaded")
+    ob.wait_lesion(page, pick)
+    seconds: dict[str, list[float]] = {"Save and next (in page)": [], "save, then page load": []}
+    for k in range(steps):  # alternated, so a slowing machine slows both
+        name = "Save and next (in page)" if k % 2 == 0 else "save, then page load"
+        seconds[name].append(session_step(page, url, in_page=k % 2 == 0))
+    print(f"labelling session, photograph shown to the next shown with one click (alternated, {steps} steps):")
+    for name, found in seconds.items():
+        each = ", ".join(f"{s:.1f}" for s in found)
+        print(f"  {name:24s} {statistics.median(found):5.1f} s  ({each})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clicks", type=int, default=20)
     parser.add_argument("--flows", type=int, default=5, help="photographs per flow (sample-data has 10: at most 5)")
+    parser.add_argument("--steps", type=int, default=6, help="labelling session steps, half of them in the page")
     args = parser.parse_args(argv)
     files = dicom_import.photographs([str(REPO / "sample-data")])
-    if len(files) < 2 * args.flows:
-        parser.error(f"--flows {args.flows} needs {2 * args.flows} photographs; sample-data has {len(files)}")
+    if len(files) < 2 * args.flows or len(files) <= args.steps:
+        parser.error(f"--flows {args.flows} --steps {args.steps}: sample-data has only {len(files)} photographs")
     with tempfile.TemporaryDirectory(prefix="ohif_speed_") as tmp:
         work = Path(tmp)
         with running_orthanc(work / "orthanc", free_port(), work / "orthanc.log") as orthanc:
             images = [d.series_uid for d in dicom_import.import_photographs(files, orthanc.dicomweb, progress=False)]
+            for path in files if args.steps else []:  # the session's own copies (other UIDs), unlabelled
+                patient = f"session-{path.stem}"
+                dicom_import.import_photographs([path], orthanc.dicomweb, patient_id=patient, progress=False)
             env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
             with server_process(work / "server", CONF, env=env, studies_url=orthanc.dicomweb) as server:
-                report(server.url, images, args.clicks, args.flows)
+                report(server.url, images, args.clicks, args.flows, args.steps)
     return 0
 
 

@@ -289,9 +289,13 @@ def test_segment_clicks_undo_and_save_from_the_worklist(server: Server, dicom_st
     removed = ob.lesion_mask(page)
     print(f"negative click: {int((removed & patch).sum())} of {int(patch.sum())} patch pixels left")
     assert (removed & patch).sum() < 0.05 * patch.sum() and iou(removed, want) > 0.9
+    # both clicks are drawn where they were made: a positive and a negative ring
+    clicked = [(True, *ob.page_point(page, column, row)), (False, *ob.page_point(page, pcolumn, prow))]
+    assert_markers(ob.click_markers(page), clicked)
 
-    page.keyboard.press("Control+z")  # undo: the patch is back, as before the click
+    page.keyboard.press("Control+z")  # undo: the patch is back, as before the click, and its ring is gone
     assert np.array_equal(ob.lesion_mask(page), (added | patch).astype(np.uint8))
+    assert_markers(ob.click_markers(page), clicked[:1])
     page.keyboard.press("Control+z")
     assert np.array_equal(ob.lesion_mask(page), added)
 
@@ -309,6 +313,13 @@ def test_segment_clicks_undo_and_save_from_the_worklist(server: Server, dicom_st
     assert page.url == start
     page.locator(f'tr[data-image="{image}"] td.state', has_text="corrected").wait_for(timeout=30_000)
     assert page.locator(f'tr[data-image="{image}"] td.annotator').inner_text() == ANNOTATOR
+
+
+def assert_markers(found: list, want: list) -> None:
+    """The click rings on the page are the clicks ``want`` ((positive, x, y)), each within 2 page pixels."""
+    assert len(found) == len(want), found
+    for (positive, x, y), (sign, wx, wy) in zip(found, want):
+        assert positive == sign and abs(x - wx) <= 2 and abs(y - wy) <= 2, (found, want)
 
 
 def test_bad_cases_then_no_lesion_then_save_and_next(server: Server, dicom_studies: dict, page: Any) -> None:
@@ -354,13 +365,17 @@ def test_bad_cases_then_no_lesion_then_save_and_next(server: Server, dicom_studi
     assert not final_label(server, image).any()
     assert worklist_rows(server)[image]["state"] == "corrected"
 
-    # save and next: the correction is the label, and the annotator's next pick opens in the same tab
+    # save and next: the correction is the label, and the annotator's next pick opens in the same page (no load)
     ob.show_mask(page, truth(LABELLED[1]))
-    with page.expect_navigation(timeout=60_000):
-        ob.press(page, "lesion-save-next")
+    page.evaluate("() => { window.lesionTestPage = 'not reloaded'; }")
+    ob.press(page, "lesion-save-next")
+    page.wait_for_function("(was) => (document.body.dataset.lesionReady || was) !== was", arg=image, timeout=60_000)
     ob.wait_lesion(page)
     following = page.evaluate("() => document.body.dataset.lesionReady")
     assert following != image and worklist_rows(server)[following]["state"] != "corrected"
+    assert page.evaluate("() => window.lesionTestPage") == "not reloaded" and f"={following}" in page.url
+    shown = next(r for r in dicom_studies.values() if r["series_uid"] == following)  # its own grid, no clicks yet
+    assert ob.lesion_mask(page).shape == (int(shown["rows"]), int(shown["columns"])) and ob.click_markers(page) == []
     assert np.array_equal(final_label(server, image), truth(LABELLED[1]))
     # the pick is this annotator's for now: another annotator is handed a different photograph
     other = httpx.post(f"{server.url}/activelearning/random", json={"annotator": "someone else"}, timeout=120)
@@ -368,11 +383,12 @@ def test_bad_cases_then_no_lesion_then_save_and_next(server: Server, dicom_studi
 
     # skip: the next pick opens in the same tab and the skipped photograph is left as it was
     state = worklist_rows(server)[following]["state"]
-    with page.expect_navigation(timeout=60_000):
-        ob.press(page, "lesion-skip")
+    ob.press(page, "lesion-skip")
+    page.wait_for_function("(was) => (document.body.dataset.lesionReady || was) !== was", arg=following)
     ob.wait_lesion(page)
     after_skip = page.evaluate("() => document.body.dataset.lesionReady")
     assert after_skip not in (following, image) and len(page.context.pages) == 1
+    assert page.evaluate("() => window.lesionTestPage") == "not reloaded"
     assert worklist_rows(server)[following]["state"] == state
 
 

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 #: The lesion mode's files, in the order they must run (each adds to ``window.lesionApp``).
-LESION_MODE = [Path(__file__).parent / "lesion_mode" / name for name in ("api.js", "session.js", "ui.js", "mode.js")]
+LESION_MODE = [Path(__file__).parent / "lesion_mode" / name for name in ("api.js", "session.js", "ui.js", "markers.js", "mode.js")]
 
 
 def app_config(

@@ -1,5 +1,5 @@
 /*
- * lesion_app's lesion mode for OHIF 3.13 (1 of 4): the app's HTTP API as the mode uses it, on the page's own
+ * lesion_app's lesion mode for OHIF 3.13 (1 of 5): the app's HTTP API as the mode uses it, on the page's own
  * origin only, and lesion masks as PNG both ways (the browser's canvas encodes and decodes them). Masks are
  * Uint8Array(rows * columns) of 0/1, row after row, on the photograph's stored pixel grid (the DICOM frame's).
  */
@@ -138,6 +138,5 @@
     nextPick,
     annotator: () => localStorage.getItem(ANNOTATOR_KEY) || "",
     strategy: () => localStorage.getItem(STRATEGY_KEY) || "random",
-    openUrl: (image) => `/lesion/open?image=${encodeURIComponent(image)}`,
   };
 })();

@@ -1,5 +1,5 @@
 /*
- * lesion_app's lesion mode for OHIF 3.13 (4 of 4): the mode (route `lesion`) and its extension (the command the
+ * lesion_app's lesion mode for OHIF 3.13 (5 of 5): the mode (route `lesion`) and its extension (the command the
  * toolbar runs), put into `window.config` before OHIF starts. The mode is OHIF's segmentation mode with its own
  * toolbar, its own tool group (no window/level on the left button, no tool that fetches a model from elsewhere)
  * and the session of session.js; OHIF's files are not changed.

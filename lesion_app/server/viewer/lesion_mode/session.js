@@ -1,5 +1,5 @@
 /*
- * lesion_app's lesion mode for OHIF 3.13 (2 of 4): one photograph's correction session. The viewport's labelmap
+ * lesion_app's lesion mode for OHIF 3.13 (2 of 5): one photograph's correction session. The viewport's labelmap
  * (one segment, "lesion") is read and replaced as a whole 0/1 mask; every change (Segment, a click, a brush
  * stroke, No lesion) first puts the mask and the clicks on the undo stack. Clicks go to the click task with
  * every earlier click of this photograph and the mask on screen as `previous_mask`.
@@ -108,7 +108,9 @@
     const viewportId = viewportGridService.getActiveViewportId();
     const uid = viewportGridService.getState().viewports.get(viewportId)?.displaySetInstanceUIDs?.[0];
     const displaySet = uid && displaySetService.getDisplaySetByUID(uid);
-    if (!displaySet) return false;
+    if (!displaySet || !isAsked(displaySet) || vp.getCurrentImageId?.() !== displaySet.images?.[0]?.imageId) {
+      return false; // after an in-page Save and next the grid still shows the photograph before for a while
+    }
     session.viewportId = viewportId;
     session.image = displaySet.SeriesInstanceUID;
     [session.columns, session.rows] = data.dimensions;
@@ -124,6 +126,7 @@
     await segmentationService.addSegmentationRepresentation(viewportId, { segmentationId, type: "Labelmap" });
     session.segmentationId = segmentationId;
     listen(vp.element);
+    lesionApp.markers.mount(vp.element);
     session.ready = true;
     session.info = await api.photoInfo(session.image);
     const shown = await startingMask(session.info);
@@ -132,6 +135,12 @@
     lesionApp.overlay.update();
     document.body.dataset.lesionReady = session.image;
     return true;
+  }
+
+  /** Whether the display set is the photograph the page's URL asks for (any, when it names none). */
+  function isAsked(displaySet) {
+    const asked = new URLSearchParams(window.location.search).get("SeriesInstanceUIDs");
+    return !asked || asked.split(",").includes(displaySet.SeriesInstanceUID);
   }
 
   /** The newest correction, else the model's proposal, else nothing (as the worklist's row says). */
@@ -192,6 +201,12 @@
     return i >= 0 && j >= 0 && i < session.columns && j < session.rows ? { i, j } : null;
   }
 
+  /** The canvas point (x, y in CSS pixels of the viewport's canvas) of pixel (i column, j row). */
+  function canvasAt(i, j) {
+    const vp = viewport();
+    return vp.worldToCanvas(vp.getImageData().imageData.indexToWorld([i, j, 0]));
+  }
+
   function listen(element) {
     let down = null;
     const onDown = (event) => {
@@ -228,6 +243,7 @@
       const before = currentMask();
       remember();
       session.clicks.push({ ...at, positive });
+      lesionApp.markers.draw(); // the click is shown while the model works
       const points = (sign) => session.clicks.filter((c) => c.positive === sign).map((c) => [c.i, c.j, 0]);
       const params = {
         foreground: points(true),
@@ -251,6 +267,7 @@
       } catch (error) {
         const last = session.history.pop();
         session.clicks = last.clicks;
+        lesionApp.markers.draw();
         throw error;
       }
     });
@@ -304,7 +321,21 @@
   async function goNext(skip) {
     const next = await api.nextPick(api.strategy(), api.annotator(), skip ? session.image : null);
     if (!next) return notify("No photograph left to label.");
-    window.location.assign(api.openUrl(next));
+    const { link } = await api.photoInfo(next);
+    openInPage(link);
+  }
+
+  /** Opens the lesion mode's `link` without loading the page again: OHIF's router (React Router) follows the
+   * browser's history, and its mode route exits and enters the mode on the new study; a link elsewhere loads. */
+  function openInPage(link) {
+    const target = new URL(link, window.location.href);
+    if (target.origin !== window.location.origin || target.pathname !== window.location.pathname) {
+      return window.location.assign(target.href);
+    }
+    const before = window.history.state || {};
+    const state = { usr: null, key: Math.random().toString(36).slice(2, 10), idx: (before.idx ?? 0) + 1 };
+    window.history.pushState(state, "", target.pathname + target.search);
+    window.dispatchEvent(new PopStateEvent("popstate", { state }));
   }
 
   async function saveNext() {
@@ -344,6 +375,7 @@
     for (const stop of session.listeners.splice(0)) stop();
     lesionApp.keys.unmount();
     lesionApp.overlay.unmount();
+    lesionApp.markers.unmount();
     session.ready = false;
     delete document.body.dataset.lesionReady;
   }
@@ -364,5 +396,6 @@
     currentMask,
     showMask,
     pixelAt,
+    canvasAt,
   });
 })();

@@ -1,5 +1,5 @@
 /*
- * lesion_app's lesion mode for OHIF 3.13 (3 of 4): what the clinician sees and presses. The toolbar's buttons
+ * lesion_app's lesion mode for OHIF 3.13 (3 of 5): what the clinician sees and presses. The toolbar's buttons
  * (OHIF renders each id as `data-cy`), their keyboard shortcuts, and a panel over the viewport with the
  * proposal's predicted IoU and review mark, the annotator, the tool and what happened last.
  */
