@@ -19,7 +19,7 @@ from apps.research.local_server import running_server
 from tests.support.files import folder_digest
 from tests.support.images import encode, odd_images, png_header_only, rgb
 from tests.support.paths import REPO
-from tests.support.waiting import wait_for_scoring
+from tests.support.servers import NO_SCORING
 
 pytestmark = pytest.mark.server
 
@@ -35,9 +35,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def url(workdir: Path) -> Iterator[str]:
-    with running_server(workdir, {"models": "unet", "max_upload_mb": "1"}) as base:
-        wait_for_scoring(base)
-        yield base
+    with running_server(workdir, {"models": "unet", "max_upload_mb": "1"}, env=NO_SCORING) as base:
+        yield base  # no background scoring: nothing but the requests here changes the datastore
 
 
 @pytest.fixture

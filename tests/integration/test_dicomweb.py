@@ -29,12 +29,13 @@ from lesion_app.io.seg import is_proposal
 from lesion_app.server.dicomweb import LesionDicomWebDatastore
 from tests.support.images import encode
 from tests.support.paths import REPO
+from tests.support.servers import NO_SCORING
 from tests.support.waiting import train_and_wait
 
 pytestmark = pytest.mark.server
 
 CONF = {"models": "unet", "train_epochs": "1", "threads": "1", "dicomweb_cache_seconds": "3600"}
-ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+ENV = NO_SCORING
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,13 @@ from lesion_app.io.files import FAULT_MATCH_ENV, FAULT_SLEEP_ENV, atomic_write
 from lesion_app.io.images import read_mask
 from tests.support.files import folder_digest
 from tests.support.paths import REPO, SAMPLE_DATA
+from tests.support.servers import NO_SCORING
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.server
 
 CONF = {"models": "unet", "threads": "1"}
-ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+ENV = NO_SCORING
 SHIPPED = REPO / "lesion_app" / "model" / "pretrained_unet.pt"
 
 

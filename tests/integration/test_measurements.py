@@ -28,6 +28,7 @@ from apps.research.local_server import running_server, server_process
 from lesion_app.core.measurements import measure
 from lesion_app.io.dicom import mask_to_seg
 from lesion_app.io.sr import report_values
+from tests.support.servers import NO_SCORING
 
 pytestmark = pytest.mark.server
 
@@ -43,7 +44,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def url(workdir: Path) -> Iterator[str]:
     conf = {"models": "unet,deepedit", "pixel_spacing_mm": str(CONF_SPACING)}
-    with running_server(workdir, conf) as base:
+    with running_server(workdir, conf, env=NO_SCORING) as base:
         yield base
 
 
@@ -193,7 +194,7 @@ def test_a_label_whose_photograph_is_gone_is_a_404(client: MONAILabelClient, url
 def dicomweb(orthanc: Orthanc, dicom_studies: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The app over Orthanc holding sample-data imported by lesion-dicom-import without a calibration."""
     conf = {"models": "unet", "threads": "1", "dicomweb_cache_seconds": "3600"}
-    env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+    env = NO_SCORING
     with server_process(tmp_path_factory.mktemp("sr"), conf, env=env, studies_url=orthanc.dicomweb) as server:
         yield server.url
 

@@ -33,13 +33,14 @@ from apps import ohif_browser as ob
 from apps.orthanc import Orthanc
 from apps.research.local_server import Server, server_process
 from tests.support.paths import REPO
+from tests.support.servers import NO_SCORING
 from tests.support.viewers import chromium
 from tests.support.waiting import train_and_wait
 
 pytestmark = pytest.mark.server
 
 CONF = {"models": "unet,deepedit", "threads": "1", "train_epochs": "1"}
-ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+ENV = NO_SCORING
 RADIUS = 8.0  # mm of brush and eraser: pixels at the importer's 1 mm spacing
 ANNOTATOR = "Dr Ada Lovelace"
 #: Photographs of sample-data with a drawn label: the truth a correction aims at.

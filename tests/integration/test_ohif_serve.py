@@ -17,6 +17,7 @@ from apps.orthanc import OrthancMissing, dicomweb_plugin, orthanc_binary
 from apps.process_control import port_in_use
 from apps.research.local_server import free_port
 from tests.support.paths import REPO
+from tests.support.servers import NO_SCORING
 from tests.support.viewers import need
 from tests.support.waiting import answers, wait_for
 
@@ -45,7 +46,7 @@ def test_make_serve_fills_a_private_orthanc_and_stops_it(tmp_path: Path) -> None
     command = ["make", "-C", str(REPO), "serve", f"WORKSPACE={workspace}", f"PORT={port}"]
     command += [f"ORTHANC_PORT={orthanc_port}", "CONF=--conf models unet"]
     log = tmp_path / "make.log"
-    env = {**os.environ, "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+    env = {**os.environ, **NO_SCORING}
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"

@@ -34,6 +34,7 @@ from PIL import Image
 
 from apps.research.local_server import free_port
 from tests.support.paths import REPO
+from tests.support.servers import NO_SCORING
 from tests.support.viewers import need
 from tests.support.waiting import answers, wait_for
 
@@ -243,7 +244,7 @@ def tour(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tour]:
     command = ["make", "-C", str(REPO), "serve", f"WORKSPACE={folder / 'workspace'}", f"PORT={port}"]
     command.append(f"ORTHANC_PORT={free_port()}")  # a private Orthanc filled with sample-data, as the README's
     with open(log, "w") as out:
-        env = {**os.environ, "MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+        env = {**os.environ, **NO_SCORING}
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:

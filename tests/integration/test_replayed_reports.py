@@ -46,12 +46,13 @@ from apps.make_sample_data import draw_study
 from apps.research.local_server import Server, free_port, server_process
 from lesion_app.core.metrics import iou
 from tests.support.paths import REPO, SAMPLE_DATA
+from tests.support.servers import NO_SCORING
 from tests.support.waiting import answers, start_scoring, train_and_wait, wait_for
 
 pytestmark = pytest.mark.server
 
 CONF = {"models": "unet", "threads": "1", "train_epochs": "1"}
-ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+ENV = NO_SCORING
 
 
 def shape_of(image_id: str) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from apps.research.local_server import running_server
 from lesion_app.core.checkpoint import read_checkpoint
+from tests.support.servers import NO_SCORING
 
 pytestmark = pytest.mark.server
 
@@ -44,7 +45,7 @@ def train_tasks(url: str) -> list[dict[str, Any]]:
 
 
 def test_two_new_labels_start_a_gated_training(tmp_path: Path) -> None:
-    with running_server(tmp_path, CONF) as url:
+    with running_server(tmp_path, CONF, env=NO_SCORING) as url:
         client = MONAILabelClient(url, tmpdir=str(tmp_path / "client"))
         stats = client.info()["train_stats"]["unet"]
         assert stats["labels_since_last_training"] == 0 and stats["next_due"] == "after 2 more labels"

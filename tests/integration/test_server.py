@@ -16,6 +16,7 @@ from apps.make_sample_data import draw_study
 from apps.research.local_server import running_server
 from lesion_app.core.checkpoint import model_meta
 from tests.support.paths import MODEL_DIR
+from tests.support.servers import NO_SCORING
 
 pytestmark = pytest.mark.server
 
@@ -27,7 +28,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(workdir: Path) -> Iterator[MONAILabelClient]:
-    with running_server(workdir) as url:
+    with running_server(workdir, env=NO_SCORING) as url:
         yield MONAILabelClient(url, tmpdir=str(workdir / "client"))
 
 
@@ -110,7 +111,7 @@ def test_saved_label_lands_in_labels_final(client: MONAILabelClient, workdir: Pa
 def test_one_epoch_training_finishes_and_the_new_model_serves(tmp_path: Path, model: str) -> None:
     """On a server of its own: the model it publishes would change what the other tests' infers serve. The click
     model trains with simulated clicks (its file says so) and its new version still reads clicks."""
-    with running_server(tmp_path, {"models": model}) as url:
+    with running_server(tmp_path, {"models": model}, env=NO_SCORING) as url:
         check_one_epoch_training(MONAILabelClient(url, tmpdir=str(tmp_path / "client")), tmp_path, model)
     if model == "deepedit":
         published = tmp_path / "models" / "deepedit.pt"
@@ -140,7 +141,7 @@ def check_one_epoch_training(client: MONAILabelClient, workdir: Path, model: str
 
 
 def test_models_are_selected_with_conf(tmp_path: Path) -> None:
-    with running_server(tmp_path, {"models": "deeplabv3"}) as url:
+    with running_server(tmp_path, {"models": "deeplabv3"}, env=NO_SCORING) as url:
         info = MONAILabelClient(url).info()
     assert set(info["models"]) == {"deeplabv3", "uncertainty"} and set(info["trainers"]) == {"deeplabv3"}
 

@@ -28,6 +28,7 @@ from apps.process_control import descendants, port_in_use, stop_processes, wait_
 from apps.research.load import is_train_process
 from apps.research.local_server import Server, free_port, server_process
 from tests.support.paths import REPO, SAMPLE_DATA
+from tests.support.servers import NO_SCORING
 from tests.support.viewers import need
 
 pytestmark = pytest.mark.server
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.server
 ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-    "MONAI_LABEL_AUTO_UPDATE_SCORING": "false",
+    **NO_SCORING,
 }
 SERVE_CONF = ["--conf", "models", "unet", "--conf", "threads", "1"]
 STOP_SIGNALS = [signal.SIGTERM, signal.SIGHUP]
@@ -279,7 +280,7 @@ def test_a_program_that_starts_a_server_stops_it(launch: Callable, name: str) ->
 
 @pytest.fixture(scope="module")
 def ohif_server(orthanc: Orthanc, dicom_studies: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    env = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+    env = NO_SCORING
     conf = {"models": "unet", "threads": "1"}
     with server_process(tmp_path_factory.mktemp("signals"), conf, env=env, studies_url=orthanc.dicomweb) as s:
         yield s

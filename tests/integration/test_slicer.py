@@ -24,6 +24,7 @@ from PIL import Image
 
 from apps.make_sample_data import draw_study
 from apps.research.local_server import running_server
+from tests.support.servers import NO_SCORING
 
 pytestmark = pytest.mark.server
 
@@ -160,7 +161,7 @@ def client(workdir: Path) -> Iterator[MONAILabelClient]:
     """One server (unet only) with the three sources uploaded as Slicer's File > Add Data + upload would."""
     img, _ = off_centre_study()
     (workdir / "sources").mkdir()
-    with running_server(workdir, {"models": "unet"}) as url:
+    with running_server(workdir, {"models": "unet"}, env=NO_SCORING) as url:
         client = MONAILabelClient(url, tmpdir=str(workdir / "client"), client_id=CLIENT_ID)
         for name in SOURCES:
             assert (

@@ -33,6 +33,7 @@ from apps.research.local_server import running_server
 from lesion_app.core.clicks import ClickConfig, ClickEffect
 from lesion_app.core.predictor import Predictor
 from tests.support.paths import MODEL_DIR
+from tests.support.servers import NO_SCORING
 
 pytestmark = pytest.mark.server
 
@@ -97,7 +98,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, study: tuple) -> Iterator[M
     workdir = tmp_path_factory.mktemp("slicer_clicks")
     img, _ = study
     (workdir / "sources").mkdir()
-    with running_server(workdir, {"models": "deepedit"}) as url:
+    with running_server(workdir, {"models": "deepedit"}, env=NO_SCORING) as url:
         client = MONAILabelClient(url, tmpdir=str(workdir / "client"))
         Image.fromarray(img).save(workdir / "sources" / "clicks_png.png")
         exif = Image.Exif()

@@ -15,11 +15,12 @@ from PIL import Image
 
 from apps.research.local_server import running_server
 from tests.support.paths import REPO
+from tests.support.servers import NO_SCORING
 
 pytestmark = pytest.mark.server
 
 CONF = {"models": "unet", "train_epochs": "1", "threads": "1"}
-ENV = {"MONAI_LABEL_AUTO_UPDATE_SCORING": "false"}
+ENV = NO_SCORING
 
 
 def first_day(root: Path) -> Path:

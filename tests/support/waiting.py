@@ -29,23 +29,6 @@ def answers(url: str) -> bool:
         return False
 
 
-def wait_for_scoring(url: str, timeout: float = 120.0) -> None:
-    """Waits until no scoring task runs (MONAI Label answers 429 to a second one); start-up scoring included.
-
-    With no task on record yet, waits 15 s for start-up scoring to appear. Raises TimeoutError after ``timeout`` s.
-    """
-    deadline = time.monotonic() + timeout
-    first = time.monotonic()
-    while time.monotonic() < deadline:
-        tasks = httpx.get(f"{url}/scoring/", params={"all": True}, timeout=10).json()
-        tasks = tasks if isinstance(tasks, list) else [tasks] if tasks else []
-        active = [t for t in tasks if t.get("status") in ("SUBMITTED", "RUNNING")]
-        if (tasks and not active) or (not tasks and time.monotonic() - first > 15):
-            return
-        time.sleep(1)
-    raise TimeoutError("the scoring did not finish")
-
-
 def start_scoring(url: str, method: str, body: dict[str, Any], timeout: float = 180.0) -> httpx.Response:
     """Starts a scoring method (queued behind a running one: 202 expected; a server that refuses while another runs
     is asked again until it accepts); returns the response of the start."""
