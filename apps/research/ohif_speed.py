@@ -7,7 +7,8 @@ and headless Chromium, then prints:
   the page), median over ``--clicks`` clicks on one photograph, alternately positive and negative;
 - per photograph: from opening the worklist to a saved correction (the server lists the new final label), with one
   click in the lesion mode, and with today's brush flow in OHIF's segmentation mode (a brush and an eraser stroke,
-  then Export, DICOM SEG, a new series, a name, Save), alternated over ``--flows`` photographs each;
+  then Export, DICOM SEG, a new series, a name, Save), alternated over ``--flows`` photographs each; the script's
+  own reading of the mask or proposal (where a person just looks) is not counted;
 - per photograph of a labelling session (the photograph shown, one click, Save and next, the next pick shown, on a
   second copy of sample-data): with the lesion mode's Save and next, which opens the pick in the page, beside the
   same steps with the pick opened by loading the page (as Save and next did before), alternated over ``--steps``.
@@ -74,22 +75,27 @@ def click_latencies(page: Any, url: str, image: str, clicks: int) -> tuple[list[
     return page.evaluate("() => [window.lesionApp.session.clickLatencies, window.lesionApp.session.requestLatencies]")
 
 
-def one_click(page: Any) -> None:
-    """A positive click at the centre of the mask on screen (of the photograph when it is empty), its mask drawn."""
+def one_click(page: Any) -> float:
+    """A positive click (key Q, then the click) at the centre of the mask on screen (of the photograph when it is
+    empty), its mask drawn; returns the seconds the script spent reading the mask, which a person does by looking."""
+    looked = time.monotonic()
     mask = ob.lesion_mask(page)
     rows, columns = np.nonzero(mask) if mask.any() else ([mask.shape[0] // 2], [mask.shape[1] // 2])
-    ob.press(page, "lesion-add")
+    looked = time.monotonic() - looked
+    page.keyboard.press("q")
     ob.click_pixel(page, float(np.mean(columns)), float(np.mean(rows)))
+    return looked
 
 
-def session_step(page: Any, url: str, in_page: bool) -> float:
+def session_step(page: Any, url: str, in_page: bool) -> tuple[float, dict[str, float] | None]:
     """Seconds from the photograph shown to the annotator's next pick shown, with one click and a save between:
-    Save and next in the page (``in_page``), or Ctrl+S and the pick's link loaded as a new page."""
+    Save and next in the page (``in_page``, with its phases as the page timed them, ms from the press), or Ctrl+S
+    and the pick's link loaded as a new page (None)."""
     start = time.monotonic()
     image = page.evaluate("() => document.body.dataset.lesionReady")
-    one_click(page)
+    looked = one_click(page)
     if in_page:
-        ob.press(page, "lesion-save-next")
+        page.keyboard.press("Control+Enter")
         page.wait_for_function("(was) => (document.body.dataset.lesionReady || was) !== was", arg=image)
     else:
         page.keyboard.press("Control+s")
@@ -98,7 +104,8 @@ def session_step(page: Any, url: str, in_page: bool) -> float:
         link = httpx.get(f"{url}/lesion/photo", params={"image": pick.json()["id"]}, timeout=120).json()["link"]
         page.goto(f"{url}{link}", wait_until="domcontentloaded")
     ob.wait_lesion(page)
-    return time.monotonic() - start
+    seconds = time.monotonic() - start - looked
+    return seconds, page.evaluate("() => window.lesionApp.session.nextSteps.at(-1)") if in_page else None
 
 
 def lesion_flow(page: Any, url: str, image: str) -> float:
@@ -106,10 +113,10 @@ def lesion_flow(page: Any, url: str, image: str) -> float:
     start = time.monotonic()
     ob.open_worklist(page, url)
     ob.open_lesion_from_worklist(page, image)
-    one_click(page)
+    looked = one_click(page)
     page.keyboard.press("Control+s")
     wait_labelled(url, image)
-    return time.monotonic() - start
+    return time.monotonic() - start - looked
 
 
 def brush_flow(page: Any, url: str, image: str) -> float:
@@ -119,15 +126,17 @@ def brush_flow(page: Any, url: str, image: str) -> float:
     ob.open_from_worklist(page, image)
     ob.wait_photograph(page)
     ob.wait_segmentation(page)
+    looked = time.monotonic()  # where to paint: a person sees it, the script reads the proposal
     proposal = httpx.get(f"{url}/datastore/label", params={"label": image, "tag": "original"}, timeout=60)
     brush, eraser = ob.correction_strokes(ob.png_array(proposal.content)[..., 0] > 0)
+    looked = time.monotonic() - looked
     ob.use_tool(page, "Brush", 8)
     ob.drag(page, brush)
     ob.use_tool(page, "Eraser", 8)
     ob.drag(page, eraser)
     ob.save_correction(page)
     wait_labelled(url, image)
-    return time.monotonic() - start
+    return time.monotonic() - start - looked
 
 
 def report(url: str, images: list[str], clicks: int, flows: int, steps: int) -> None:
@@ -150,7 +159,7 @@ def report(url: str, images: list[str], clicks: int, flows: int, steps: int) -> 
             seconds["lesion mode, one click"].append(lesion_flow(page, url, images[2 * k]))
             seconds["brush flow (OHIF)"].append(brush_flow(page, url, images[2 * k + 1]))
         print(f"worklist to saved correction, median over {flows} photographs each (alternated):")
-        for name, found in seconds.items():
+        for name, found in seconds.items() if flows else ():
             each = ", ".join(f"{s:.1f}" for s in found)
             print(f"  {name:24s} {statistics.median(found):5.1f} s  ({each})")
         if steps:
@@ -163,13 +172,20 @@ def session_steps(page: Any, url: str, steps: int) -> None:
     page.goto(f"{url}/lesion/open?image={pick}", wait_until="domcontentloaded")
     ob.wait_lesion(page, pick)
     seconds: dict[str, list[float]] = {"Save and next (in page)": [], "save, then page load": []}
+    phases = []
     for k in range(steps):  # alternated, so a slowing machine slows both
         name = "Save and next (in page)" if k % 2 == 0 else "save, then page load"
-        seconds[name].append(session_step(page, url, in_page=k % 2 == 0))
+        took, timed = session_step(page, url, in_page=k % 2 == 0)
+        seconds[name].append(took)
+        phases += [timed] if timed else []
     print(f"labelling session, photograph shown to the next shown with one click (alternated, {steps} steps):")
     for name, found in seconds.items():
         each = ", ".join(f"{s:.1f}" for s in found)
         print(f"  {name:24s} {statistics.median(found):5.1f} s  ({each})")
+    if phases:  # measured in the page: from the press of Save and next
+        names = {"saved": "saved", "picked": "next pick known", "shown": "photograph shown", "ready": "mask shown"}
+        found = ", ".join(f"{text} {statistics.median(p[k] for p in phases) / 1000:.1f} s" for k, text in names.items())
+        print(f"  Save and next, from the press (medians of {len(phases)}): {found}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,8 @@
     info: {},
     clickLatencies: [], // ms from a click's mouse-up to its mask drawn, for lesion_app's benchmark
     requestLatencies: [], // ms of those the click task's request took (sent to answer decoded)
+    nextSteps: [], // Save and next's phases, ms from the press: saved, picked, shown, ready (for the benchmark)
+    pendingStep: null,
     measurements: null, // of the mask on screen, from the infer result that made it (area, longest diameter)
     ready: false,
     listeners: [],
@@ -111,6 +113,7 @@
     if (!displaySet || !isAsked(displaySet) || vp.getCurrentImageId?.() !== displaySet.images?.[0]?.imageId) {
       return false; // after an in-page Save and next the grid still shows the photograph before for a while
     }
+    lap("shown");
     session.viewportId = viewportId;
     session.image = displaySet.SeriesInstanceUID;
     [session.columns, session.rows] = data.dimensions;
@@ -134,6 +137,15 @@
     setRadius(session.radius);
     lesionApp.overlay.update();
     document.body.dataset.lesionReady = session.image;
+    if (lap("ready")) session.nextSteps.push(session.pendingStep);
+    session.pendingStep = null;
+    return true;
+  }
+
+  /** Notes the time of a phase of the Save and next under way, if one is (true then). */
+  function lap(phase) {
+    if (!session.pendingStep) return false;
+    session.pendingStep[phase] = performance.now() - session.pendingStep.pressed;
     return true;
   }
 
@@ -322,6 +334,7 @@
     const next = await api.nextPick(api.strategy(), api.annotator(), skip ? session.image : null);
     if (!next) return notify("No photograph left to label.");
     const { link } = await api.photoInfo(next);
+    lap("picked");
     openInPage(link);
   }
 
@@ -339,7 +352,13 @@
   }
 
   async function saveNext() {
-    if (await save()) await goNext(false).catch(failed);
+    session.pendingStep = { pressed: performance.now() };
+    if (await save()) {
+      lap("saved");
+      await goNext(false).catch(failed);
+    } else {
+      session.pendingStep = null;
+    }
   }
 
   function skip() {
