@@ -22,7 +22,8 @@ import json
 from pathlib import Path
 
 #: The lesion mode's files, in the order they must run (each adds to ``window.lesionApp``).
-LESION_MODE = [Path(__file__).parent / "lesion_mode" / name for name in ("api.js", "session.js", "ui.js", "markers.js", "mode.js")]
+LESION_MODE_FILES = ("api.js", "session.js", "ui.js", "markers.js", "mode.js")
+LESION_MODE = [Path(__file__).parent / "lesion_mode" / name for name in LESION_MODE_FILES]
 
 
 def app_config(
