@@ -323,7 +323,9 @@ def assert_markers(found: list, want: list) -> None:
         assert positive == sign and abs(x - wx) <= 2 and abs(y - wy) <= 2, (found, want)
 
 
-def test_bad_cases_then_no_lesion_then_save_and_next(server: Server, dicom_studies: dict, page: Any) -> None:
+def test_bad_cases_then_no_lesion_then_save_and_next(
+    server: Server, dicom_studies: dict, portrait: tuple, page: Any
+) -> None:
     row = dicom_studies[LABELLED[1]]
     image, shape = row["series_uid"], (int(row["rows"]), int(row["columns"]))
     ob.open_lesion_from_worklist(page, image)
@@ -375,7 +377,8 @@ def test_bad_cases_then_no_lesion_then_save_and_next(server: Server, dicom_studi
     following = page.evaluate("() => document.body.dataset.lesionReady")
     assert following != image and worklist_rows(server)[following]["state"] != "corrected"
     assert page.evaluate("() => window.lesionTestPage") == "not reloaded" and f"={following}" in page.url
-    shown = next(r for r in dicom_studies.values() if r["series_uid"] == following)  # its own grid, no clicks yet
+    rows = [*dicom_studies.values(), portrait[0]]  # the pick may be any photograph the server has, the portrait too
+    shown = next(r for r in rows if r["series_uid"] == following)  # its own grid, no clicks yet
     assert ob.lesion_mask(page).shape == (int(shown["rows"]), int(shown["columns"])) and ob.click_markers(page) == []
     assert np.array_equal(final_label(server, image), truth(LABELLED[1]))
     # the pick is this annotator's for now: another annotator is handed a different photograph

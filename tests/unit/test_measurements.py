@@ -328,7 +328,7 @@ def test_the_convex_image_is_scikit_images() -> None:
     assert not convex_image(np.zeros((5, 7), bool)).any()
 
 
-def test_the_sampled_asymmetry_is_within_a_hundredth_of_every_pixels() -> None:
+def test_the_sampled_asymmetry_is_within_a_hundredth_of_every_pixels(isic: Path) -> None:
     """Past :data:`ASYMMETRY_SAMPLES` lesion pixels the mirror asymmetry is estimated on a grid of them: on large
     expert masks it stays within 0.01 of the value over every pixel."""
     import lesion_app.core.measurements as measurements
