@@ -299,20 +299,24 @@ class MONAILabelFixes:
 
     def _annotators_pick(self, annotator: str, request: dict[str, Any]) -> dict[str, Any]:
         """The annotator's reserved photograph while unsaved, else the strategy's pick among those not reserved for
-        others nor skipped by them, reserved for them (``reserved_for``, ``reserved_seconds`` in the answer)."""
+        others nor skipped by them (nor the one being saved, ``after``), reserved for them (``reserved_for``,
+        ``reserved_seconds`` in the answer)."""
         datastore = self.datastore()  # type: ignore[attr-defined]
         if not hasattr(self, "_picks"):
             self._picks = picks.Picks()
-        skip = request.get("skip")
-        if skip is not None:
-            checks.check_reference(skip if isinstance(skip, str) else "", "skip")
-            datastore.get_image_uri(skip)  # 404 for an unknown id
-            self._picks.skip(annotator, skip)
+        given = {key: request.get(key) for key in ("skip", "after") if request.get(key) is not None}
+        for key, image in given.items():
+            checks.check_reference(image if isinstance(image, str) else "", key)
+            datastore.get_image_uri(image)  # 404 for an unknown id
+        if "skip" in given:
+            self._picks.skip(annotator, given["skip"])
+        if "after" in given:
+            self._picks.release(annotator, given["after"])
         held = self._picks.held(annotator, set(datastore.get_unlabeled_images()))
         if held is not None:
             result = {"id": held, "path": datastore.get_image_uri(held)}
         else:
-            request[picks.EXCLUDED_KEY] = self._picks.excluded(annotator)
+            request[picks.EXCLUDED_KEY] = self._picks.excluded(annotator) | set(given.values())
             result = super().next_sample(request)  # type: ignore[misc]
         if result and result.get("id"):
             seconds = self._picks.reserve(annotator, result["id"])

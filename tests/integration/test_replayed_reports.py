@@ -529,7 +529,7 @@ def pick(url: str, annotator: str | None = None, **body: Any) -> str:
     return r.json()["id"]
 
 
-def test_a_pick_is_reserved_for_its_annotator_until_saved_or_skipped(server: Server) -> None:
+def test_a_pick_is_reserved_for_its_annotator_until_saved_skipped_or_passed(server: Server) -> None:
     listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
     free = sorted(i for i, o in listed.items() if "final" not in o["labels"])
     assert len(free) >= 4
@@ -543,6 +543,11 @@ def test_a_pick_is_reserved_for_its_annotator_until_saved_or_skipped(server: Ser
     assert put_label(server.url, free[0], png(mask)).status_code == 200
     assert pick(server.url, "ben") == free[3], "saved: ben's next; ana's reservation and ben's skip still hold"
     assert pick(server.url, "ana") == free[2]
+    # Save and next asks for the pick after the photograph being saved, while it is saved
+    assert pick(server.url, "ana", after=free[2]) == free[1], "not the one being saved, nor ben's"
+    assert pick(server.url, "carl") == free[2], "released and kept from no one: a failed save leaves it offered"
+    r = httpx.post(f"{server.url}/activelearning/first", json={"annotator": "ana", "after": "../x"}, timeout=30)
+    assert r.status_code == 400 and "after" in r.text
     r = httpx.post(f"{server.url}/activelearning/first", json={"annotator": "ana", "skip": "no_such_photo"}, timeout=30)
     assert r.status_code == 404 and "no_such_photo" in r.text
     r = httpx.post(f"{server.url}/activelearning/first", json={"annotator": ["ana"]}, timeout=30)

@@ -24,3 +24,13 @@ def test_a_saved_pick_is_released_and_an_annotator_holds_one_at_a_time() -> None
     picks.reserve("ana", "b")
     picks.reserve("ana", "c")
     assert picks.excluded("ben") == {"c"}
+
+
+def test_a_released_pick_is_kept_from_no_one() -> None:
+    picks = Picks()
+    picks.reserve("ana", "a")
+    picks.release("ana", "a")
+    assert picks.held("ana", {"a"}) is None and picks.excluded("ben") == set() and picks.excluded("ana") == set()
+    picks.reserve("ben", "b")
+    picks.release("ana", "b")  # not ana's: ben keeps it
+    assert picks.excluded("ana") == {"b"}

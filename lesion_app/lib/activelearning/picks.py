@@ -6,7 +6,10 @@ body says) reserves the photograph it answers for that annotator for :data:`RESE
 - other annotators' next samples do not get it until it is saved (has a final label), skipped, or the time passes;
 - the same annotator asking again gets the same photograph while it is unsaved;
 - ``"skip": "<image id>"`` releases that annotator's reservation of the image and keeps it from being handed to
-  the same annotator again within the reservation time; the answer is the next pick.
+  the same annotator again within the reservation time; the answer is the next pick;
+- ``"after": "<image id>"`` asks for the pick after that image, whose label the annotator is saving at the same time
+  (the lesion mode's Save and next asks while it saves): the annotator's reservation of it is released and it is not
+  this answer, but it is not kept from anyone (a save that fails leaves it unlabelled and offered as before).
 
 Without an annotator a request behaves as before: it reserves nothing and may get any unlabelled photograph.
 The reservations live in the server's memory: a restart
@@ -72,9 +75,14 @@ class Picks:
             self._held[image] = (annotator, self.clock() + self.seconds)
         return self.seconds
 
-    def skip(self, annotator: str, image: str) -> None:
-        """Releases ``annotator``'s reservation of ``image`` and keeps it from them for the reservation time."""
+    def release(self, annotator: str, image: str) -> None:
+        """Releases ``annotator``'s reservation of ``image`` (one being saved), keeping it from no one."""
         with self._lock:
             if self._held.get(image, ("",))[0] == annotator:
                 del self._held[image]
+
+    def skip(self, annotator: str, image: str) -> None:
+        """Releases ``annotator``'s reservation of ``image`` and keeps it from them for the reservation time."""
+        self.release(annotator, image)
+        with self._lock:
             self._skipped[(annotator, image)] = self.clock() + self.seconds

@@ -118,9 +118,10 @@
     return (await call(url, { method: "POST", body: form }, "saving")).json();
   }
 
-  /** The strategy's next photograph for this annotator (`skip`: hand this one back first); null when none. */
-  async function nextPick(strategy, annotator, skip) {
-    const body = { annotator, ...(skip ? { skip } : {}) };
+  /** The strategy's next photograph for this annotator; null when none. `options.skip`: hand this one back first;
+   * `options.after`: the one being saved meanwhile (not this answer, kept from no one). */
+  async function nextPick(strategy, annotator, { skip, after } = {}) {
+    const body = { annotator, ...(skip ? { skip } : {}), ...(after ? { after } : {}) };
     const options = { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) };
     const answer = await (await call(`/activelearning/${strategy}`, options, "the next photograph")).json();
     return answer?.id || null;

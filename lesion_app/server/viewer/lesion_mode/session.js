@@ -330,11 +330,17 @@
     return save();
   }
 
-  async function goNext(skip) {
-    const next = await api.nextPick(api.strategy(), api.annotator(), skip ? session.image : null);
-    if (!next) return notify("No photograph left to label.");
+  /** The next pick's link (null when none is left); `options` as `api.nextPick`'s. */
+  async function nextLink(options) {
+    const next = await api.nextPick(api.strategy(), api.annotator(), options);
+    if (!next) return null;
     const { link } = await api.photoInfo(next);
     lap("picked");
+    return link;
+  }
+
+  function openNext(link) {
+    if (!link) return notify("No photograph left to label.");
     openInPage(link);
   }
 
@@ -351,18 +357,22 @@
     window.dispatchEvent(new PopStateEvent("popstate", { state }));
   }
 
+  /** Saves, and asks for the next pick while the label is saved; opens it once the save succeeded. */
   async function saveNext() {
     session.pendingStep = { pressed: performance.now() };
-    if (await save()) {
-      lap("saved");
-      await goNext(false).catch(failed);
-    } else {
+    const link = nextLink({ after: session.image }).catch((error) => ({ error }));
+    if (!(await save())) {
       session.pendingStep = null;
+      return;
     }
+    lap("saved");
+    const next = await link;
+    if (next?.error) return failed(next.error);
+    openNext(next);
   }
 
   function skip() {
-    return goNext(true).catch(failed);
+    return nextLink({ skip: session.image }).then(openNext, failed);
   }
 
   /** OHIF's back arrow leads to the app's worklist (OHIF's own study list is not the clinician's list). */
