@@ -67,6 +67,12 @@ class Server:
         stop_process_tree(self.proc, timeout=15)
 
 
+def own_checkout_first() -> str:
+    """``PYTHONPATH`` for a server this checkout starts: its own ``lesion_app`` before the one the virtual
+    environment's editable install names (a worktree's benchmark serves the worktree's code, not the main one's)."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+
 @contextmanager
 def server_process(
     workdir: Path,
@@ -115,7 +121,7 @@ def server_process(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "PYTHONPATH": own_checkout_first(), **(env or {})},
             preexec_fn=preexec,
         )
     server = Server(f"http://127.0.0.1:{port}", proc, workdir, log_path, offset)
