@@ -143,11 +143,12 @@ def evaluate(
     pairs: list[dict[str, str]],
     label: str,
     earlier: dict[str, dict[str, np.ndarray]] | None = None,
+    clicks: int = MAX_CLICKS,
 ) -> dict[str, np.ndarray]:
-    """(N, MAX_CLICKS + 1) IoU after 0..20 clicks per method, each photograph read once; a method whose rows for
+    """(N, clicks + 1) IoU after 0..``clicks`` clicks per method, each photograph read once; a method whose rows for
     every photograph are in ``earlier`` (method -> photograph id -> row) takes them instead of running again."""
     earlier = earlier or {}
-    results = {m.name: np.zeros((len(pairs), MAX_CLICKS + 1)) for m in methods}
+    results = {m.name: np.zeros((len(pairs), clicks + 1)) for m in methods}
     done = {m.name for m in methods if all(p["id"] in earlier.get(m.name, {}) for p in pairs)}
     for name in done:
         results[name][:] = [earlier[name][p["id"]] for p in pairs]
@@ -161,29 +162,33 @@ def evaluate(
             if m.name in done:
                 continue
             predict = m.session(prepared, prepared.original_size)
-            results[m.name][i] = robot_session(predict, truth, prepared.image.shape[-2:], MAX_CLICKS)[0]
+            results[m.name][i] = robot_session(predict, truth, prepared.image.shape[-2:], clicks)[0]
         if (i + 1) % 25 == 0 or i + 1 == len(pairs):
             print(f"  {label}: {i + 1}/{len(pairs)} photographs, {time.monotonic() - t0:.0f}s", file=sys.stderr)
     return results
 
 
-def read_earlier(paths: list[str]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """Rows of earlier runs' CSVs: data set -> method -> photograph id -> IoU after 0..20 clicks."""
+def read_earlier(paths: list[str], clicks: int = MAX_CLICKS) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Rows of earlier runs' CSVs: data set -> method -> photograph id -> IoU after 0..``clicks`` clicks (a run of
+    more clicks gives its first ones: the robot's clicks do not depend on how many follow; one of fewer, nothing)."""
     rows: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for path in paths:
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
-                ious = np.array([float(row[f"iou_{k}"]) for k in range(MAX_CLICKS + 1)])
+                if row.get(f"iou_{clicks}") is None:
+                    continue
+                ious = np.array([float(row[f"iou_{k}"]) for k in range(clicks + 1)])
                 rows.setdefault(row["data"], {}).setdefault(row["method"], {})[row["id"]] = ious
     return rows
 
 
 def columns(ious: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image values of the table's columns."""
+    """Per-image values of the table's columns; ``ious`` (N, clicks + 1)."""
+    clicks = ious.shape[1] - 1
     out = {f"IoU@{k}": ious[:, k] for k in AT}
-    out["NoC@85"] = noc(ious, 0.85, MAX_CLICKS).astype(float)
-    out["NoC@90"] = noc(ious, 0.90, MAX_CLICKS).astype(float)
-    out["never 0.90"] = never_reached(ious, 0.90, MAX_CLICKS).astype(float)
+    out["NoC@85"] = noc(ious, 0.85, clicks).astype(float)
+    out["NoC@90"] = noc(ious, 0.90, clicks).astype(float)
+    out["never 0.90"] = never_reached(ious, 0.90, clicks).astype(float)
     return out
 
 
@@ -201,15 +206,18 @@ def table(dataset: str, results: dict[str, np.ndarray]) -> str:
             cells.append(f"{fmt.format(values.mean())} [{fmt.format(low)}, {fmt.format(high)}]")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     first = names[0]
+    clicks = results[first].shape[1] - 1
     for name in names[1:]:
         diffs = []
         for k in (1, 2, 3, 5):
             d = paired_difference(results[first][:, k], results[name][:, k])
             diffs.append(f"@{k} {d['mean']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]")
         ahead = int((results[first][:, 1:].mean(0) >= results[name][:, 1:].mean(0)).sum())
-        d = paired_difference(noc(results[first], 0.90, MAX_CLICKS), noc(results[name], 0.90, MAX_CLICKS))
+        d = paired_difference(noc(results[first], 0.90, clicks), noc(results[name], 0.90, clicks))
         lines.append(
-            f"\nIoU of {first} minus {name}: " + "; ".join(diffs) + f"; as good or better at {ahead}/20 click counts; "
+            f"\nIoU of {first} minus {name}: "
+            + "; ".join(diffs)
+            + f"; as good or better at {ahead}/{clicks} click counts; "
             f"NoC@90 {d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
         )
     return "\n".join(lines) + "\n"
@@ -225,10 +233,10 @@ def plot(path: Path, everything: dict[str, dict[str, np.ndarray]]) -> None:
     fig, axes = plt.subplots(1, len(everything), figsize=(5.5 * len(everything), 4), squeeze=False)
     for ax, (dataset, results) in zip(axes[0], everything.items()):
         for name, ious in results.items():
-            ax.plot(range(MAX_CLICKS + 1), ious.mean(0), marker=".", label=name)
+            ax.plot(range(ious.shape[1]), ious.mean(0), marker=".", label=name)
         ax.axhline(0.9, color="gray", lw=0.5, ls="--")
         ax.set(title=dataset, xlabel="clicks (robot user)", ylabel="mean IoU at original size", ylim=(0.3, 1.0))
-        ax.set_xticks(range(0, MAX_CLICKS + 1, 2))
+        ax.set_xticks(range(0, next(iter(results.values())).shape[1], 2))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -284,9 +292,18 @@ def main(argv: list[str] | None = None) -> int:
         "(the robot and the networks are deterministic; same code, same rows)",
     )
     p.add_argument("--limit", type=int, default=0, help="only the first N photographs of each data set")
+    p.add_argument(
+        "--clicks",
+        type=int,
+        default=MAX_CLICKS,
+        help=f"the robot's clicks per photograph (default {MAX_CLICKS}, the field's; fewer, at least {max(AT)}, for a "
+        "quick check: NoC is then capped there)",
+    )
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", help="prefix of <out>.csv, <out>.md and <out>.png")
     args = p.parse_args(argv)
+    if args.clicks < max(AT):
+        p.error(f"--clicks must be at least {max(AT)} (the table shows IoU@{max(AT)})")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -311,8 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.random_walker:
         methods.append(random_walker_method())
-    earlier = read_earlier(args.earlier)
-    everything = {name: evaluate(methods, pairs, name, earlier.get(name)) for name, pairs in datasets.items()}
+    earlier = read_earlier(args.earlier, args.clicks)
+    everything = {
+        name: evaluate(methods, pairs, name, earlier.get(name), args.clicks) for name, pairs in datasets.items()
+    }
     report = "\n".join(table(name, results) for name, results in everything.items())
     print(report)
     if args.out:
@@ -321,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         out.with_suffix(".md").write_text(report)
         with open(out.with_suffix(".csv"), "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["data", "method", "id", *(f"iou_{k}" for k in range(MAX_CLICKS + 1))])
+            writer.writerow(["data", "method", "id", *(f"iou_{k}" for k in range(args.clicks + 1))])
             for name, results in everything.items():
                 for method, ious in results.items():
                     for pair, row in zip(datasets[name], ious):

@@ -89,10 +89,11 @@ class TestEvaluateClicks(FileProgramContract):
         model, auto = MODEL_DIR / "pretrained_deepedit.pt", MODEL_DIR / "pretrained_unet.pt"
         argv = [str(first), str(second), "--model", str(model), "--auto", str(auto), "--random-walker"]
         argv += ["--click-brs-iterations", "1", "0", "--click-prior-sigma", "35"]  # 1 iteration: f-BRS on, quickly
+        argv += ["--clicks", "6"]  # the field's 20 clicks cost a minute here: the robot's first six show the same
         assert self.run([*argv, "--out", str(folder / "click results")]) == 0
         with open(folder / "click results.csv", newline="") as f:
             rows = list(csv.reader(f))
-        assert rows[0][:4] == ["data", "method", "id", "iou_0"] and rows[0][-1] == "iou_20" and len(rows) == 1 + 2 * 4
+        assert rows[0][:4] == ["data", "method", "id", "iou_0"] and rows[0][-1] == "iou_6" and len(rows) == 1 + 2 * 4
         assert {r[0] for r in rows[1:]} == {"my data", "other data"}
         before = "seed disks of 4 px, prior 3 logits over 35 px"
         assert [r[1] for r in rows[1:3]] == [f"deepedit (f-BRS 1 it., {before})", f"deepedit ({before})"]  # in order
@@ -104,6 +105,16 @@ class TestEvaluateClicks(FileProgramContract):
         # the rows of an earlier run are taken instead of running every method again: the same table
         assert self.run([*argv, "--earlier", str(folder / "click results.csv"), "--out", str(folder / "again")]) == 0
         assert (folder / "again.md").read_text() == table
+        # a run of fewer clicks takes the earlier run's first ones; too few for the table is refused
+        assert (
+            self.run([*argv[:-1], "5", "--earlier", str(folder / "click results.csv"), "--out", str(folder / "5")]) == 0
+        )
+        with open(folder / "5.csv", newline="") as f:
+            fewer = list(csv.reader(f))
+        assert fewer[0][-1] == "iou_5" and fewer[1:] == [r[:-1] for r in rows[1:]]
+        with pytest.raises(SystemExit) as refused:
+            self.run([*argv[:-1], "4"])
+        assert refused.value.code == 2
 
 
 class TestPredict(FileProgramContract):
