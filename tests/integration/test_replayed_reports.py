@@ -529,7 +529,7 @@ def pick(url: str, annotator: str | None = None, **body: Any) -> str:
     return r.json()["id"]
 
 
-def test_a_pick_is_reserved_for_its_annotator_until_saved_skipped_or_passed(server: Server) -> None:
+def test_a_pick_is_reserved_until_saved_or_skipped_and_released_by_save_and_next(server: Server) -> None:
     listed = httpx.get(f"{server.url}/datastore/", params={"output": "all"}, timeout=30).json()["objects"]
     free = sorted(i for i, o in listed.items() if "final" not in o["labels"])
     assert len(free) >= 4
