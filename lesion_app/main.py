@@ -54,8 +54,7 @@ class LesionApp(patches.MONAILabelFixes, MONAILabelApp):
         except ValueError as e:  # a bad --conf value: its one line, not the server's traceback of its start
             lifetime.exit_with_message(f"lesion_app: {e}", 2)
         self.max_upload_mb = self.settings.max_upload_mb
-        if self.settings.threads:
-            torch.set_num_threads(self.settings.threads)
+        torch.set_num_threads(self.settings.torch_threads)
         self.configs = {}
         # the first served automatic model is the one whose uncertainty the app measures
         measured = next((m for m in self.settings.models if m in AUTOMATIC_MODELS), None)

@@ -44,7 +44,7 @@ FIELDS_DOC = {
     "model_dir": "folder for models trained by the server (default: the app's `model/`)",
     "pretrained_dir": "folder of the shipped weights `pretrained_<model>.pt` (default: the app's `model/`)",
     "spatial_size": "side of the square network input photographs are resized to, in pixels (a multiple of 32)",
-    "threads": "torch CPU threads for inference (0: all cores)",
+    "threads": "torch CPU threads for inference (0: every core but one, at least one)",
     "infer_tta": "average the four flips of each image by default (a request's `tta` overrides it)",
     "infer_postprocess": "keep the largest lesion region and fill its holes by default (request: `postprocess`)",
     "click_radius": "`deepedit`: the disk around each click that takes its label, pixels at the network's size "
@@ -206,6 +206,17 @@ class LesionSettings:
                 f"{settings.pixel_spacing_mm}"
             )
         return settings
+
+    @property
+    def torch_threads(self) -> int:
+        """The torch CPU threads the app uses: ``threads``, or with 0 every core this process may run on but one
+        (at least one). A core is left for a browser, Orthanc and the server's own work on the same machine: on
+        2 cores, with torch on both, a click took 0.7 to 1.6 s (median) of inference beside headless Chromium's
+        software rendering, against 0.22 s on one (docs/ohif.md, Speed)."""
+        if self.threads:
+            return self.threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, cores - 1)
 
     @property
     def spatial(self) -> tuple[int, int]:

@@ -13,6 +13,12 @@ def test_defaults_and_paths(tmp_path) -> None:
     assert s.published_path("unet") == str(tmp_path / "model" / "unet.pt")
 
 
+@pytest.mark.parametrize(("cores", "conf", "threads"), [(2, {}, 1), (1, {}, 1), (16, {}, 15), (2, {"threads": "2"}, 2)])
+def test_torch_threads_leave_a_core_unless_given(tmp_path, monkeypatch, cores, conf, threads) -> None:
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert LesionSettings.from_conf(conf, tmp_path).torch_threads == threads
+
+
 def test_conf_values_are_parsed(tmp_path) -> None:
     conf = {
         "models": "deeplabv3",
