@@ -25,7 +25,8 @@
 #
 # Settings (environment): MINUTES (9), OUT (runs/device), DATA (.gpu/isic), WHEELS (.gpu/whl; absent: nothing
 # installed), DEVICE (cuda), WORKERS (2 data-loading processes per run), EPOCHS (1000: the minutes decide),
-# SIZE (256), LIMIT (0: every pair; smoke tests), ONLY (names of the runs to start, space-separated; empty: all).
+# SIZE (256), LIMIT (0: every pair; smoke tests), ONLY (names of the runs to start, space-separated; empty: all),
+# THREADS (2 torch CPU threads per run; the CPU smoke test uses 1: six runs on 2 cores).
 # Exit status: 0 when every run started wrote its model file.
 set -euo pipefail
 MINUTES=${MINUTES:-9}
@@ -39,6 +40,7 @@ SIZE=${SIZE:-256}
 LIMIT=${LIMIT:-0}
 PYTHON=${PYTHON:-python3}
 ONLY=${ONLY:-}
+THREADS=${THREADS:-2}
 mkdir -p "$OUT"
 if compgen -G "$WHEELS/*.whl" >/dev/null; then
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$WHEELS"/*.whl
@@ -56,7 +58,7 @@ train() {  # name, then lesion-train options
     shift
     if [[ -n "$ONLY" && " $ONLY " != *" $name "* ]]; then return; fi
     names+=("$name")
-    "$PYTHON" -m apps.train "$DATA" --device "$DEVICE" --workers "$WORKERS" --threads 2 --batch-size 16 \
+    "$PYTHON" -m apps.train "$DATA" --device "$DEVICE" --workers "$WORKERS" --threads "$THREADS" --batch-size 16 \
         --minutes "$MINUTES" --epochs "$EPOCHS" --spatial-size "$SIZE" --limit "$LIMIT" --progress \
         --out "$OUT/$name.pt" --log "$OUT/$name.jsonl" "$@" >"$OUT/$name.log" 2>&1 &
 }
