@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1, help="times the models take turns; medians of the rounds")
     p.add_argument("--deepedit", help="a click model file to serve as deepedit instead of the shipped one")
     p.add_argument("--click-options", default="{}", help="JSON of options sent with every click (click_zoom ...)")
-    p.add_argument("--threads", type=int, default=0, help="the server's --conf threads (0: its default, every core)")
+    p.add_argument("--threads", type=int, default=0, help="the server's --conf threads (0: its default)")
     args = p.parse_args(argv)
     click_options = json.loads(args.click_options)
     models = args.models.split(",")

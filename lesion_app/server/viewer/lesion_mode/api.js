@@ -1,7 +1,8 @@
 /*
  * lesion_app's lesion mode for OHIF 3.13 (1 of 5): the app's HTTP API as the mode uses it, on the page's own
- * origin only, and lesion masks as PNG both ways (encoded here with the browser's zlib, decoded by its canvas). Masks are
- * Uint8Array(rows * columns) of 0/1, row after row, on the photograph's stored pixel grid (the DICOM frame's).
+ * origin only, and lesion masks as PNG both ways (encoded here around the browser's zlib, decoded by its canvas).
+ * Masks are Uint8Array(rows * columns) of 0/1, row after row, on the photograph's stored pixel grid (the DICOM
+ * frame's).
  */
 (() => {
   const lesionApp = window.lesionApp || {};
