@@ -77,8 +77,9 @@
     const zlib = new Blob([scanlines]).stream().pipeThrough(new CompressionStream("deflate"));
     const compressed = new Uint8Array(await new Response(zlib).arrayBuffer());
     const header = new Uint8Array(13); // width, height, bit depth 8, colour type 0 (grey), deflate, filter 0, no interlace
-    new DataView(header.buffer).setUint32(0, columns);
-    new DataView(header.buffer).setUint32(4, rows);
+    const size = new DataView(header.buffer);
+    size.setUint32(0, columns);
+    size.setUint32(4, rows);
     header[8] = 8;
     const parts = [
       PNG_SIGNATURE,
