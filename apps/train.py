@@ -119,6 +119,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="training loss: the paper's Jaccard + SSIM + focal (hybrid) or RITM's normalised focal loss (nfl)",
     )
     clicks.add_argument(
+        "--click-zoom-crop",
+        type=float,
+        default=ClickConfig.zoom_crop,
+        help="share of training views that are the box the zoom-in at inference shows (RITM), not the whole photograph",
+    )
+    clicks.add_argument(
         "--click-fusion",
         choices=("early", "conv1s"),
         default="early",
@@ -216,6 +222,7 @@ def starting_network(
         max_initial=args.click_max_initial,
         p_zero_prev=args.click_p_zero_prev,
         loss=args.click_loss,
+        zoom_crop=args.click_zoom_crop,
     )
     if args.init:
         checkpoint = read_checkpoint(args.init)
@@ -225,7 +232,7 @@ def starting_network(
             return network, spec, {"clicks": cfg.as_dict()}, new
         kept = {k: v for k, v in meta.items() if k == "clicks"}
         if args.clicks and kept:  # a click model reads clicks as its file says; how they are simulated is asked here
-            asked = ("p_auto", "max_iters", "p_first", "max_initial", "p_zero_prev", "loss")
+            asked = ("p_auto", "max_iters", "p_first", "max_initial", "p_zero_prev", "loss", "zoom_crop")
             simulation = {k: getattr(cfg, k) for k in asked}
             kept = {"clicks": replace(ClickConfig.of(meta), **simulation).as_dict()}
         return network_from(checkpoint), checkpoint["network"], kept, []

@@ -49,7 +49,7 @@ CLICK_PRIOR_SIGMA = 35.0
 #: --click-brs-iterations 0 5 10 20 --limit 60``: NoC@90 5.77, 4.93, 4.75, 4.98; docs/clicks_brs_selection.md) as the
 #: most that keeps a click within 100 ms through the server on 2 CPU threads (10 took 110 ms).
 CLICK_BRS_ITERATIONS = 5
-#: RITM's zoom-in after the first click (:class:`lesion_app.core.predictor.ZoomIn`), 1: on, 0: off.
+#: RITM's zoom-in after the first click (:class:`lesion_app.core.zoom.ZoomIn`), 1: on, 0: off.
 CLICK_ZOOM = 0
 #: 8-connectivity for error regions and lesion components.
 _EIGHT = np.ones((3, 3), dtype=bool)
@@ -75,6 +75,8 @@ class ClickConfig:
             positive click.
         p_zero_prev: per image, the probability that the previous mask the gradient step sees is zeros (RITM's
             ``prev_mask_drop_prob``).
+        zoom_crop: per image, the probability that training sees the box the zoom-in at inference shows
+            (:class:`lesion_app.core.transforms.RandZoomInCropd`) instead of the whole photograph.
         loss: the training loss, a name of :data:`lesion_app.core.losses.LOSSES`: the paper's ``"hybrid"``
             Jaccard + SSIM + focal, or RITM's normalised focal loss ``"nfl"``.
     """
@@ -89,6 +91,7 @@ class ClickConfig:
     max_initial: int = 1
     p_zero_prev: float = 0.0
     loss: str = "hybrid"
+    zoom_crop: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -215,7 +218,7 @@ class ClickEffect:
         prior_sigma: the prior's Gaussian standard deviation, pixels at the network's size.
         brs_iterations: L-BFGS iterations of the refinement per click, a whole number (0: off).
         zoom: 1: from the second click on the network sees the box around the lesion (RITM's zoom-in,
-            :class:`lesion_app.core.predictor.ZoomIn`), and the pixels above are pixels of that box's grid; 0: off.
+            :class:`lesion_app.core.zoom.ZoomIn`), and the pixels above are pixels of that box's grid; 0: off.
 
     Raises:
         ValueError: a value outside :attr:`LIMITS`, or a fractional ``brs_iterations`` or ``zoom``.
@@ -529,7 +532,8 @@ class ClickValidation:
 
 def training_options(meta: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """What a training run of this model needs besides the loop's defaults, from its model file's meta: for a
-    click model the click simulation, the click validation, its loss and the ``clicks`` entry its new file keeps;
+    click model the click simulation, the click validation, its loss, its share of zoom-in views and the ``clicks``
+    entry its new file keeps;
     for an automatic model nothing."""
     if "clicks" not in meta:
         return {}
@@ -538,5 +542,6 @@ def training_options(meta: dict[str, Any], seed: int = 0) -> dict[str, Any]:
         "inputs": ClickSimulation(cfg, seed),
         "validate": ClickValidation(cfg),
         "loss": LOSSES[cfg.loss](),
+        "zoom_crop": cfg.zoom_crop,
         "meta": {"clicks": cfg.as_dict()},
     }

@@ -40,6 +40,7 @@ from lesion_app.core.transforms import (
     mask_to_grid,
     restore_size,
 )
+from lesion_app.core.zoom import ZoomIn
 
 #: Flips averaged by test-time augmentation: none, left-right, up-down, both (dims of an (N, C, H, W) batch).
 FLIP_DIMS: tuple[tuple[int, ...], ...] = ((), (3,), (2,), (2, 3))
@@ -95,36 +96,6 @@ class Prepared:
         cols = slice(int(c0 * sw / w), max(int(c0 * sw / w) + 1, round(c1 * sw / w)))
         part = self.source[None, :, rows, cols].float() / 255.0
         return F.interpolate(part, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-
-
-@dataclass(frozen=True)
-class ZoomIn:
-    """RITM's zoom-in at inference (Sofiiuk et al., "Reviving Iterative Training with Mask Guidance for Interactive
-    Segmentation", 2022): after the first ``skip_clicks`` clicks the click network sees only the box around the
-    previous mask and the clicks, widened ``expansion`` times around its centre and at least ``min_side`` pixels of
-    the photograph on each side, resized to its input; outside the box the previous mask stays. A small lesion then
-    fills the input instead of a few of its pixels.
-    """
-
-    expansion: float = 1.4
-    min_side: int = 200
-    skip_clicks: int = 1
-
-    def box(self, previous: np.ndarray, points: Sequence[Point], shape: Sequence[int]) -> tuple[int, int, int, int]:
-        """(row0, row1, col0, col1), half-open, on the (H, W) photograph: the box to predict in, from the previous
-        (H, W) mask and the clicks (row, col) at the photograph's size."""
-        h, w = int(shape[0]), int(shape[1])
-        rows, cols = np.nonzero(previous)
-        rows = np.concatenate([rows, [p[0] for p in points]])
-        cols = np.concatenate([cols, [p[1] for p in points]])
-        if rows.size == 0:
-            return 0, h, 0, w
-
-        def side(low: float, high: float, limit: int) -> tuple[int, int]:
-            centre, half = (low + high + 1) / 2.0, max((high - low + 1) * self.expansion, self.min_side) / 2.0
-            return max(0, int(np.floor(centre - half))), min(limit, int(np.ceil(centre + half)))
-
-        return (*side(rows.min(), rows.max(), h), *side(cols.min(), cols.max(), w))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from monai.transforms import (
 from monai.utils import ensure_tuple
 from PIL import Image
 
+from lesion_app.core.zoom import ZoomIn
 from lesion_app.io.images import binarize, is_itk_file, open_image, read_itk_slice, to_gray, to_rgb
 
 #: Where the loader records each image's original (H, W) so predictions can be restored to it.
@@ -118,6 +119,64 @@ class KeepPhotographd(MapTransform):
             photograph = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
             photograph.flags.writeable = False  # shared with a click session's kept input
             d[PHOTOGRAPH_KEY] = photograph
+        return d
+
+
+class RandZoomInCropd(RandomizableTransform, MapTransform):
+    """With probability ``prob``, the view of the photograph RITM's zoom-in gives a click network (:class:`ZoomIn`,
+    Sofiiuk et al. 2022), drawn at random; otherwise the whole photograph. Either way resized to ``spatial_size``.
+
+    Works on a (3, H, W) image and a (1, H, W) 0/1 label at the photograph's own size (the click training caches them
+    so): the box is :meth:`ZoomIn.box` of the label, widened by a factor drawn from ``expansion`` (at inference 1.4
+    around the previous mask, which is larger or smaller than the lesion) and its centre moved by up to ``shift`` of
+    its sides, at least ``min_side`` pixels; each side is resized on its own, as at inference (a box that is not
+    square is stretched). The image is resized as inference resizes it (a box bilinearly with antialiasing, as
+    :meth:`lesion_app.core.predictor.Prepared.crop` does; the whole photograph by area), the label bilinearly and
+    thresholded at 0.5. A photograph without lesion is never cropped.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        spatial_size: Sequence[int],
+        prob: float = 0.5,
+        expansion: tuple[float, float] = (1.2, 2.0),
+        shift: float = 0.1,
+        min_side: int = ZoomIn.min_side,
+        label_key: str = "label",
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        RandomizableTransform.__init__(self, prob)
+        self.spatial_size = tuple(int(s) for s in spatial_size)
+        self.expansion, self.shift, self.min_side, self.label_key = expansion, shift, min_side, label_key
+        self._zoom = ZoomIn()
+        self._shift = (0.0, 0.0)
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(None)
+        self._zoom = ZoomIn(float(self.R.uniform(*self.expansion)), self.min_side)
+        self._shift = (float(self.R.uniform(-self.shift, self.shift)), float(self.R.uniform(-self.shift, self.shift)))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        self.randomize()
+        label = torch.as_tensor(d[self.label_key]).as_subclass(torch.Tensor)
+        h, w = label.shape[-2:]
+        box = (0, h, 0, w)
+        if self._do_transform:
+            box = self._zoom.box(label[0].numpy() > 0.5, [], (h, w), self._shift)
+        r0, r1, c0, c1 = box
+        for key in self.key_iterator(d):
+            part = torch.as_tensor(d[key]).as_subclass(torch.Tensor)[None, :, r0:r1, c0:c1].float()
+            if key == self.label_key:
+                resized = F.interpolate(part, size=self.spatial_size, mode="bilinear", align_corners=False)
+                d[key] = (resized[0] >= 0.5).float()
+            elif box == (0, h, 0, w):  # the whole photograph, resized as inference resizes it
+                d[key] = F.interpolate(part, size=self.spatial_size, mode="area")[0]
+            else:  # the box, resized as the zoom-in at inference resizes it
+                d[key] = F.interpolate(
+                    part, size=self.spatial_size, mode="bilinear", align_corners=False, antialias=True
+                )[0]
         return d
 
 
@@ -239,9 +298,21 @@ def augment_transforms(image_key: str = "image", label_key: str = "label") -> li
     ]
 
 
-def train_transforms(spatial_size: Sequence[int]) -> Compose:
-    """Load, preprocess and augment an image/label pair (training)."""
-    return Compose(load_transforms() + preprocess_transforms(spatial_size) + augment_transforms())
+def train_transforms(spatial_size: Sequence[int], zoom_crop: float = 0.0) -> Compose:
+    """Load, preprocess and augment an image/label pair (training).
+
+    ``zoom_crop`` above 0: the click training's views, a share ``zoom_crop`` of them the box the zoom-in shows
+    (:class:`RandZoomInCropd`). A dataset that caches the deterministic steps then keeps each pair at the
+    photograph's size as uint8 (about a megabyte a 512 px photograph), not at the network's.
+    """
+    if not zoom_crop:
+        return Compose(load_transforms() + preprocess_transforms(spatial_size) + augment_transforms())
+    keep = [EnsureTyped(["image", "label"], dtype=torch.uint8, track_meta=False)]
+    view = [
+        RandZoomInCropd(["image", "label"], spatial_size, prob=zoom_crop),
+        ScaleIntensityRanged("image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),
+    ]
+    return Compose(load_transforms() + keep + view + augment_transforms())
 
 
 def val_transforms(spatial_size: Sequence[int]) -> Compose:

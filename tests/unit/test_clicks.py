@@ -223,6 +223,7 @@ def test_training_options_follow_the_model_file() -> None:
     assert isinstance(options["loss"], HybridLoss)  # a file of before the loss was named trains as it did
     nfl = training_options({"clicks": ClickConfig(loss="nfl").as_dict()})
     assert isinstance(nfl["loss"], NormalizedFocalLoss) and nfl["meta"]["clicks"]["loss"] == "nfl"
+    assert options["zoom_crop"] == 0.0 and training_options({"clicks": {"zoom_crop": 0.5}})["zoom_crop"] == 0.5
     with pytest.raises(ValueError, match="not a click model"):
         ClickConfig.of({})
     with pytest.raises(ValueError, match="unknown click training loss"):

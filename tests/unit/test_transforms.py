@@ -10,6 +10,7 @@ from PIL import Image
 from lesion_app.core.transforms import (
     ORIGINAL_SIZE_KEY,
     RandColorJitterd,
+    RandZoomInCropd,
     adjust_hue,
     binarize,
     infer_transforms,
@@ -102,6 +103,37 @@ def test_train_transforms_keep_image_and_label_aligned(tmp_path: Path) -> None:
         # the red channel (lesion 230 vs background 30, jittered) still marks the label
         red = data["image"][0]
         assert float(red[data["label"][0] > 0].mean()) > float(red[data["label"][0] == 0].mean()) + 0.2
+
+
+def test_zoom_in_crops_frame_the_lesion_as_inference_does_and_stay_aligned(tmp_path: Path) -> None:
+    mask = np.zeros((300, 420), np.uint8)
+    mask[100:160, 150:240] = 1  # 60 x 90 lesion: the zoom-in's box is at least 200 px a side
+    pair = write_pair(tmp_path, mask, label_scale=255, suffix=".png")
+    whole = train_transforms((128, 128))(pair)["label"].mean()
+    crops = RandZoomInCropd(["image", "label"], (128, 128), prob=1.0)
+    crops.set_random_state(seed=0)
+    data = {
+        "image": torch.from_numpy(np.array(Image.open(pair["image"]))).permute(2, 0, 1).float(),
+        "label": torch.from_numpy(mask)[None],
+    }
+    for _ in range(5):
+        view = crops(data)
+        assert view["image"].shape == (3, 128, 128) and set(torch.unique(view["label"]).tolist()) <= {0.0, 1.0}
+        # the lesion fills much more of the box than of the photograph, and the red channel still marks it
+        assert float(view["label"].mean()) > 2 * float(whole)
+        red = view["image"][0]
+        assert float(red[view["label"][0] > 0].mean()) > float(red[view["label"][0] == 0].mean()) + 100
+    never = RandZoomInCropd(["image", "label"], (128, 128), prob=0.0)(data)
+    assert torch.equal(
+        never["label"],
+        (torch.nn.functional.interpolate(data["label"][None].float(), (128, 128), mode="bilinear")[0] >= 0.5).float(),
+    )
+    # the training pipeline with zoom-in views: cached at the photograph's size as uint8, views at the network's
+    pipeline = train_transforms((128, 128), zoom_crop=0.5)
+    pipeline.set_random_state(seed=1)
+    views = [pipeline(pair) for _ in range(8)]
+    assert all(v["image"].shape == (3, 128, 128) and float(v["image"].max()) <= 1.0 for v in views)
+    assert len({round(float(v["label"].mean()), 3) for v in views}) > 1  # whole photographs and boxes
 
 
 def test_colour_jitter_stays_in_range_and_changes_colour() -> None:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lesion_app.core.clicks import ClickConfig, ClickEffect
-from lesion_app.core.predictor import Predictor, ZoomIn
+from lesion_app.core.predictor import Predictor
+from lesion_app.core.zoom import ZoomIn
 from lesion_app.io.images import read_mask
 from lesion_app.lib.settings import shipped_model
 from tests.support.paths import SAMPLE_DATA

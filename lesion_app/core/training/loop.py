@@ -93,7 +93,8 @@ class TrainingRun:
     paper's :class:`HybridLoss` with ``FitConfig.loss_weights``) is what the gradient step minimises.
     ``new_layers`` names the parameters new to a pretrained network (a click model's click stem), trained at the
     full learning rate while the others get ``FitConfig.trunk_lr_factor`` of it; empty: every parameter at the full
-    rate.
+    rate. ``zoom_crop``: the share of training views that are the zoom-in's box rather than the whole photograph
+    (:func:`lesion_app.core.transforms.train_transforms`).
     """
 
     network: nn.Module
@@ -107,6 +108,7 @@ class TrainingRun:
     validate: ValidateFn | None = None
     loss: nn.Module | None = None
     new_layers: Sequence[str] = ()
+    zoom_crop: float = 0.0
 
 
 @dataclass
@@ -237,7 +239,7 @@ def _loaders(
     if cfg.num_workers:
         common["persistent_workers"] = True
     train_ds = CacheDataset(
-        run.train_items, train_transforms(cfg.spatial_size), num_workers=cfg.num_workers, progress=False
+        run.train_items, train_transforms(cfg.spatial_size, run.zoom_crop), num_workers=cfg.num_workers, progress=False
     )
     sampler: Sampler | None = None
     if size > 1:
