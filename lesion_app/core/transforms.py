@@ -140,8 +140,8 @@ class RandZoomInCropd(RandomizableTransform, MapTransform):
         keys: KeysCollection,
         spatial_size: Sequence[int],
         prob: float = 0.5,
-        expansion: tuple[float, float] = (1.2, 2.0),
-        shift: float = 0.1,
+        expansion: tuple[float, float] = (1.1, 2.2),
+        shift: float = 0.2,
         min_side: int = ZoomIn.min_side,
         label_key: str = "label",
     ) -> None:
