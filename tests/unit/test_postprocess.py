@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from monai.transforms import FillHoles, KeepLargestConnectedComponent
 
 from lesion_app.core.postprocess import clean_mask
+from lesion_app.io.images import read_mask
+from tests.support.paths import SAMPLE_DATA
 
 
 def ring_and_speck() -> np.ndarray:
@@ -54,3 +57,20 @@ def test_a_negative_click_keeps_its_hole_open_and_other_holes_still_fill() -> No
 def test_hole_points_on_the_lesion_or_on_open_skin_change_nothing() -> None:
     mask = ring_and_speck()
     assert np.array_equal(clean_mask(mask, holes=[(5, 5), (0, 0)]), clean_mask(mask))
+
+
+def test_agrees_with_monais_transforms_on_the_datas_own_masks_made_ragged() -> None:
+    """The clean-up is MONAI's KeepLargestConnectedComponent (8-connected) then FillHoles (4-connected background),
+    computed faster: on sample-data's expert masks with specks, holes and cut-off pieces added, both agree."""
+    keep_largest = KeepLargestConnectedComponent(applied_labels=[1], connectivity=2)
+    fill_holes = FillHoles(applied_labels=[1], connectivity=1)
+    rng = np.random.default_rng(0)
+    labels = sorted((SAMPLE_DATA / "labels" / "final").glob("*.png"))[:8]
+    assert labels
+    for path in labels:
+        mask = (read_mask(path) > 0).astype(np.uint8)
+        noise = rng.random(mask.shape)
+        ragged = np.where(noise < 0.02, 1 - mask, mask).astype(np.uint8)  # specks outside, holes inside
+        ragged[:, : mask.shape[1] // 8] = (noise[:, : mask.shape[1] // 8] < 0.5).astype(np.uint8)  # a noisy edge
+        expected = fill_holes(keep_largest(torch.tensor(ragged)[None]))[0].numpy().astype(np.uint8)
+        assert np.array_equal(clean_mask(ragged), expected), path.name
