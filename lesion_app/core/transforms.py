@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -89,6 +90,18 @@ class RecordOriginalSized(MapTransform):
         return d
 
 
+def shrink_to_side(image: torch.Tensor, side: int, mode: str = "area") -> torch.Tensor:
+    """A channel-first (C, H, W) image resized (``mode``: MONAI's and torch's names) so that its longer side is at
+    most ``side``, in its own dtype; unchanged when it already is."""
+    h, w = image.shape[1:]
+    scale = side / max(h, w)
+    if scale >= 1:
+        return image
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    resized = F.interpolate(image[None].float(), size=size, mode=mode)[0]
+    return resized.round().to(image.dtype) if not image.is_floating_point() else resized.to(image.dtype)
+
+
 class KeepZoomSourced(MapTransform):
     """Keeps a channel-first [0, 255] image under :data:`ZOOM_SOURCE_KEY` as uint8, its longer side at most
     :data:`ZOOM_SOURCE_SIDE` (area resize), before it is resized for the network."""
@@ -96,13 +109,25 @@ class KeepZoomSourced(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            image = torch.as_tensor(d[key]).as_subclass(torch.Tensor).float()
-            h, w = image.shape[1:]
-            scale = ZOOM_SOURCE_SIDE / max(h, w)
-            if scale < 1:
-                size = (max(1, round(h * scale)), max(1, round(w * scale)))
-                image = F.interpolate(image[None], size=size, mode="area")[0]
+            image = shrink_to_side(torch.as_tensor(d[key]).as_subclass(torch.Tensor).float(), ZOOM_SOURCE_SIDE)
             d[ZOOM_SOURCE_KEY] = image.round().clamp(0, 255).to(torch.uint8)
+        return d
+
+
+class LimitSided(MapTransform):
+    """Area-resizes channel-first images whose longer side exceeds ``side`` to it (``mode`` per key, MONAI's names:
+    ``"area"`` for photographs, ``"nearest"`` for labels); smaller ones stay as they are. The click training's zoom-in
+    views keep photographs so, as the zoom-in at inference keeps its source (:data:`ZOOM_SOURCE_SIDE`)."""
+
+    def __init__(self, keys: KeysCollection, side: int = ZOOM_SOURCE_SIDE, mode: Sequence[str] = ("area",)) -> None:
+        super().__init__(keys)
+        self.side, self.mode = side, ensure_tuple(mode)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for i, key in enumerate(self.key_iterator(d)):
+            image = torch.as_tensor(d[key]).as_subclass(torch.Tensor)
+            d[key] = shrink_to_side(image, self.side, self.mode[min(i, len(self.mode) - 1)])
         return d
 
 
@@ -126,11 +151,12 @@ class RandZoomInCropd(RandomizableTransform, MapTransform):
     """With probability ``prob``, the view of the photograph RITM's zoom-in gives a click network (:class:`ZoomIn`,
     Sofiiuk et al. 2022), drawn at random; otherwise the whole photograph. Either way resized to ``spatial_size``.
 
-    Works on a (3, H, W) image and a (1, H, W) 0/1 label at the photograph's own size (the click training caches them
-    so): the box is :meth:`ZoomIn.box` of the label, widened by a factor drawn from ``expansion`` (at inference 1.4
-    around the previous mask, which is larger or smaller than the lesion) and its centre moved by up to ``shift`` of
-    its sides, at least ``min_side`` pixels; each side is resized on its own, as at inference (a box that is not
-    square is stretched). The image is resized as inference resizes it (a box bilinearly with antialiasing, as
+    Works on a (3, H, W) image and a (1, H, W) 0/1 label as the click training caches them (the photograph's size, at
+    most :data:`ZOOM_SOURCE_SIDE`): the box is :meth:`ZoomIn.box` of the label, widened by a factor drawn from
+    ``expansion`` (at inference 1.4 around the previous mask, which is larger or smaller than the lesion) and its
+    centre moved by up to ``shift`` of its sides, at least ``min_side`` pixels of the photograph as read
+    (:data:`ORIGINAL_SIZE_KEY`); each side is resized on its own, as at inference (a box that is not square is
+    stretched). The image is resized as inference resizes it (a box bilinearly with antialiasing, as
     :meth:`lesion_app.core.predictor.Prepared.crop` does; the whole photograph by area), the label bilinearly and
     thresholded at 0.5. A photograph without lesion is never cropped.
     """
@@ -164,7 +190,10 @@ class RandZoomInCropd(RandomizableTransform, MapTransform):
         h, w = label.shape[-2:]
         box = (0, h, 0, w)
         if self._do_transform:
-            box = self._zoom.box(label[0].numpy() > 0.5, [], (h, w), self._shift)
+            # ``min_side`` is pixels of the photograph as it was read, also when it is kept smaller (LimitSided)
+            shrunk = max(h, w) / max(d.get(ORIGINAL_SIZE_KEY, (h, w)))
+            zoom = replace(self._zoom, min_side=round(self._zoom.min_side * shrunk))
+            box = zoom.box(label[0].numpy() > 0.5, [], (h, w), self._shift)
         r0, r1, c0, c1 = box
         for key in self.key_iterator(d):
             part = torch.as_tensor(d[key]).as_subclass(torch.Tensor)[None, :, r0:r1, c0:c1].float()
@@ -302,12 +331,16 @@ def train_transforms(spatial_size: Sequence[int], zoom_crop: float = 0.0) -> Com
     """Load, preprocess and augment an image/label pair (training).
 
     ``zoom_crop`` above 0: the click training's views, a share ``zoom_crop`` of them the box the zoom-in shows
-    (:class:`RandZoomInCropd`). A dataset that caches the deterministic steps then keeps each pair at the
-    photograph's size as uint8 (about a megabyte a 512 px photograph), not at the network's.
+    (:class:`RandZoomInCropd`). A dataset that caches the deterministic steps then keeps each pair as the zoom-in
+    at inference keeps its source: uint8, at the photograph's size up to :data:`ZOOM_SOURCE_SIDE` on its longer side
+    (about a megabyte a 512 px photograph), not at the network's.
     """
     if not zoom_crop:
         return Compose(load_transforms() + preprocess_transforms(spatial_size) + augment_transforms())
-    keep = [EnsureTyped(["image", "label"], dtype=torch.uint8, track_meta=False)]
+    keep = [
+        EnsureTyped(["image", "label"], dtype=torch.uint8, track_meta=False),
+        LimitSided(["image", "label"], ZOOM_SOURCE_SIDE, mode=("area", "nearest")),
+    ]
     view = [
         RandZoomInCropd(["image", "label"], spatial_size, prob=zoom_crop),
         ScaleIntensityRanged("image", a_min=0.0, a_max=255.0, b_min=0.0, b_max=1.0, clip=True),

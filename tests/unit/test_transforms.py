@@ -9,6 +9,7 @@ from PIL import Image
 
 from lesion_app.core.transforms import (
     ORIGINAL_SIZE_KEY,
+    LimitSided,
     RandColorJitterd,
     RandZoomInCropd,
     adjust_hue,
@@ -134,6 +135,25 @@ def test_zoom_in_crops_frame_the_lesion_as_inference_does_and_stay_aligned(tmp_p
     views = [pipeline(pair) for _ in range(8)]
     assert all(v["image"].shape == (3, 128, 128) and float(v["image"].max()) <= 1.0 for v in views)
     assert len({round(float(v["label"].mean()), 3) for v in views}) > 1  # whole photographs and boxes
+
+
+def test_a_large_photograph_is_kept_at_the_zoom_sources_size_and_the_box_in_its_pixels() -> None:
+    """Training keeps a 2048 px photograph at 1024 px, as inference keeps the zoom-in's source, and the box's least
+    side stays 200 pixels of the photograph as read (100 of the kept copy)."""
+    image = torch.zeros(3, 600, 2048, dtype=torch.uint8)
+    label = torch.zeros(1, 600, 2048, dtype=torch.uint8)
+    label[0, 300:320, 1000:1020] = 1
+    kept = LimitSided(["image", "label"], 1024, mode=("area", "nearest"))(
+        {"image": image, "label": label, ORIGINAL_SIZE_KEY: (600, 2048)}
+    )
+    assert kept["image"].shape == (3, 300, 1024) and kept["image"].dtype == torch.uint8
+    assert kept["label"].shape == (1, 300, 1024) and int(kept["label"].sum()) == 100
+    crop = RandZoomInCropd(["image", "label"], (50, 50), prob=1.0, expansion=(1.0, 1.0), shift=0.0)
+    view = crop(kept)
+    # a 10 x 10 lesion in a box of 100 x 100 kept pixels: a tenth of each side, a hundredth of the view
+    assert float(view["label"].mean()) == pytest.approx(0.01, abs=0.005)
+    small = {"image": image[:, :300, :400], "label": label[:, :300, :400]}
+    assert LimitSided(["image", "label"], 1024)(small)["image"].shape == (3, 300, 400)  # smaller ones stay
 
 
 def test_colour_jitter_stays_in_range_and_changes_colour() -> None:
