@@ -533,8 +533,7 @@ class ClickValidation:
 def training_options(meta: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     """What a training run of this model needs besides the loop's defaults, from its model file's meta: for a
     click model the click simulation, the click validation, its loss, its share of zoom-in views and the ``clicks``
-    entry its new file keeps;
-    for an automatic model nothing."""
+    entry its new file keeps; for an automatic model nothing."""
     if "clicks" not in meta:
         return {}
     cfg = ClickConfig.of(meta)
