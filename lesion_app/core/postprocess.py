@@ -33,7 +33,7 @@ def clean_mask(
     regions, _ = ndimage.label(original, structure=_EIGHT)
     wanted = {int(np.argmax(np.bincount(regions.ravel())[1:])) + 1}
     wanted |= {int(regions[r, c]) for r, c in keep if regions[r, c]}
-    lesion = np.isin(regions, list(wanted)) if len(wanted) > 1 else regions == next(iter(wanted))
+    lesion = np.isin(regions, list(wanted))
     background, _ = ndimage.label(~lesion)  # 4-connected: a hole is background that does not reach the edge
     edge = np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])
     outside = set(np.unique(edge).tolist()) | {int(background[r, c]) for r, c in holes}  # clicked holes stay open

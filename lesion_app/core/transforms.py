@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -175,12 +174,11 @@ class RandZoomInCropd(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob)
         self.spatial_size = tuple(int(s) for s in spatial_size)
         self.expansion, self.shift, self.min_side, self.label_key = expansion, shift, min_side, label_key
-        self._zoom = ZoomIn()
-        self._shift = (0.0, 0.0)
+        self._expansion, self._shift = ZoomIn.expansion, (0.0, 0.0)
 
     def randomize(self, data: Any = None) -> None:
         super().randomize(None)
-        self._zoom = ZoomIn(float(self.R.uniform(*self.expansion)), self.min_side)
+        self._expansion = float(self.R.uniform(*self.expansion))
         self._shift = (float(self.R.uniform(-self.shift, self.shift)), float(self.R.uniform(-self.shift, self.shift)))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -192,7 +190,7 @@ class RandZoomInCropd(RandomizableTransform, MapTransform):
         if self._do_transform:
             # ``min_side`` is pixels of the photograph as it was read, also when it is kept smaller (LimitSided)
             shrunk = max(h, w) / max(d.get(ORIGINAL_SIZE_KEY, (h, w)))
-            zoom = replace(self._zoom, min_side=round(self._zoom.min_side * shrunk))
+            zoom = ZoomIn(self._expansion, round(self.min_side * shrunk))
             box = zoom.box(label[0].numpy() > 0.5, [], (h, w), self._shift)
         r0, r1, c0, c1 = box
         for key in self.key_iterator(d):
