@@ -24,12 +24,21 @@ RUN_UNDER_MAKE = LESION_STOP_WITH_PARENT=$$PPID exec
 
 .PHONY: venv serve test lint sample-data clean viewers orthanc
 
+# The pinned packages are installed by uv rather than pip: the same versions in 75 s instead of 204 s here (torch
+# dominates). --compile-bytecode as pip does: without .pyc files every process (the server, each test worker)
+# compiles torch and MONAI again where PYTHONDONTWRITEBYTECODE is set. uv reads pip's PIP_FIND_LINKS (where this
+# machine keeps the CPU torch wheel).
+UV_VERSION := 0.13.10
+UV_INSTALL = UV_FIND_LINKS="$${UV_FIND_LINKS:-$$(echo $$PIP_FIND_LINKS | tr ' ' ,)}" \
+	$(PY) -m uv pip install -q --compile-bytecode --python $(PY)
+
 $(VENV)/.installed: requirements/constraints.txt requirements/runtime.txt requirements/dev.txt setup.cfg
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q uv==$(UV_VERSION)
 	# monailabel without its declared dependencies: its sam2 requirement drags torchvision and a CUDA torch
-	$(PY) -m pip install -q --no-deps monailabel==0.8.5
-	$(PY) -m pip install -q -c requirements/constraints.txt -r requirements/runtime.txt -r requirements/dev.txt
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(UV_INSTALL) --no-deps monailabel==0.8.5
+	$(UV_INSTALL) -c requirements/constraints.txt -r requirements/runtime.txt -r requirements/dev.txt
+	$(UV_INSTALL) --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed
