@@ -152,8 +152,8 @@ class RandZoomInCropd(RandomizableTransform, MapTransform):
 
     Works on a (3, H, W) image and a (1, H, W) 0/1 label as the click training caches them (the photograph's size, at
     most :data:`ZOOM_SOURCE_SIDE`): the box is :meth:`ZoomIn.box` of the label, widened by a factor drawn from
-    ``expansion`` (at inference 1.4 around the previous mask, which is larger or smaller than the lesion) and its
-    centre moved by up to ``shift`` of its sides, at least ``min_side`` pixels of the photograph as read
+    ``expansion`` (at inference :attr:`ZoomIn.expansion` around the previous mask, which is larger or smaller than the
+    lesion) and its centre moved by up to ``shift`` of its sides, at least ``min_side`` pixels of the photograph as read
     (:data:`ORIGINAL_SIZE_KEY`); each side is resized on its own, as at inference (a box that is not square is
     stretched). The image is resized as inference resizes it (a box bilinearly with antialiasing, as
     :meth:`lesion_app.core.predictor.Prepared.crop` does; the whole photograph by area), the label bilinearly and

@@ -35,22 +35,21 @@ def session() -> tuple[Predictor, object, ClickConfig, np.ndarray]:
     return predictor, predictor.prepare(photo, zoom_source=True), ClickConfig.of(predictor.metas[0]), truth
 
 
-def test_from_the_second_click_the_network_answers_in_the_box_and_the_rest_stays(session: tuple) -> None:
+def test_from_the_first_click_the_network_answers_in_the_box_and_the_rest_stays(session: tuple) -> None:
     predictor, prepared, cfg, truth = session
     zoomed, plain = ClickEffect(brs_iterations=0, zoom=1), ClickEffect(brs_iterations=0, zoom=0)
     automatic = predictor.click(prepared, [], [], cfg, zoomed)
+    assert np.array_equal(automatic.mask, predictor.click(prepared, [], [], cfg, plain).mask)  # no click: no box
     rows, cols = np.nonzero(truth)
     inside = (int(rows.mean()), int(cols.mean()))
     first = predictor.click(prepared, [inside], [], cfg, zoomed, automatic.state)
-    same = predictor.click(prepared, [inside], [], cfg, plain, automatic.state)
-    assert np.array_equal(first.mask, same.mask)  # the first click still sees the whole photograph
-    outside = (int(rows.min()) // 2, int(cols.min()) // 2)  # skin, above and left of the lesion
-    second = predictor.click(prepared, [inside], [outside], cfg, zoomed, first.state)
-    unzoomed = predictor.click(prepared, [inside], [outside], cfg, plain, first.state)
-    r0, r1, c0, c1 = ZoomIn().box(first.state, [inside, outside], prepared.original_size)
+    unzoomed = predictor.click(prepared, [inside], [], cfg, plain, automatic.state)
+    r0, r1, c0, c1 = ZoomIn().box(automatic.state, [inside], prepared.original_size)
     assert (r1 - r0, c1 - c0) != prepared.original_size  # the box is smaller than the photograph here
     beyond = np.ones(truth.shape, bool)
     beyond[r0:r1, c0:c1] = False
-    assert np.array_equal(second.state[beyond], first.state[beyond])  # outside the box: the previous mask
-    assert not np.array_equal(second.probabilities, unzoomed.probabilities)  # inside: another view
+    assert np.array_equal(first.state[beyond], automatic.state[beyond])  # outside the box: the previous mask
+    assert not np.array_equal(first.probabilities, unzoomed.probabilities)  # inside: another view
+    outside = (int(rows.min()) // 2, int(cols.min()) // 2)  # skin, above and left of the lesion
+    second = predictor.click(prepared, [inside], [outside], cfg, zoomed, first.state)
     assert second.mask[outside] == 0 and second.mask[inside] == 1
