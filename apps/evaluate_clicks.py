@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         ("--click-prior", CLICK_PRIOR, "the click prior's strength, logits, 0: off"),
         ("--click-prior-sigma", CLICK_PRIOR_SIGMA, "the click prior's Gaussian standard deviation, pixels"),
         ("--click-brs-iterations", CLICK_BRS_ITERATIONS, "L-BFGS iterations of the f-BRS refinement per click, 0: off"),
-        ("--click-zoom", CLICK_ZOOM, "RITM's zoom-in from the first click on, 1: on, 0: off"),
+        ("--click-zoom", CLICK_ZOOM, "RITM's zoom-in (lesion_app.core.zoom.ZoomIn), 1: on, 0: off"),
     ):
         p.add_argument(
             option,

@@ -217,8 +217,9 @@ class ClickEffect:
         prior: the prior's strength, logits (0: off).
         prior_sigma: the prior's Gaussian standard deviation, pixels at the network's size.
         brs_iterations: L-BFGS iterations of the refinement per click, a whole number (0: off).
-        zoom: 1: from the first click on the network sees the box around the lesion (RITM's zoom-in,
-            :class:`lesion_app.core.zoom.ZoomIn`), and the pixels above are pixels of that box's grid; 0: off.
+        zoom: 1: once :attr:`lesion_app.core.zoom.ZoomIn.skip_clicks` clicks are past, the network sees the box
+            around the lesion (RITM's zoom-in, :class:`lesion_app.core.zoom.ZoomIn`), and the pixels above are
+            pixels of that box's grid; 0: off.
 
     Raises:
         ValueError: a value outside :attr:`LIMITS`, or a fractional ``brs_iterations`` or ``zoom``.
